@@ -1,0 +1,290 @@
+//! Export: a tree, or a list of changes over a tree, as a deterministic OCI layer tar.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+
+use super::entry_name::WHITEOUT_PREFIX;
+use super::writer::{Header, Kind, TarWriter};
+use crate::tree::{self, fd_xattrs, is_private_xattr, open_dir, path_xattrs, proc_path};
+use crate::{Change, ChangeKind, DriverError, IoContext, Result};
+
+/// Writes the whole tree at `root` (its root directory first, as `./`) to `out`.
+pub fn export_tree(root: &Path, out: impl Write) -> Result<()> {
+    let mut ex = Exporter::new(out);
+    let fd = open_dir(root)?;
+    let st = rfs::fstat(&fd).ctx("stat", root)?;
+    ex.entry(fd.as_fd(), None, b"./", &st, root)?;
+    ex.walk(fd.as_fd(), &mut b"".to_vec(), root)?;
+    ex.finish(root)
+}
+
+/// Writes the entries named by `changes` (paths under `root`) to `out`: added and modified
+/// paths as themselves, deleted ones as `.wh.` whiteouts.
+pub fn export_changes(root: &Path, changes: &[Change], out: impl Write) -> Result<()> {
+    let mut sorted: Vec<&Change> = changes.iter().collect();
+    sorted.sort_by(|a, b| a.path.components().cmp(b.path.components()));
+    let root_fd = open_dir(root)?;
+    let mut ex = Exporter::new(out);
+    for c in sorted {
+        let rel = c.path.strip_prefix("/").unwrap_or(&c.path);
+        let (parent, base) = match (rel.parent(), rel.file_name()) {
+            (Some(p), Some(b)) => (p, b),
+            _ => continue, // the root itself is never a change
+        };
+        let display = root.join(rel);
+        if c.kind == ChangeKind::Deleted {
+            let mut name = parent.as_os_str().as_bytes().to_vec();
+            if !name.is_empty() {
+                name.push(b'/');
+            }
+            name.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+            name.extend_from_slice(base.as_bytes());
+            ex.whiteout(name).ctx("write archive entry for", &display)?;
+            continue;
+        }
+        let dir = open_beneath(root_fd.as_fd(), parent).ctx("open", root.join(parent))?;
+        let cbase = CString::new(base.as_bytes()).map_err(|_| DriverError::archive(display.display().to_string(), "NUL in name"))?;
+        let st = rfs::statat(&dir, &cbase, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &display)?;
+        let mut name = rel.as_os_str().as_bytes().to_vec();
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            name.push(b'/');
+        }
+        ex.entry(dir.as_fd(), Some(&cbase), &name, &st, &display)?;
+    }
+    ex.finish(root)
+}
+
+/// Opens directory `rel` below `root` without following any symlink.
+fn open_beneath(root: BorrowedFd<'_>, rel: &Path) -> rustix::io::Result<OwnedFd> {
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    rfs::openat2(
+        root,
+        rel,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
+struct Exporter<W: Write> {
+    tar: TarWriter<BufWriter<W>>,
+    links: HashMap<(u64, u64), Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Exporter<W> {
+    fn new(out: W) -> Self {
+        Exporter {
+            tar: TarWriter::new(BufWriter::with_capacity(1 << 20, out)),
+            links: HashMap::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn finish(self, root: &Path) -> Result<()> {
+        self.tar.finish().ctx("write archive of", root)?;
+        Ok(())
+    }
+
+    fn walk(&mut self, dir: BorrowedFd<'_>, prefix: &mut Vec<u8>, display: &Path) -> Result<()> {
+        let mut names = tree::list_dir(dir).ctx("read directory", display)?;
+        names.sort();
+        for name in names {
+            let path = display.join(OsStr::from_bytes(name.to_bytes()));
+            let st = rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &path)?;
+            let len = prefix.len();
+            prefix.extend_from_slice(name.to_bytes());
+            let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+            if is_dir {
+                prefix.push(b'/');
+            }
+            let arc_name = prefix.clone();
+            if is_dir {
+                let sub = tree::open_dir_at(dir, &name).ctx("open directory", &path)?;
+                self.entry_of_dir(sub.as_fd(), &arc_name, &st, &path)?;
+                self.walk(sub.as_fd(), prefix, &path)?;
+            } else {
+                self.entry(dir, Some(&name), &arc_name, &st, &path)?;
+            }
+            prefix.truncate(len);
+        }
+        Ok(())
+    }
+
+    fn entry_of_dir(&mut self, fd: BorrowedFd<'_>, name: &[u8], st: &Stat, path: &Path) -> Result<()> {
+        self.entry(fd, None, name, st, path)
+    }
+
+    /// Archives one entry: `base` inside `dir`, or `dir` itself when `base` is `None`.
+    fn entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        base: Option<&CStr>,
+        name: &[u8],
+        st: &Stat,
+        path: &Path,
+    ) -> Result<()> {
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let mut h = Header {
+            name: name.to_vec(),
+            kind: Kind::Regular,
+            mode: st.st_mode & 0o7777,
+            uid: u64::from(st.st_uid),
+            gid: u64::from(st.st_gid),
+            size: 0,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            link: Vec::new(),
+            dev: (0, 0),
+            xattrs: Vec::new(),
+        };
+        let mut file: Option<File> = None;
+        match ft {
+            FileType::RegularFile => {
+                let key = (st.st_dev, st.st_ino);
+                if st.st_nlink > 1 {
+                    if let Some(first) = self.links.get(&key) {
+                        h.kind = Kind::Hardlink;
+                        h.link = first.clone();
+                        return self.tar.append(&h, None).ctx("write archive entry for", path);
+                    }
+                    self.links.insert(key, name.to_vec());
+                }
+                let fd = match base {
+                    Some(b) => rfs::openat(dir, b, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()),
+                    None => rfs::openat(dir, c".", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()),
+                }
+                .ctx("open", path)?;
+                h.size = st.st_size as u64;
+                h.xattrs = fd_xattrs(fd.as_fd()).ctx("read xattrs of", path)?;
+                file = Some(File::from(fd));
+            }
+            FileType::Directory => {
+                h.kind = Kind::Directory;
+                h.xattrs = match base {
+                    None => fd_xattrs(dir),
+                    Some(b) => {
+                        let fd = tree::open_dir_at(dir, b).ctx("open directory", path)?;
+                        fd_xattrs(fd.as_fd())
+                    }
+                }
+                .ctx("read xattrs of", path)?;
+            }
+            FileType::Symlink | FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
+                let b = base.ok_or_else(|| DriverError::archive(path.display().to_string(), "root is not a directory"))?;
+                h.kind = match ft {
+                    FileType::Symlink => Kind::Symlink,
+                    FileType::CharacterDevice => Kind::Char,
+                    FileType::BlockDevice => Kind::Block,
+                    _ => Kind::Fifo,
+                };
+                if ft == FileType::Symlink {
+                    h.link = rfs::readlinkat(dir, b, std::mem::take(&mut self.buf))
+                        .ctx("read link", path)?
+                        .into_bytes();
+                }
+                if matches!(ft, FileType::CharacterDevice | FileType::BlockDevice) {
+                    h.dev = (rfs::major(st.st_rdev), rfs::minor(st.st_rdev));
+                }
+                h.xattrs = path_xattrs(&proc_path(dir, b)).ctx("read xattrs of", path)?;
+            }
+            // Sockets are not part of a layer.
+            _ => return Ok(()),
+        }
+        h.xattrs.retain(|(k, _)| !is_private_xattr(k));
+        let data = file.as_mut().map(|f| f as &mut dyn Read);
+        self.tar.append(&h, data).ctx("write archive entry for", path)
+    }
+
+    fn whiteout(&mut self, name: Vec<u8>) -> io::Result<()> {
+        let h = Header {
+            name,
+            kind: Kind::Regular,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            link: Vec::new(),
+            dev: (0, 0),
+            xattrs: Vec::new(),
+        };
+        self.tar.append(&h, Some(&mut io::empty()))
+    }
+}
+
+/// A layer archive produced by a thread while it is read; keeps `hold` (the mounted layers)
+/// alive until it is dropped.
+pub struct DiffReader<'a> {
+    pipe: Option<io::PipeReader>,
+    thread: Option<JoinHandle<Result<()>>>,
+    hold: Option<Box<dyn Send + 'a>>,
+}
+
+impl std::fmt::Debug for DiffReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffReader").finish_non_exhaustive()
+    }
+}
+
+/// Exports `root` (whole, or only `changes`) on a thread, returning the reading end.
+pub fn export_in_background<'a>(
+    root: PathBuf,
+    changes: Option<Vec<Change>>,
+    hold: Box<dyn Send + 'a>,
+) -> Result<DiffReader<'a>> {
+    let (reader, writer) = io::pipe().ctx("create pipe for", &root)?;
+    let thread = std::thread::Builder::new()
+        .name("graphdriver-export".into())
+        .spawn(move || match changes {
+            Some(c) => export_changes(&root, &c, writer),
+            None => export_tree(&root, writer),
+        })
+        .ctx("spawn export thread for", PathBuf::new())?;
+    Ok(DiffReader {
+        pipe: Some(reader),
+        thread: Some(thread),
+        hold: Some(hold),
+    })
+}
+
+impl DiffReader<'_> {
+    fn join(&mut self) -> io::Result<()> {
+        match self.thread.take().map(|t| t.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(io::Error::other(e)),
+            Some(Err(_)) => Err(io::Error::other("export thread panicked")),
+        }
+    }
+}
+
+impl Read for DiffReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return Ok(0);
+        };
+        let n = pipe.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.pipe = None;
+            self.join()?;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for DiffReader<'_> {
+    fn drop(&mut self) {
+        self.pipe = None; // the thread sees EPIPE if it is still writing
+        let _ = self.join();
+        self.hold = None;
+    }
+}

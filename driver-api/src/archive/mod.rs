@@ -1,0 +1,73 @@
+//! The OCI layer archive, both directions.
+//!
+//! **Export** ([`export_tree`], [`export_changes`]) writes PAX tars that are deterministic: the
+//! same content gives the same bytes (sorted entries, no user or group names, no access times,
+//! PAX records in a fixed order). Every xattr is written except the backend-private
+//! `trusted.overlay.*` and `user.overlay.*`; hardlinked files are written once and then as
+//! links; sockets are skipped; deletions are `.wh.<name>` entries.
+//!
+//! **Apply** ([`apply`]) runs in two phases so that nothing half-applied is ever visible:
+//!
+//! 1. *Stage*: the archive is extracted into a private directory beside the layer, resolving
+//!    every path one component at a time without following symlinks; `..`, absolute names,
+//!    malformed whiteouts and links out of the layer are rejected with
+//!    [`DriverError::InvalidArchive`](crate::DriverError::InvalidArchive) naming the entry.
+//!    An error or a crash here leaves the layer untouched.
+//! 2. *Merge*: whiteouts and opaque markers delete what lower layers had (moved to a trash
+//!    directory), then the staged entries are renamed into the layer. The journal marks the
+//!    switch between the phases; a crash during the merge is finished at the next open
+//!    ([`resume_merge`]).
+
+mod entry_name;
+mod export;
+mod manifest;
+mod merge;
+mod stage;
+mod writer;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub use entry_name::{components, marker, Marker, OPAQUE_MARKER, WHITEOUT_PREFIX};
+pub use export::{export_changes, export_in_background, export_tree, DiffReader};
+pub use writer::{Header, Kind, TarWriter};
+
+use manifest::Manifest;
+
+use crate::{IoContext, Result};
+
+/// Where an archive is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyTarget {
+    /// The layer's directory, holding its full content.
+    pub dir: PathBuf,
+    /// A directory on the same mount as `dir` for staging (renames must not cross mounts).
+    pub staging_parent: PathBuf,
+}
+
+/// Applies `tar` to `target.dir` through the empty directory `staging`, calling `on_merge`
+/// once staging succeeded and before the layer changes (the caller journals that moment).
+/// Returns the bytes of regular-file data applied (hardlinks counted once).
+pub fn apply(
+    tar: &mut dyn Read,
+    target: &ApplyTarget,
+    staging: &Path,
+    on_merge: &mut dyn FnMut() -> Result<()>,
+) -> Result<u64> {
+    let tree = staging.join("tree");
+    for d in [&tree, &staging.join("trash")] {
+        std::fs::create_dir(d).ctx("create directory", d)?;
+    }
+    let (manifest, size) = stage::stage(tar, &tree, &target.dir)?;
+    manifest.save(&staging.join("manifest"))?;
+    on_merge()?;
+    crate::failpoint::hit("apply.merge");
+    merge::merge(staging, &target.dir, &manifest)?;
+    Ok(size)
+}
+
+/// Finishes a merge that a crash interrupted (see [`apply`]).
+pub fn resume_merge(staging: &Path, target: &Path) -> Result<()> {
+    let manifest = Manifest::load(&staging.join("manifest"))?;
+    merge::merge(staging, target, &manifest)
+}

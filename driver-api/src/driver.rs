@@ -1,0 +1,167 @@
+//! The `GraphDriver` trait and the values that cross it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LayerId, Result};
+
+/// Options for [`GraphDriver::create`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOpts {
+    /// A writable container layer (`true`) or an image layer (`false`). Both can be written
+    /// while they have no children; the kind is recorded for `status` and for backends that
+    /// treat the two differently.
+    pub read_write: bool,
+    /// A hard limit on the bytes the layer itself may hold (not counting its parent), if the
+    /// backend supports one; otherwise `create` fails with `Unsupported`.
+    pub size_limit: Option<u64>,
+    /// A mount label (SELinux context) applied when the layer is mounted, if any.
+    pub mount_label: Option<String>,
+    /// Backend-specific `key=value` options.
+    pub storage_opts: BTreeMap<String, String>,
+}
+
+/// The kind of a change, as `docker diff` prints it (`A`, `C`, `D`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// The path exists in the layer but not in the parent.
+    Added,
+    /// The path exists in both, and its content, type or metadata differs, or it is a
+    /// directory with a changed descendant.
+    Modified,
+    /// The path exists in the parent but not in the layer. A deleted directory is reported
+    /// once, without its contents.
+    Deleted,
+}
+
+impl ChangeKind {
+    /// The one-letter code `docker diff` uses.
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Modified => 'C',
+            ChangeKind::Deleted => 'D',
+        }
+    }
+}
+
+/// One changed path of a layer, relative to its parent.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Change {
+    /// The absolute path inside the layer, beginning with `/` (not necessarily UTF-8).
+    pub path: PathBuf,
+    /// What happened to it.
+    pub kind: ChangeKind,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.letter(), self.path.display())
+    }
+}
+
+/// What the driver records about a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    /// The layer.
+    pub id: LayerId,
+    /// Its parent, if any.
+    pub parent: Option<LayerId>,
+    /// A writable container layer (`true`) or an image layer.
+    pub read_write: bool,
+    /// When it was created.
+    pub created: SystemTime,
+    /// Its size limit, if one was set.
+    pub size_limit: Option<u64>,
+    /// Backend-specific facts about the layer (paths, device names, usage).
+    pub backend: BTreeMap<String, String>,
+}
+
+/// `status` output: ordered key/value pairs.
+pub type Status = Vec<(String, String)>;
+
+/// A container storage driver: a graph of layers, each a filesystem tree that starts as a
+/// copy-on-write view of its parent.
+///
+/// See the crate documentation for the model and the invariants every implementation keeps.
+/// Every method documents the conformance case (in `graphdriver-harness`) that checks it.
+pub trait GraphDriver: Send + Sync + fmt::Debug {
+    /// The driver's name (`vfs`, `overlay2`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Creates layer `id` on top of `parent` (or empty, with a `0755 root:root` root).
+    ///
+    /// Fails with `AlreadyExists`, `NotFound` (the parent) or `InvalidId`, and then creates
+    /// nothing. A child's root takes its parent's root mode and owner.
+    /// Checked by `lifecycle::empty_layer_has_bare_root`, `lifecycle::duplicate_id_is_rejected`,
+    /// `lifecycle::missing_parent_is_rejected`, `content::special_modes_seen_through_child`.
+    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()>;
+
+    /// Removes layer `id`: `HasChildren` if it has children, `Busy` if it is mounted,
+    /// `NotFound` if it does not exist. A removal is never half-visible: the layer is gone
+    /// from `list` and `exists` before its data is deleted, and an interrupted removal is
+    /// finished at the next open.
+    /// Checked by `lifecycle::remove_with_children_fails`, `lifecycle::remove_mounted_fails`.
+    fn remove(&self, id: &LayerId) -> Result<()>;
+
+    /// Mounts the layer (or reuses its mount) and returns the path of its root. Every call
+    /// must be matched by a [`put`](Self::put); the count survives the process and is
+    /// reconciled with the kernel's mount table when a driver is opened. A layer that has
+    /// children is exposed read-only.
+    /// Checked by `lifecycle::mount_counts_nest`, `lifecycle::layer_with_children_is_read_only`,
+    /// `concurrency::processes_mount_and_unmount_one_layer`.
+    fn get(&self, id: &LayerId, mount_label: Option<&str>) -> Result<PathBuf>;
+
+    /// Releases one [`get`](Self::get); unmounts at zero. Never fails because a copy of the
+    /// mount leaked into another mount namespace.
+    fn put(&self, id: &LayerId) -> Result<()>;
+
+    /// Whether the layer exists.
+    fn exists(&self, id: &LayerId) -> bool;
+
+    /// Every layer, in no particular order.
+    fn list(&self) -> Result<Vec<LayerId>>;
+
+    /// The layer's parent.
+    fn parent(&self, id: &LayerId) -> Result<Option<LayerId>>;
+
+    /// What the driver records about the layer.
+    fn metadata(&self, id: &LayerId) -> Result<LayerInfo>;
+
+    /// Key/value facts about the driver: backing filesystem, layer count, kernel features used.
+    fn status(&self) -> Status;
+
+    /// Unmounts everything this driver mounted and releases kernel resources. The layers stay.
+    fn cleanup(&self) -> Result<()>;
+
+    /// An OCI layer tar of what `id` changed relative to `parent` (default: its own parent; a
+    /// layer without a parent exports its whole tree). The output is deterministic: the same
+    /// content gives the same bytes. The layers stay mounted until the reader is dropped.
+    /// Checked by `diff::export_is_deterministic`, `diff::diff_then_apply_round_trips`.
+    fn diff<'a>(
+        &'a self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<Box<dyn Read + Send + 'a>>;
+
+    /// The changes of `id` relative to `parent` (default: its own parent), sorted by path,
+    /// with `docker diff` semantics.
+    /// Checked by `diff::changes_report_ancestors_once`, `diff::deleted_directory_is_one_change`.
+    fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>>;
+
+    /// Applies an OCI layer tar to `id`, a layer with no children that is not mounted, and
+    /// returns the applied size: the bytes of regular files, each hardlinked inode once, equal
+    /// to [`diff_size`](Self::diff_size) afterwards. All or nothing: on error the layer is as
+    /// before the call, and a crash part-way is repaired at the next open.
+    /// Checked by the `diff::*` and `bad_input::*` cases.
+    fn apply_diff(&self, id: &LayerId, parent: Option<&LayerId>, tar: &mut dyn Read)
+        -> Result<u64>;
+
+    /// The bytes a [`diff`](Self::diff) would carry: regular-file content, each inode once.
+    fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64>;
+}

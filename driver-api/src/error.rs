@@ -1,0 +1,138 @@
+//! The one error type at the library boundary.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::LayerId;
+
+/// The result of every driver operation.
+pub type Result<T, E = DriverError> = std::result::Result<T, E>;
+
+/// Everything a [`GraphDriver`](crate::GraphDriver) operation can fail with.
+///
+/// Messages are lowercase with no trailing period, and never repeat their cause: the cause is
+/// in [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The layer does not exist (also used for a missing parent).
+    #[error("layer {0} does not exist")]
+    NotFound(LayerId),
+    /// A layer with that id exists already.
+    #[error("layer {0} already exists")]
+    AlreadyExists(LayerId),
+    /// The layer has children, so it cannot be removed or changed.
+    #[error("layer {id} has children ({})", .children.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "))]
+    HasChildren {
+        /// The layer.
+        id: LayerId,
+        /// Its children.
+        children: Vec<LayerId>,
+    },
+    /// The layer is mounted (or in use), so it cannot be removed or changed.
+    #[error("layer {id} is busy: {reason}")]
+    Busy {
+        /// The layer.
+        id: LayerId,
+        /// What holds it.
+        reason: String,
+    },
+    /// `put` of a layer that is not mounted.
+    #[error("layer {0} is not mounted")]
+    NotMounted(LayerId),
+    /// The string is not a valid layer id.
+    #[error("invalid layer id {id:?}: {reason}")]
+    InvalidId {
+        /// The rejected string.
+        id: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A layer archive entry is malformed or unsafe; nothing was changed.
+    #[error("invalid layer archive entry {entry:?}: {reason}")]
+    InvalidArchive {
+        /// The entry's name as it appears in the archive (empty when the archive itself is
+        /// unreadable before the first entry).
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The backend, the kernel or the backing filesystem cannot do what was asked.
+    #[error("{driver}: {reason}")]
+    Unsupported {
+        /// The driver's name.
+        driver: &'static str,
+        /// What is missing, and how to get it where that is known.
+        reason: String,
+    },
+    /// The driver's own records are damaged.
+    #[error("corrupt driver state at {}: {reason}", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A system call or file operation failed.
+    #[error("failed to {op} {}", path.display())]
+    Io {
+        /// The operation, as a verb phrase ("mount", "create directory").
+        op: &'static str,
+        /// The path it acted on.
+        path: PathBuf,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+    /// An operation failed and undoing its partial effect failed too; both are kept.
+    #[error("{error}; rolling back failed too")]
+    RollbackFailed {
+        /// The original failure.
+        error: Box<DriverError>,
+        /// The failure of the rollback.
+        #[source]
+        rollback: Box<DriverError>,
+    },
+    /// A backend-specific failure (each backend has its own error enum).
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl DriverError {
+    /// An [`DriverError::Io`] for `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
+        DriverError::Io {
+            op,
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+
+    /// An [`DriverError::InvalidArchive`] for `entry`.
+    pub fn archive(entry: impl Into<String>, reason: impl Into<String>) -> Self {
+        DriverError::InvalidArchive {
+            entry: entry.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The errno of an underlying I/O error, if there is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            DriverError::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// Adds the operation and path to an `io::Result`.
+pub trait IoContext<T> {
+    /// Turns the error into [`DriverError::Io`].
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T, E: Into<io::Error>> IoContext<T> for std::result::Result<T, E> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| DriverError::io(op, path, e))
+    }
+}

@@ -1,0 +1,56 @@
+//! The contract every graphdriver backend keeps, and the pieces they share.
+//!
+//! # The model
+//!
+//! A **layer** is a filesystem tree with an id ([`LayerId`]) and at most one parent. A layer
+//! without a parent starts empty (its root `0755 root:root`); a layer with a parent starts as
+//! a copy-on-write view of it, its root taking the parent's root mode and owner. Image layers
+//! are filled once with [`GraphDriver::apply_diff`]; container layers are written through the
+//! path [`GraphDriver::get`] returns. A layer's **changes** are what differs from its parent,
+//! and its **diff** is those changes as an OCI layer tar.
+//!
+//! # Lifecycle
+//!
+//! `create` → (`apply_diff` | `get` … write … `put`)* → `diff` / `changes` → `remove`.
+//! A layer with children is frozen: `apply_diff` and `remove` refuse it, and `get` exposes it
+//! read-only.
+//!
+//! # Invariants, and the conformance case that checks each
+//!
+//! | invariant | case |
+//! |---|---|
+//! | ids are validated before anything is created | `lifecycle::invalid_ids_are_rejected` |
+//! | a failed `create` creates nothing | `lifecycle::missing_parent_is_rejected`, `lifecycle::duplicate_id_is_rejected` |
+//! | a new empty layer has a bare `0755 0:0` root | `lifecycle::empty_layer_has_bare_root` |
+//! | a child sees exactly its parent's tree, special modes and owners included | `content::special_modes_seen_through_child`, `content::chain_of_128_layers` |
+//! | a layer with children cannot be removed | `lifecycle::remove_with_children_fails` |
+//! | a mounted layer cannot be removed | `lifecycle::remove_mounted_fails` |
+//! | mount counts nest and survive the process | `lifecycle::mount_counts_nest`, `concurrency::processes_mount_and_unmount_one_layer` |
+//! | `diff` then `apply_diff` reproduces the tree; the applied size equals `diff_size` | `diff::diff_then_apply_round_trips` |
+//! | export is deterministic | `diff::export_is_deterministic` |
+//! | changes follow `docker diff` | `diff::changes_report_ancestors_once`, `diff::deleted_directory_is_one_change` |
+//! | apply never writes outside the layer and is all or nothing | `bad_input::*` |
+//! | a crash part-way is repaired at the next open | `bad_input::kill_during_apply_leaves_layer_unchanged`, `lifecycle::crash_during_create_is_rolled_back` |
+//!
+//! # Pieces
+//!
+//! - [`GraphDriver`]: the trait, usable as `Box<dyn GraphDriver>`.
+//! - [`store::LayerStore`]: records, the parent graph, mount counts, locks and the crash
+//!   journal, shared by every backend through [`store::Backend`].
+//! - [`archive`]: the OCI layer tar, both directions, with safe two-phase apply.
+//! - [`NaiveDiff`]: changes and sizes by walking two trees, the reference for native diffs.
+
+pub mod archive;
+mod driver;
+mod error;
+pub mod failpoint;
+mod layer_id;
+pub mod mountinfo;
+mod naive;
+pub mod store;
+pub mod tree;
+
+pub use driver::{Change, ChangeKind, CreateOpts, GraphDriver, LayerInfo, Status};
+pub use error::{DriverError, IoContext, Result};
+pub use layer_id::{LayerId, MAX_LAYER_ID_LEN};
+pub use naive::{NaiveDiff, RACY_WINDOW_SECS};

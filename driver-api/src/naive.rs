@@ -1,0 +1,302 @@
+//! Naive changes and sizes: walk a layer and its parent side by side and compare.
+//!
+//! This is the reference every native change list is checked against. A path is
+//!
+//! - **Added** when the parent lacks it (every entry of an added directory is reported);
+//! - **Deleted** when the layer lacks it (a deleted directory is one entry);
+//! - **Modified** when its type, mode, owner, device number, xattrs, or for non-directories
+//!   size, mtime (with nanoseconds) or symlink target differ, and every directory with a
+//!   change below it. A directory's mtime alone is not a change.
+//!
+//! A rewrite that keeps size and mtime cannot be seen from metadata when it happened within
+//! the timestamp granularity of the original write. Like git's "racy" entries, a regular file
+//! whose parent-side mtime is within [`RACY_WINDOW_SECS`] of its parent-side ctime (it was
+//! written in real time, not given an old mtime by an archive) and whose size and mtime match
+//! is compared by content.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::ffi::{CStr, OsStr};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+
+use crate::tree::{self, fd_xattrs, is_private_xattr, open_dir, path_xattrs, proc_path};
+use crate::{Change, ChangeKind, IoContext, Result};
+
+/// Files whose mtime is this close to their ctime are compared by content when metadata
+/// cannot tell (see the module docs).
+pub const RACY_WINDOW_SECS: i64 = 2;
+
+/// The naive diff: computes what a layer changed by walking it beside its parent.
+#[derive(Debug, Clone, Copy)]
+pub struct NaiveDiff;
+
+impl NaiveDiff {
+    /// The changes of the tree `layer` against the tree `parent`, sorted by path.
+    pub fn changes(layer: &Path, parent: &Path) -> Result<Vec<Change>> {
+        let new = open_dir(layer)?;
+        let old = open_dir(parent)?;
+        let mut w = Walker { out: Vec::new(), display: layer };
+        w.walk(new.as_fd(), Some(old.as_fd()), &mut Vec::new())?;
+        Ok(w.out)
+    }
+
+    /// Every path of `layer` as added (a layer without a parent).
+    pub fn all_added(layer: &Path) -> Result<Vec<Change>> {
+        let new = open_dir(layer)?;
+        let mut w = Walker { out: Vec::new(), display: layer };
+        w.walk(new.as_fd(), None, &mut Vec::new())?;
+        Ok(w.out)
+    }
+
+    /// The bytes a diff of `changes` over `layer` carries: regular files added or modified,
+    /// each inode once.
+    pub fn size(layer: &Path, changes: &[Change]) -> Result<u64> {
+        let root = open_dir(layer)?;
+        let mut seen = HashSet::new();
+        let mut total = 0;
+        for c in changes.iter().filter(|c| c.kind != ChangeKind::Deleted) {
+            let rel = c.path.strip_prefix("/").unwrap_or(&c.path);
+            let st = match root.as_fd().statat2(rel) {
+                Ok(st) => st,
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(e).ctx("stat", layer.join(rel)),
+            };
+            if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && seen.insert((st.st_dev, st.st_ino)) {
+                total += st.st_size as u64;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// `statat` of `rel` below `root`, never following a symlink.
+trait StatBeneath {
+    fn statat2(self, rel: &Path) -> rustix::io::Result<Stat>;
+}
+
+impl StatBeneath for BorrowedFd<'_> {
+    fn statat2(self, rel: &Path) -> rustix::io::Result<Stat> {
+        let fd = rfs::openat2(
+            self,
+            rel,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        );
+        match fd {
+            Ok(fd) => rfs::fstat(fd),
+            // the final component is a symlink: stat the link itself
+            Err(rustix::io::Errno::LOOP) => {
+                let parent = rel.parent().unwrap_or(Path::new(""));
+                let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                let dir = rfs::openat2(
+                    self,
+                    parent,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+                )?;
+                let name = rel.file_name().ok_or(rustix::io::Errno::INVAL)?;
+                rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+struct Walker<'a> {
+    out: Vec<Change>,
+    display: &'a Path,
+}
+
+impl Walker<'_> {
+    fn path(rel: &[u8]) -> PathBuf {
+        let mut p = b"/".to_vec();
+        p.extend_from_slice(rel);
+        PathBuf::from(OsStr::from_bytes(&p))
+    }
+
+    fn push(&mut self, rel: &[u8], kind: ChangeKind) {
+        self.out.push(Change { path: Self::path(rel), kind });
+    }
+
+    /// Walks directory `new` (and its counterpart `old`); returns whether anything below
+    /// changed.
+    fn walk(&mut self, new: BorrowedFd<'_>, old: Option<BorrowedFd<'_>>, rel: &mut Vec<u8>) -> Result<bool> {
+        let here = self.display.join(OsStr::from_bytes(rel));
+        let mut names_new = tree::list_dir(new).ctx("read directory", &here)?;
+        names_new.sort();
+        let mut names_old = match old {
+            Some(o) => tree::list_dir(o).ctx("read directory", &here)?,
+            None => Vec::new(),
+        };
+        names_old.sort();
+        let (mut i, mut j) = (0, 0);
+        let mut changed = false;
+        while i < names_new.len() || j < names_old.len() {
+            let ord = match (names_new.get(i), names_old.get(j)) {
+                (Some(a), Some(b)) => a.cmp(b),
+                (Some(_), None) => Ordering::Less,
+                _ => Ordering::Greater,
+            };
+            let name = if ord == Ordering::Greater { &names_old[j] } else { &names_new[i] };
+            let len = rel.len();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(name.to_bytes());
+            match ord {
+                Ordering::Greater => {
+                    self.push(rel, ChangeKind::Deleted);
+                    changed = true;
+                    j += 1;
+                }
+                Ordering::Less => {
+                    self.entry(new, None, name, rel)?;
+                    changed = true;
+                    i += 1;
+                }
+                Ordering::Equal => {
+                    changed |= self.entry(new, old, name, rel)?;
+                    i += 1;
+                    j += 1;
+                }
+            }
+            rel.truncate(len);
+        }
+        Ok(changed)
+    }
+
+    /// Compares one entry present in `new`; returns whether it or anything below changed.
+    fn entry(&mut self, new: BorrowedFd<'_>, old: Option<BorrowedFd<'_>>, name: &CStr, rel: &mut Vec<u8>) -> Result<bool> {
+        let here = self.display.join(OsStr::from_bytes(rel));
+        let st_new = rfs::statat(new, name, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &here)?;
+        let st_old = match old {
+            Some(o) => match rfs::statat(o, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Some(st),
+                Err(rustix::io::Errno::NOENT) => None,
+                Err(e) => return Err(e).ctx("stat parent's", &here),
+            },
+            None => None,
+        };
+        let is_dir = |st: &Stat| FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        let index = self.out.len();
+        let Some(st_old) = st_old else {
+            self.push(rel, ChangeKind::Added);
+            if is_dir(&st_new) {
+                let sub = tree::open_dir_at(new, name).ctx("open directory", &here)?;
+                self.walk(sub.as_fd(), None, rel)?;
+            }
+            return Ok(true);
+        };
+        let old = old.expect("st_old implies old");
+        let same_type = (st_new.st_mode & libc::S_IFMT) == (st_old.st_mode & libc::S_IFMT);
+        if is_dir(&st_new) {
+            let sub_new = tree::open_dir_at(new, name).ctx("open directory", &here)?;
+            let sub_old = if same_type {
+                Some(tree::open_dir_at(old, name).ctx("open parent's directory", &here)?)
+            } else {
+                None
+            };
+            let meta_changed = !same_type
+                || owner_mode_differ(&st_new, &st_old)
+                || xattrs_differ(
+                    fd_xattrs(sub_new.as_fd()),
+                    sub_old.as_ref().map(|o| fd_xattrs(o.as_fd())).unwrap_or(Ok(Vec::new())),
+                )
+                .ctx("read xattrs of", &here)?;
+            let below = self.walk(sub_new.as_fd(), sub_old.as_ref().map(|o| o.as_fd()), rel)?;
+            if meta_changed || below {
+                self.out.insert(index, Change { path: Self::path(rel), kind: ChangeKind::Modified });
+            }
+            return Ok(meta_changed || below);
+        }
+        let changed = !same_type
+            || owner_mode_differ(&st_new, &st_old)
+            || st_new.st_rdev != st_old.st_rdev
+            || st_new.st_size != st_old.st_size
+            || st_new.st_mtime != st_old.st_mtime
+            || st_new.st_mtime_nsec != st_old.st_mtime_nsec
+            || self.link_or_content_differs(new, old, name, &st_new, &st_old).ctx("compare", &here)?
+            || xattrs_differ(path_xattrs(&proc_path(new, name)), path_xattrs(&proc_path(old, name)))
+                .ctx("read xattrs of", &here)?;
+        if changed {
+            self.push(rel, ChangeKind::Modified);
+        }
+        Ok(changed)
+    }
+
+    fn link_or_content_differs(
+        &self,
+        new: BorrowedFd<'_>,
+        old: BorrowedFd<'_>,
+        name: &CStr,
+        st_new: &Stat,
+        st_old: &Stat,
+    ) -> rustix::io::Result<bool> {
+        match FileType::from_raw_mode(st_new.st_mode) {
+            FileType::Symlink => {
+                let a = rfs::readlinkat(new, name, Vec::new())?;
+                let b = rfs::readlinkat(old, name, Vec::new())?;
+                Ok(a != b)
+            }
+            FileType::RegularFile
+                if (st_old.st_ctime - st_old.st_mtime).abs() <= RACY_WINDOW_SECS
+                    && (st_new.st_dev, st_new.st_ino) != (st_old.st_dev, st_old.st_ino) =>
+            {
+                contents_differ(new, old, name)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+fn owner_mode_differ(a: &Stat, b: &Stat) -> bool {
+    a.st_mode != b.st_mode || a.st_uid != b.st_uid || a.st_gid != b.st_gid
+}
+
+type Xattrs = rustix::io::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+fn xattrs_differ(a: Xattrs, b: Xattrs) -> rustix::io::Result<bool> {
+    let (mut a, mut b) = (a?, b?);
+    a.retain(|(k, _)| !is_private_xattr(k));
+    b.retain(|(k, _)| !is_private_xattr(k));
+    Ok(a != b)
+}
+
+fn contents_differ(new: BorrowedFd<'_>, old: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<bool> {
+    let open = |d: BorrowedFd<'_>| -> rustix::io::Result<OwnedFd> {
+        rfs::openat(d, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+    };
+    let (mut a, mut b) = (File::from(open(new)?), File::from(open(old)?));
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut a, &mut ba)?;
+        let nb = read_full(&mut b, &mut bb)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(true);
+        }
+        if na == 0 {
+            return Ok(false);
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> rustix::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)),
+        }
+    }
+    Ok(n)
+}

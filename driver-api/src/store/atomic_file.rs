@@ -1,0 +1,38 @@
+//! Small files replaced atomically: write a temporary, fsync, rename over.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use crate::{IoContext, Result};
+
+/// Replaces `path` with `data` so that a reader (or a crash) sees the old or the new content,
+/// never a mix.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).ctx("create", &tmp)?;
+        f.write_all(data).ctx("write", &tmp)?;
+        f.sync_data().ctx("sync", &tmp)?;
+    }
+    fs::rename(&tmp, path).ctx("rename into place", path)?;
+    Ok(())
+}
+
+/// Reads `path`, or `None` if it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx("read", path),
+    }
+}
+
+/// Removes `path`; a missing file is not an error.
+pub fn remove_optional(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx("remove", path),
+    }
+}

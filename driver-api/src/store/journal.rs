@@ -1,0 +1,114 @@
+//! The crash journal: one record per multi-step operation in flight.
+//!
+//! An operation writes its journal record before its first step and deletes it after its
+//! last. A record still present when a driver is opened means the process died part-way; the
+//! store then rolls the operation back (create, apply before its merge) or forward (remove,
+//! apply during its merge). Operations on one layer are serialised by locks, so one record per
+//! layer is enough: `journal/<id>.json`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic_file::{read_optional, remove_optional, write_atomic};
+use crate::{DriverError, IoContext, LayerId, Result};
+
+/// A multi-step operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    /// Creating a layer: rolled back unless its record was written.
+    Create,
+    /// Removing a layer: always rolled forward.
+    Remove,
+    /// Applying a layer archive: rolled back while staging, forward while merging.
+    Apply {
+        /// The staging directory (same filesystem as the target).
+        staging: PathBuf,
+        /// The directory the archive is applied to.
+        target: PathBuf,
+        /// Whether staging finished and the merge began.
+        merging: bool,
+    },
+}
+
+/// A journal record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The layer the operation acts on.
+    pub id: LayerId,
+    /// The operation and its progress.
+    #[serde(flatten)]
+    pub op: Operation,
+}
+
+/// The journal directory.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+impl Journal {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Journal { dir }
+    }
+
+    fn path(&self, id: &LayerId) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Writes (or replaces) the record for `entry.id`; it is durable when this returns.
+    pub fn write(&self, entry: &Entry) -> Result<()> {
+        let data = serde_json::to_vec(entry).map_err(|e| DriverError::Corrupt {
+            path: self.path(&entry.id),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.path(&entry.id), &data)
+    }
+
+    /// Deletes the record for `id`: the operation is complete.
+    pub fn finish(&self, id: &LayerId) -> Result<()> {
+        remove_optional(&self.path(id))
+    }
+
+    /// The record for `id`, if one is pending.
+    pub fn get(&self, id: &LayerId) -> Result<Option<Entry>> {
+        let path = self.path(id);
+        match read_optional(&path)? {
+            None => Ok(None),
+            Some(data) => serde_json::from_slice(&data)
+                .map(Some)
+                .map_err(|e| DriverError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// Every pending record.
+    pub fn pending(&self) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for ent in std::fs::read_dir(&self.dir).ctx("read journal", &self.dir)? {
+            let ent = ent.ctx("read journal", &self.dir)?;
+            let name = ent.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                // leftovers of an interrupted atomic write
+                let _ = std::fs::remove_file(ent.path());
+                continue;
+            };
+            let id = LayerId::new(stem).map_err(|_| DriverError::Corrupt {
+                path: ent.path(),
+                reason: "journal file is not named after a layer".into(),
+            })?;
+            if let Some(e) = self.get(&id)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

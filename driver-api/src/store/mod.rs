@@ -1,0 +1,653 @@
+//! The layer store every backend shares.
+//!
+//! [`LayerStore`] keeps what is common to all backends: layer records (parent, kind, created),
+//! the parent/children graph and its rules, mount counts that survive the process, the locks
+//! that make it safe across processes, and the crash journal. A backend implements
+//! [`Backend`]: how to make, destroy, mount and unmount one layer's data, and optionally
+//! native change lists. `LayerStore<B>` is then a complete [`GraphDriver`].
+//!
+//! Layout under the driver's home (`<root>/<driver>/`):
+//!
+//! ```text
+//! .lock                  flock: creating, removing and recovering layers
+//! layers/<id>.json       the layer's record; a layer exists exactly when this file does
+//! children/<id>/<child>  the parent/children graph, one empty file per edge
+//! mounts/<id>            "<boot id> <count>": the mount count, void after a reboot
+//! locks/<id>.lock        flock: mounting, unmounting and applying to one layer
+//! journal/<id>.json      the operation in flight on that layer, if any
+//! staging/               archives being applied (backends may stage elsewhere)
+//! ```
+//!
+//! Lock order: the store lock before a layer lock, never the reverse. `get`, `put` and
+//! `apply_diff` take only the layer lock, so mounting one layer never waits for an import of
+//! another.
+
+mod atomic_file;
+mod journal;
+mod lock;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+pub use atomic_file::write_atomic;
+pub use journal::{Entry, Journal, Operation};
+pub use lock::FileLock;
+
+use atomic_file::{read_optional, remove_optional};
+
+use crate::archive::{self, ApplyTarget};
+use crate::mountinfo::MountTable;
+use crate::naive::NaiveDiff;
+use crate::{
+    Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId, LayerInfo, Result, Status,
+};
+
+/// What a backend provides to the shared [`LayerStore`].
+///
+/// The store calls these with the right locks held and after checking the graph rules, so a
+/// backend only deals with its own data. Every method must be safe to call again after a
+/// crash part-way through an earlier call.
+pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
+    /// The driver's name.
+    fn name(&self) -> &'static str;
+
+    /// Makes the data of a new layer: empty (root `0755 root:root`), or a copy-on-write child
+    /// of `parent`. Returns backend facts to keep in the layer's record.
+    fn make(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<BTreeMap<String, String>>;
+
+    /// Deletes all data of `id`. Succeeds when there is none (used to roll back a create).
+    fn destroy(&self, id: &LayerId) -> Result<()>;
+
+    /// Mounts `id` and returns its root; `read_only` when the layer has children.
+    fn mount(&self, id: &LayerId, read_only: bool, mount_label: Option<&str>) -> Result<PathBuf>;
+
+    /// Unmounts `id`. Must not fail because a copy of the mount is held in another namespace.
+    fn unmount(&self, id: &LayerId) -> Result<()>;
+
+    /// Whether `id` is mounted, according to `mounts`.
+    fn is_mounted(&self, id: &LayerId, mounts: &MountTable) -> bool;
+
+    /// Where [`LayerStore::apply_diff`] writes `id`'s content, and how.
+    fn apply_target(&self, id: &LayerId) -> Result<ApplyTarget>;
+
+    /// Backend-specific status lines.
+    fn status(&self) -> Status;
+
+    /// Native change list of `id` against its own parent, when the backend has one.
+    fn native_changes(&self, _store: &LayerStore<Self>, _id: &LayerId) -> Option<Result<Vec<Change>>> {
+        None
+    }
+}
+
+/// A graph of layers kept by one [`Backend`]; implements [`GraphDriver`].
+#[derive(Debug)]
+pub struct LayerStore<B: Backend> {
+    home: PathBuf,
+    boot_id: String,
+    journal: Journal,
+    backend: B,
+}
+
+const DIRS: [&str; 6] = ["layers", "children", "mounts", "locks", "journal", "staging"];
+
+impl<B: Backend> LayerStore<B> {
+    /// Opens the store at `home` (created if absent), finishing or rolling back any operation
+    /// a crashed process left half-done and reconciling mount counts with the kernel.
+    pub fn open(home: &Path, backend: B) -> Result<Self> {
+        for d in DIRS {
+            let p = home.join(d);
+            std::fs::create_dir_all(&p).ctx("create directory", &p)?;
+        }
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
+        let store = LayerStore {
+            home: home.to_owned(),
+            boot_id,
+            journal: Journal::new(home.join("journal")),
+            backend,
+        };
+        let _lock = store.lock()?;
+        store.recover()?;
+        store.reconcile_mounts()?;
+        Ok(store)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The driver's home directory (`<root>/<driver>`).
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The crash journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Takes the store lock (creating, removing, recovering).
+    pub fn lock(&self) -> Result<FileLock> {
+        FileLock::exclusive(&self.home.join(".lock"))
+    }
+
+    /// Takes the lock of one layer (mounting, unmounting, applying).
+    pub fn lock_layer(&self, id: &LayerId) -> Result<FileLock> {
+        FileLock::exclusive(&self.home.join("locks").join(format!("{id}.lock")))
+    }
+
+    fn record_path(&self, id: &LayerId) -> PathBuf {
+        self.home.join("layers").join(format!("{id}.json"))
+    }
+
+    /// The layer's record, or `None`.
+    pub fn record(&self, id: &LayerId) -> Result<Option<LayerInfo>> {
+        let path = self.record_path(id);
+        match read_optional(&path)? {
+            None => Ok(None),
+            Some(data) => serde_json::from_slice(&data)
+                .map(Some)
+                .map_err(|e| DriverError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// The layer's record, or `NotFound`.
+    pub fn require(&self, id: &LayerId) -> Result<LayerInfo> {
+        self.record(id)?.ok_or_else(|| DriverError::NotFound(id.clone()))
+    }
+
+    fn write_record(&self, info: &LayerInfo) -> Result<()> {
+        let path = self.record_path(&info.id);
+        let data = serde_json::to_vec_pretty(info).map_err(|e| DriverError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &data)
+    }
+
+    /// The layer's children.
+    pub fn children(&self, id: &LayerId) -> Result<Vec<LayerId>> {
+        let dir = self.home.join("children").join(id.as_str());
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).ctx("read directory", &dir),
+        };
+        let mut out = Vec::new();
+        for ent in rd {
+            let ent = ent.ctx("read directory", &dir)?;
+            if let Some(child) = ent.file_name().to_str().and_then(|s| LayerId::new(s).ok()) {
+                out.push(child);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn edge_path(&self, parent: &LayerId, child: &LayerId) -> PathBuf {
+        self.home
+            .join("children")
+            .join(parent.as_str())
+            .join(child.as_str())
+    }
+
+    fn add_edge(&self, parent: &LayerId, child: &LayerId) -> Result<()> {
+        let path = self.edge_path(parent, child);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+        }
+        std::fs::write(&path, b"").ctx("create", &path)
+    }
+
+    fn remove_edge(&self, parent: &LayerId, child: &LayerId) -> Result<()> {
+        remove_optional(&self.edge_path(parent, child))?;
+        let dir = self.home.join("children").join(parent.as_str());
+        let _ = std::fs::remove_dir(dir); // only succeeds when empty
+        Ok(())
+    }
+
+    fn count_path(&self, id: &LayerId) -> PathBuf {
+        self.home.join("mounts").join(id.as_str())
+    }
+
+    /// The layer's mount count (0 after a reboot).
+    pub fn mount_count(&self, id: &LayerId) -> Result<u32> {
+        let path = self.count_path(id);
+        let Some(data) = read_optional(&path)? else {
+            return Ok(0);
+        };
+        let text = String::from_utf8_lossy(&data);
+        let mut parts = text.split_whitespace();
+        let (boot, count) = (parts.next(), parts.next().and_then(|c| c.parse().ok()));
+        match (boot, count) {
+            (Some(b), Some(c)) if b == self.boot_id => Ok(c),
+            (Some(_), Some(_)) => Ok(0),
+            _ => Err(DriverError::Corrupt {
+                path,
+                reason: "mount count is not \"<boot id> <count>\"".into(),
+            }),
+        }
+    }
+
+    fn set_mount_count(&self, id: &LayerId, count: u32) -> Result<()> {
+        let path = self.count_path(id);
+        if count == 0 {
+            return remove_optional(&path);
+        }
+        write_atomic(&path, format!("{} {count}\n", self.boot_id).as_bytes())
+    }
+
+    fn recover(&self) -> Result<()> {
+        for entry in self.journal.pending()? {
+            self.recover_one(&entry)?;
+        }
+        // Staging directories without a journal record belong to an apply that died before
+        // it wrote its record: nothing refers to them.
+        let staging = self.home.join("staging");
+        for ent in std::fs::read_dir(&staging).ctx("read directory", &staging)? {
+            let ent = ent.ctx("read directory", &staging)?;
+            crate::tree::remove_tree(&ent.path())?;
+        }
+        Ok(())
+    }
+
+    fn recover_one(&self, entry: &Entry) -> Result<()> {
+        let id = &entry.id;
+        match &entry.op {
+            Operation::Create => {
+                if self.record(id)?.is_none() {
+                    self.backend.destroy(id)?;
+                    self.remove_dangling_edges(id)?;
+                }
+            }
+            Operation::Remove => {
+                let parent = self.record(id)?.and_then(|r| r.parent);
+                remove_optional(&self.record_path(id))?;
+                if let Some(p) = parent {
+                    self.remove_edge(&p, id)?;
+                }
+                self.remove_dangling_edges(id)?;
+                self.backend.destroy(id)?;
+                remove_optional(&self.count_path(id))?;
+            }
+            Operation::Apply {
+                staging,
+                target,
+                merging,
+            } => {
+                if *merging {
+                    archive::resume_merge(staging, target)?;
+                }
+                crate::tree::remove_tree(staging)?;
+            }
+        }
+        self.journal.finish(id)
+    }
+
+    /// Removes edges naming `id` as a child (its record is gone).
+    fn remove_dangling_edges(&self, id: &LayerId) -> Result<()> {
+        let dir = self.home.join("children");
+        for ent in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let ent = ent.ctx("read directory", &dir)?;
+            let edge = ent.path().join(id.as_str());
+            if edge.exists() {
+                remove_optional(&edge)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn reconcile_mounts(&self) -> Result<()> {
+        let table = MountTable::read()?;
+        for id in self.list()? {
+            let count = self.mount_count(&id)?;
+            let mounted = self.backend.is_mounted(&id, &table);
+            if count > 0 && !mounted {
+                // mounted before a reboot, or unmounted behind our back
+                self.set_mount_count(&id, 0)?;
+            } else if count == 0 && mounted {
+                // a process died between mounting and counting
+                self.backend.unmount(&id)?;
+            } else if count == 0 {
+                remove_optional(&self.count_path(&id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory a naive diff reads `id` from while it is mounted.
+    fn mounted_view(&self, id: &LayerId) -> Result<Mounted<'_, B>> {
+        let path = self.get(id, None)?;
+        Ok(Mounted {
+            store: self,
+            id: id.clone(),
+            path,
+        })
+    }
+
+    fn resolve_parent(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Option<LayerId>> {
+        let rec = self.require(id)?;
+        match parent {
+            Some(p) => {
+                self.require(p)?;
+                Ok(Some(p.clone()))
+            }
+            None => Ok(rec.parent),
+        }
+    }
+}
+
+/// A layer held mounted until dropped.
+#[derive(Debug)]
+pub struct Mounted<'a, B: Backend> {
+    store: &'a LayerStore<B>,
+    id: LayerId,
+    path: PathBuf,
+}
+
+impl<B: Backend> Mounted<'_, B> {
+    /// The mounted root.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl<B: Backend> Drop for Mounted<'_, B> {
+    fn drop(&mut self) {
+        let _ = self.store.put(&self.id);
+    }
+}
+
+impl<B: Backend> GraphDriver for LayerStore<B> {
+    fn name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+        let _lock = self.lock()?;
+        if self.record(id)?.is_some() {
+            return Err(DriverError::AlreadyExists(id.clone()));
+        }
+        // Hold the parent's layer lock so no archive is being applied to it meanwhile.
+        let _parent_lock = match parent {
+            Some(p) => {
+                let l = self.lock_layer(p)?;
+                self.require(p)?;
+                Some(l)
+            }
+            None => None,
+        };
+        self.journal.write(&Entry {
+            id: id.clone(),
+            op: Operation::Create,
+        })?;
+        let made = self.backend.make(id, parent, opts).and_then(|backend| {
+            if let Some(p) = parent {
+                self.add_edge(p, id)?;
+            }
+            self.write_record(&LayerInfo {
+                id: id.clone(),
+                parent: parent.cloned(),
+                read_write: opts.read_write,
+                created: SystemTime::now(),
+                size_limit: opts.size_limit,
+                backend,
+            })
+        });
+        if let Err(error) = made {
+            let rollback = self.backend.destroy(id).and_then(|()| {
+                if let Some(p) = parent {
+                    self.remove_edge(p, id)?;
+                }
+                self.journal.finish(id)
+            });
+            return Err(match rollback {
+                Ok(()) => error,
+                Err(rb) => DriverError::RollbackFailed {
+                    error: Box::new(error),
+                    rollback: Box::new(rb),
+                },
+            });
+        }
+        self.journal.finish(id)
+    }
+
+    fn remove(&self, id: &LayerId) -> Result<()> {
+        let _lock = self.lock()?;
+        let _layer = self.lock_layer(id)?;
+        let rec = self.require(id)?;
+        let children = self.children(id)?;
+        if !children.is_empty() {
+            return Err(DriverError::HasChildren {
+                id: id.clone(),
+                children,
+            });
+        }
+        let count = self.mount_count(id)?;
+        if count > 0 {
+            return Err(DriverError::Busy {
+                id: id.clone(),
+                reason: format!("mounted {count} time(s)"),
+            });
+        }
+        self.journal.write(&Entry {
+            id: id.clone(),
+            op: Operation::Remove,
+        })?;
+        // The record goes first: from here on the layer does not exist for anyone.
+        remove_optional(&self.record_path(id))?;
+        if let Some(p) = &rec.parent {
+            self.remove_edge(p, id)?;
+        }
+        self.backend.destroy(id)?;
+        remove_optional(&self.count_path(id))?;
+        remove_optional(&self.home.join("locks").join(format!("{id}.lock")))?;
+        self.journal.finish(id)
+    }
+
+    fn get(&self, id: &LayerId, mount_label: Option<&str>) -> Result<PathBuf> {
+        let _layer = self.lock_layer(id)?;
+        self.require(id)?;
+        let count = self.mount_count(id)?;
+        let read_only = !self.children(id)?.is_empty();
+        let path = self.backend.mount(id, read_only, mount_label)?;
+        if let Err(e) = self.set_mount_count(id, count + 1) {
+            if count == 0 {
+                let _ = self.backend.unmount(id);
+            }
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    fn put(&self, id: &LayerId) -> Result<()> {
+        let _layer = self.lock_layer(id)?;
+        self.require(id)?;
+        let count = self.mount_count(id)?;
+        match count {
+            0 => Err(DriverError::NotMounted(id.clone())),
+            1 => {
+                self.backend.unmount(id)?;
+                self.set_mount_count(id, 0)
+            }
+            n => self.set_mount_count(id, n - 1),
+        }
+    }
+
+    fn exists(&self, id: &LayerId) -> bool {
+        self.record_path(id).exists()
+    }
+
+    fn list(&self) -> Result<Vec<LayerId>> {
+        let dir = self.home.join("layers");
+        let mut out = Vec::new();
+        for ent in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let ent = ent.ctx("read directory", &dir)?;
+            let name = ent.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| LayerId::new(n).ok())
+            {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn parent(&self, id: &LayerId) -> Result<Option<LayerId>> {
+        Ok(self.require(id)?.parent)
+    }
+
+    fn metadata(&self, id: &LayerId) -> Result<LayerInfo> {
+        self.require(id)
+    }
+
+    fn status(&self) -> Status {
+        let mut s = self.backend.status();
+        let layers = self.list().map(|l| l.len().to_string()).unwrap_or_else(|e| e.to_string());
+        s.push(("Layers".into(), layers));
+        s
+    }
+
+    fn cleanup(&self) -> Result<()> {
+        let _lock = self.lock()?;
+        for id in self.list()? {
+            let _layer = self.lock_layer(&id)?;
+            if self.mount_count(&id)? > 0 {
+                self.backend.unmount(&id)?;
+                self.set_mount_count(&id, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn diff<'a>(
+        &'a self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<Box<dyn Read + Send + 'a>> {
+        let parent = self.resolve_parent(id, parent)?;
+        let layer = self.mounted_view(id)?;
+        let base = parent.as_ref().map(|p| self.mounted_view(p)).transpose()?;
+        let changes = match (&base, self.native(id, parent.as_ref())) {
+            (_, Some(native)) => Some(native?),
+            (Some(b), None) => Some(NaiveDiff::changes(layer.path(), b.path())?),
+            (None, None) => None,
+        };
+        let reader = archive::export_in_background(
+            layer.path().to_owned(),
+            changes,
+            Box::new((layer, base)),
+        )?;
+        Ok(Box::new(reader))
+    }
+
+    fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
+        let parent = self.resolve_parent(id, parent)?;
+        if let Some(native) = self.native(id, parent.as_ref()) {
+            return native;
+        }
+        let layer = self.mounted_view(id)?;
+        match parent {
+            Some(p) => {
+                let base = self.mounted_view(&p)?;
+                NaiveDiff::changes(layer.path(), base.path())
+            }
+            None => NaiveDiff::all_added(layer.path()),
+        }
+    }
+
+    fn apply_diff(
+        &self,
+        id: &LayerId,
+        _parent: Option<&LayerId>,
+        tar: &mut dyn Read,
+    ) -> Result<u64> {
+        let _layer = self.lock_layer(id)?;
+        self.require(id)?;
+        let children = self.children(id)?;
+        if !children.is_empty() {
+            return Err(DriverError::HasChildren {
+                id: id.clone(),
+                children,
+            });
+        }
+        let count = self.mount_count(id)?;
+        if count > 0 {
+            return Err(DriverError::Busy {
+                id: id.clone(),
+                reason: format!("mounted {count} time(s)"),
+            });
+        }
+        let target = self.backend.apply_target(id)?;
+        let staging = crate::tree::unique_dir(&target.staging_parent, id.as_str())?;
+        let mut entry = Entry {
+            id: id.clone(),
+            op: Operation::Apply {
+                staging: staging.clone(),
+                target: target.dir.clone(),
+                merging: false,
+            },
+        };
+        self.journal.write(&entry)?;
+        let result = archive::apply(tar, &target, &staging, &mut || {
+            if let Operation::Apply { merging, .. } = &mut entry.op {
+                *merging = true;
+            }
+            self.journal.write(&entry)
+        });
+        let done = crate::tree::remove_tree(&staging).and_then(|()| self.journal.finish(id));
+        match (result, done) {
+            (Ok(size), Ok(())) => Ok(size),
+            (Err(e), Ok(())) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(error), Err(rb)) => Err(DriverError::RollbackFailed {
+                error: Box::new(error),
+                rollback: Box::new(rb),
+            }),
+        }
+    }
+
+    fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        let parent = self.resolve_parent(id, parent)?;
+        let layer = self.mounted_view(id)?;
+        let changes = match (self.native(id, parent.as_ref()), &parent) {
+            (Some(native), _) => native?,
+            (None, Some(p)) => {
+                let base = self.mounted_view(p)?;
+                NaiveDiff::changes(layer.path(), base.path())?
+            }
+            (None, None) => NaiveDiff::all_added(layer.path())?,
+        };
+        NaiveDiff::size(layer.path(), &changes)
+    }
+}
+
+impl<B: Backend> LayerStore<B> {
+    /// The native change list, when the backend has one and `parent` is the layer's own.
+    fn native(&self, id: &LayerId, parent: Option<&LayerId>) -> Option<Result<Vec<Change>>> {
+        let own = match self.require(id) {
+            Ok(rec) => rec.parent,
+            Err(e) => return Some(Err(e)),
+        };
+        if own.as_ref() != parent || std::env::var_os("GRAPHDRIVER_NAIVE_DIFF").is_some() {
+            return None;
+        }
+        self.backend.native_changes(self, id)
+    }
+}

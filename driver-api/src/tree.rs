@@ -1,0 +1,187 @@
+//! Filesystem tree operations that never follow symlinks: removal, unique directories,
+//! xattrs and metadata through file descriptors.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::{DriverError, IoContext, Result};
+
+/// Opens the directory `path` (not following a final symlink) as an `O_PATH`-less fd usable
+/// for `*at` calls and `readdir`.
+pub fn open_dir(path: &Path) -> Result<OwnedFd> {
+    rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open directory", path)
+}
+
+/// Opens `name` inside `dir` as a directory, not following symlinks.
+pub fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<OwnedFd> {
+    rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Removes `path` and everything below it; a missing path is not an error. Symlinks are
+/// removed, never followed, and the walk does not cross into other mounts' contents.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    let (parent, name) = split(path)?;
+    let parent_fd = match open_dir(parent) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    remove_entry_at(parent_fd.as_fd(), &name).ctx("remove", path)
+}
+
+/// Removes the entry `name` of `dir`, recursively if it is a directory.
+pub fn remove_entry_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<()> {
+    match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(Errno::NOENT) => Ok(()),
+        Err(Errno::ISDIR) | Err(Errno::PERM) => {
+            let sub = match open_dir_at(dir, name) {
+                Ok(fd) => fd,
+                Err(Errno::NOTDIR) | Err(Errno::LOOP) => return rfs::unlinkat(dir, name, AtFlags::empty()),
+                Err(e) => return Err(e),
+            };
+            empty_dir(sub.as_fd())?;
+            match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes everything inside the directory `dir`.
+pub fn empty_dir(dir: BorrowedFd<'_>) -> rustix::io::Result<()> {
+    loop {
+        let names = list_dir(dir)?;
+        if names.is_empty() {
+            return Ok(());
+        }
+        for name in names {
+            remove_entry_at(dir, &name)?;
+        }
+    }
+}
+
+/// The entries of `dir` (without `.` and `..`), unsorted.
+pub fn list_dir(dir: BorrowedFd<'_>) -> rustix::io::Result<Vec<CString>> {
+    let mut d = rfs::Dir::read_from(dir)?;
+    let mut out = Vec::new();
+    while let Some(ent) = d.read() {
+        let ent = ent?;
+        let n = ent.file_name();
+        if n != c"." && n != c".." {
+            out.push(n.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Creates a new directory `<parent>/<prefix>.<n>` that did not exist before.
+pub fn unique_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(parent).ctx("create directory", parent)?;
+    let pid = std::process::id();
+    for n in 0u32.. {
+        let p = parent.join(format!("{prefix}.{pid}.{n}"));
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).ctx("create directory", &p),
+        }
+    }
+    unreachable!("u32 exhausted")
+}
+
+fn split(path: &Path) -> Result<(&Path, CString)> {
+    let bad = || DriverError::io("split path", path, std::io::Error::from_raw_os_error(libc::EINVAL));
+    let parent = path.parent().ok_or_else(bad)?;
+    let name = path.file_name().ok_or_else(bad)?;
+    let name = CString::new(name.as_bytes()).map_err(|_| bad())?;
+    Ok((parent, name))
+}
+
+/// A `/proc/self/fd/<dir>/<name>` path: resolves `dir` through its fd (already safe) and
+/// names `name` without following it, for the `l*xattr` calls that have no `*at` form.
+pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> PathBuf {
+    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    p.push(OsStr::from_bytes(name.to_bytes()));
+    p
+}
+
+/// The extended attributes of an open file or directory, sorted by name.
+pub fn fd_xattrs(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    xattrs_with(
+        |buf| rfs::flistxattr(fd, buf),
+        |name, buf| rfs::fgetxattr(fd, name, buf),
+    )
+}
+
+/// The extended attributes of `path` itself (a symlink is not followed), sorted by name.
+pub fn path_xattrs(path: &Path) -> rustix::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    xattrs_with(
+        |buf| rfs::llistxattr(path, buf),
+        |name, buf| rfs::lgetxattr(path, name, buf),
+    )
+}
+
+fn xattrs_with(
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    get: impl Fn(&CStr, &mut [u8]) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut buf = vec![0u8; 1024];
+    let n = loop {
+        match list(&mut buf) {
+            Ok(n) => break n,
+            Err(Errno::RANGE) => {
+                let need = list(&mut [])?;
+                buf.resize(need.max(buf.len() * 2), 0);
+            }
+            Err(Errno::NOTSUP) | Err(Errno::PERM) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut value = vec![0u8; 256];
+    for name in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let cname = CString::new(name).map_err(|_| Errno::INVAL)?;
+        let len = loop {
+            match get(&cname, &mut value) {
+                Ok(len) => break Some(len),
+                Err(Errno::RANGE) => {
+                    let need = get(&cname, &mut [])?;
+                    value.resize(need.max(value.len() * 2), 0);
+                }
+                Err(Errno::NODATA) => break None, // removed meanwhile
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(len) = len {
+            out.push((name.to_vec(), value[..len].to_vec()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether an xattr is private to a backend and never exported or compared.
+pub fn is_private_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
