@@ -11,7 +11,7 @@ command -v debootstrap >/dev/null || {
   echo "debian-rootfs: debootstrap is missing (scripts/install-deps.sh installs it)" >&2; exit 1; }
 mkdir -p "$CACHE"
 # The archive apt already uses, so a machine behind a local mirror works too.
-MIRROR=${DEBIAN_MIRROR:-$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+MIRROR=${DEBIAN_MIRROR:-$({ cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } |
   awk '/^URIs:/ && $2 ~ /debian$/ {print $2; exit} $1=="deb" && $2 ~ /debian$/ {print $2; exit}')}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 # debootstrap writes ~10k files: do it on a tmpfs (the root disk is slow for small writes).

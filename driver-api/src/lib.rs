@@ -41,6 +41,7 @@
 //! - [`NaiveDiff`]: changes and sizes by walking two trees, the reference for native diffs.
 
 pub mod archive;
+mod backing_fs;
 mod driver;
 mod error;
 pub mod failpoint;
@@ -50,6 +51,7 @@ mod naive;
 pub mod store;
 pub mod tree;
 
+pub use backing_fs::BackingFs;
 pub use driver::{Change, ChangeKind, CreateOpts, GraphDriver, LayerInfo, Status};
 pub use error::{DriverError, IoContext, Result};
 pub use layer_id::{LayerId, MAX_LAYER_ID_LEN};

@@ -41,7 +41,10 @@ impl NaiveDiff {
     pub fn changes(layer: &Path, parent: &Path) -> Result<Vec<Change>> {
         let new = open_dir(layer)?;
         let old = open_dir(parent)?;
-        let mut w = Walker { out: Vec::new(), display: layer };
+        let mut w = Walker {
+            out: Vec::new(),
+            display: layer,
+        };
         w.walk(new.as_fd(), Some(old.as_fd()), &mut Vec::new())?;
         Ok(w.out)
     }
@@ -49,7 +52,10 @@ impl NaiveDiff {
     /// Every path of `layer` as added (a layer without a parent).
     pub fn all_added(layer: &Path) -> Result<Vec<Change>> {
         let new = open_dir(layer)?;
-        let mut w = Walker { out: Vec::new(), display: layer };
+        let mut w = Walker {
+            out: Vec::new(),
+            display: layer,
+        };
         w.walk(new.as_fd(), None, &mut Vec::new())?;
         Ok(w.out)
     }
@@ -67,7 +73,9 @@ impl NaiveDiff {
                 Err(rustix::io::Errno::NOENT) => continue,
                 Err(e) => return Err(e).ctx("stat", layer.join(rel)),
             };
-            if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && seen.insert((st.st_dev, st.st_ino)) {
+            if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                && seen.insert((st.st_dev, st.st_ino))
+            {
                 total += st.st_size as u64;
             }
         }
@@ -94,7 +102,11 @@ impl StatBeneath for BorrowedFd<'_> {
             // the final component is a symlink: stat the link itself
             Err(rustix::io::Errno::LOOP) => {
                 let parent = rel.parent().unwrap_or(Path::new(""));
-                let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                let parent = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
                 let dir = rfs::openat2(
                     self,
                     parent,
@@ -123,12 +135,20 @@ impl Walker<'_> {
     }
 
     fn push(&mut self, rel: &[u8], kind: ChangeKind) {
-        self.out.push(Change { path: Self::path(rel), kind });
+        self.out.push(Change {
+            path: Self::path(rel),
+            kind,
+        });
     }
 
     /// Walks directory `new` (and its counterpart `old`); returns whether anything below
     /// changed.
-    fn walk(&mut self, new: BorrowedFd<'_>, old: Option<BorrowedFd<'_>>, rel: &mut Vec<u8>) -> Result<bool> {
+    fn walk(
+        &mut self,
+        new: BorrowedFd<'_>,
+        old: Option<BorrowedFd<'_>>,
+        rel: &mut Vec<u8>,
+    ) -> Result<bool> {
         let here = self.display.join(OsStr::from_bytes(rel));
         let mut names_new = tree::list_dir(new).ctx("read directory", &here)?;
         names_new.sort();
@@ -145,7 +165,11 @@ impl Walker<'_> {
                 (Some(_), None) => Ordering::Less,
                 _ => Ordering::Greater,
             };
-            let name = if ord == Ordering::Greater { &names_old[j] } else { &names_new[i] };
+            let name = if ord == Ordering::Greater {
+                &names_old[j]
+            } else {
+                &names_new[i]
+            };
             let len = rel.len();
             if !rel.is_empty() {
                 rel.push(b'/');
@@ -174,7 +198,13 @@ impl Walker<'_> {
     }
 
     /// Compares one entry present in `new`; returns whether it or anything below changed.
-    fn entry(&mut self, new: BorrowedFd<'_>, old: Option<BorrowedFd<'_>>, name: &CStr, rel: &mut Vec<u8>) -> Result<bool> {
+    fn entry(
+        &mut self,
+        new: BorrowedFd<'_>,
+        old: Option<BorrowedFd<'_>>,
+        name: &CStr,
+        rel: &mut Vec<u8>,
+    ) -> Result<bool> {
         let here = self.display.join(OsStr::from_bytes(rel));
         let st_new = rfs::statat(new, name, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &here)?;
         let st_old = match old {
@@ -208,12 +238,21 @@ impl Walker<'_> {
                 || owner_mode_differ(&st_new, &st_old)
                 || xattrs_differ(
                     fd_xattrs(sub_new.as_fd()),
-                    sub_old.as_ref().map(|o| fd_xattrs(o.as_fd())).unwrap_or(Ok(Vec::new())),
+                    sub_old
+                        .as_ref()
+                        .map(|o| fd_xattrs(o.as_fd()))
+                        .unwrap_or(Ok(Vec::new())),
                 )
                 .ctx("read xattrs of", &here)?;
             let below = self.walk(sub_new.as_fd(), sub_old.as_ref().map(|o| o.as_fd()), rel)?;
             if meta_changed || below {
-                self.out.insert(index, Change { path: Self::path(rel), kind: ChangeKind::Modified });
+                self.out.insert(
+                    index,
+                    Change {
+                        path: Self::path(rel),
+                        kind: ChangeKind::Modified,
+                    },
+                );
             }
             return Ok(meta_changed || below);
         }
@@ -223,9 +262,14 @@ impl Walker<'_> {
             || st_new.st_size != st_old.st_size
             || st_new.st_mtime != st_old.st_mtime
             || st_new.st_mtime_nsec != st_old.st_mtime_nsec
-            || self.link_or_content_differs(new, old, name, &st_new, &st_old).ctx("compare", &here)?
-            || xattrs_differ(path_xattrs(&proc_path(new, name)), path_xattrs(&proc_path(old, name)))
-                .ctx("read xattrs of", &here)?;
+            || self
+                .link_or_content_differs(new, old, name, &st_new, &st_old)
+                .ctx("compare", &here)?
+            || xattrs_differ(
+                path_xattrs(&proc_path(new, name)),
+                path_xattrs(&proc_path(old, name)),
+            )
+            .ctx("read xattrs of", &here)?;
         if changed {
             self.push(rel, ChangeKind::Modified);
         }
@@ -270,9 +314,18 @@ fn xattrs_differ(a: Xattrs, b: Xattrs) -> rustix::io::Result<bool> {
     Ok(a != b)
 }
 
-fn contents_differ(new: BorrowedFd<'_>, old: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<bool> {
+fn contents_differ(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    name: &CStr,
+) -> rustix::io::Result<bool> {
     let open = |d: BorrowedFd<'_>| -> rustix::io::Result<OwnedFd> {
-        rfs::openat(d, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+        rfs::openat(
+            d,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
     };
     let (mut a, mut b) = (File::from(open(new)?), File::from(open(old)?));
     let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
@@ -295,7 +348,9 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> rustix::io::Result<usize> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)),
+            Err(e) => {
+                return Err(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
+            }
         }
     }
     Ok(n)

@@ -52,7 +52,9 @@ pub fn remove_entry_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<(
         Err(Errno::ISDIR) | Err(Errno::PERM) => {
             let sub = match open_dir_at(dir, name) {
                 Ok(fd) => fd,
-                Err(Errno::NOTDIR) | Err(Errno::LOOP) => return rfs::unlinkat(dir, name, AtFlags::empty()),
+                Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
+                    return rfs::unlinkat(dir, name, AtFlags::empty())
+                }
                 Err(e) => return Err(e),
             };
             empty_dir(sub.as_fd())?;
@@ -108,7 +110,13 @@ pub fn unique_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
 }
 
 fn split(path: &Path) -> Result<(&Path, CString)> {
-    let bad = || DriverError::io("split path", path, std::io::Error::from_raw_os_error(libc::EINVAL));
+    let bad = || {
+        DriverError::io(
+            "split path",
+            path,
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        )
+    };
     let parent = path.parent().ok_or_else(bad)?;
     let name = path.file_name().ok_or_else(bad)?;
     let name = CString::new(name.as_bytes()).map_err(|_| bad())?;

@@ -1,1 +1,7 @@
-//! placeholder
+//! The graphdriver harness: the conformance suite every backend must pass, scratch
+//! filesystem fixtures, and what `graphctl` is built from.
+
+pub mod conformance;
+pub mod drivers;
+pub mod fixture;
+pub mod tree_snapshot;

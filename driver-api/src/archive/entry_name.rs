@@ -66,7 +66,10 @@ mod tests {
 
     #[test]
     fn normalises_relative_paths() {
-        assert_eq!(components(b"./a//b/./c/").unwrap(), vec![&b"a"[..], b"b", b"c"]);
+        assert_eq!(
+            components(b"./a//b/./c/").unwrap(),
+            vec![&b"a"[..], b"b", b"c"]
+        );
         assert!(components(b"./").unwrap().is_empty());
         assert!(components(b".").unwrap().is_empty());
     }
@@ -84,7 +87,10 @@ mod tests {
         assert_eq!(marker(b"file").unwrap(), Marker::Entry);
         assert_eq!(marker(b".wh..wh..opq").unwrap(), Marker::Opaque);
         assert_eq!(marker(b".wh.file").unwrap(), Marker::Whiteout(b"file"));
-        assert_eq!(marker(b".wh..hidden").unwrap(), Marker::Whiteout(b".hidden"));
+        assert_eq!(
+            marker(b".wh..hidden").unwrap(),
+            Marker::Whiteout(b".hidden")
+        );
         assert_eq!(marker(b".wh..wh.plnk").unwrap(), Marker::AufsMeta);
         assert!(marker(b".wh.").is_err());
         assert!(marker(b".wh..").is_err());

@@ -51,7 +51,8 @@ pub fn export_changes(root: &Path, changes: &[Change], out: impl Write) -> Resul
             continue;
         }
         let dir = open_beneath(root_fd.as_fd(), parent).ctx("open", root.join(parent))?;
-        let cbase = CString::new(base.as_bytes()).map_err(|_| DriverError::archive(display.display().to_string(), "NUL in name"))?;
+        let cbase = CString::new(base.as_bytes())
+            .map_err(|_| DriverError::archive(display.display().to_string(), "NUL in name"))?;
         let st = rfs::statat(&dir, &cbase, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &display)?;
         let mut name = rel.as_os_str().as_bytes().to_vec();
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
@@ -64,7 +65,11 @@ pub fn export_changes(root: &Path, changes: &[Change], out: impl Write) -> Resul
 
 /// Opens directory `rel` below `root` without following any symlink.
 fn open_beneath(root: BorrowedFd<'_>, rel: &Path) -> rustix::io::Result<OwnedFd> {
-    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
     rfs::openat2(
         root,
         rel,
@@ -119,7 +124,13 @@ impl<W: Write> Exporter<W> {
         Ok(())
     }
 
-    fn entry_of_dir(&mut self, fd: BorrowedFd<'_>, name: &[u8], st: &Stat, path: &Path) -> Result<()> {
+    fn entry_of_dir(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        name: &[u8],
+        st: &Stat,
+        path: &Path,
+    ) -> Result<()> {
         self.entry(fd, None, name, st, path)
     }
 
@@ -154,12 +165,20 @@ impl<W: Write> Exporter<W> {
                     if let Some(first) = self.links.get(&key) {
                         h.kind = Kind::Hardlink;
                         h.link = first.clone();
-                        return self.tar.append(&h, None).ctx("write archive entry for", path);
+                        return self
+                            .tar
+                            .append(&h, None)
+                            .ctx("write archive entry for", path);
                     }
                     self.links.insert(key, name.to_vec());
                 }
                 let fd = match base {
-                    Some(b) => rfs::openat(dir, b, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()),
+                    Some(b) => rfs::openat(
+                        dir,
+                        b,
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ),
                     None => rfs::openat(dir, c".", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()),
                 }
                 .ctx("open", path)?;
@@ -178,8 +197,13 @@ impl<W: Write> Exporter<W> {
                 }
                 .ctx("read xattrs of", path)?;
             }
-            FileType::Symlink | FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
-                let b = base.ok_or_else(|| DriverError::archive(path.display().to_string(), "root is not a directory"))?;
+            FileType::Symlink
+            | FileType::CharacterDevice
+            | FileType::BlockDevice
+            | FileType::Fifo => {
+                let b = base.ok_or_else(|| {
+                    DriverError::archive(path.display().to_string(), "root is not a directory")
+                })?;
                 h.kind = match ft {
                     FileType::Symlink => Kind::Symlink,
                     FileType::CharacterDevice => Kind::Char,
@@ -201,7 +225,9 @@ impl<W: Write> Exporter<W> {
         }
         h.xattrs.retain(|(k, _)| !is_private_xattr(k));
         let data = file.as_mut().map(|f| f as &mut dyn Read);
-        self.tar.append(&h, data).ctx("write archive entry for", path)
+        self.tar
+            .append(&h, data)
+            .ctx("write archive entry for", path)
     }
 
     fn whiteout(&mut self, name: Vec<u8>) -> io::Result<()> {

@@ -24,7 +24,11 @@ impl Manifest {
     /// One record per line: a tag byte, the path, and a NUL (paths may hold any other byte).
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        for (tag, list) in [(b'W', &self.whiteouts), (b'O', &self.opaque), (b'I', &self.implicit)] {
+        for (tag, list) in [
+            (b'W', &self.whiteouts),
+            (b'O', &self.opaque),
+            (b'I', &self.implicit),
+        ] {
             for p in list {
                 out.push(tag);
                 out.extend_from_slice(p);
@@ -77,7 +81,10 @@ mod tests {
             implicit: vec![b"x/y".to_vec()],
             root_explicit: true,
         };
-        assert_eq!(Manifest::decode(&m.encode()).unwrap().whiteouts, m.whiteouts);
+        assert_eq!(
+            Manifest::decode(&m.encode()).unwrap().whiteouts,
+            m.whiteouts
+        );
         let d = Manifest::decode(&m.encode()).unwrap();
         assert_eq!(d.implicit, m.implicit);
         assert!(d.root_explicit);

@@ -12,7 +12,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
+};
 use rustix::io::Errno;
 
 use super::manifest::Manifest;
@@ -30,10 +32,12 @@ pub(crate) fn merge(staging: &Path, target: &Path, manifest: &Manifest) -> Resul
     let done = staging.join("deletions-done");
     if !done.exists() {
         for p in &manifest.whiteouts {
-            m.delete(p).ctx("apply whiteout in", target.join(OsStr::from_bytes(p)))?;
+            m.delete(p)
+                .ctx("apply whiteout in", target.join(OsStr::from_bytes(p)))?;
         }
         for p in &manifest.opaque {
-            m.clear_opaque(p).ctx("make opaque", target.join(OsStr::from_bytes(p)))?;
+            m.clear_opaque(p)
+                .ctx("make opaque", target.join(OsStr::from_bytes(p)))?;
         }
         std::fs::write(&done, b"").ctx("create", &done)?;
     }
@@ -106,7 +110,12 @@ impl Merger {
         Ok(())
     }
 
-    fn merge_dir(&mut self, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, rel: &mut Vec<u8>) -> rustix::io::Result<()> {
+    fn merge_dir(
+        &mut self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        rel: &mut Vec<u8>,
+    ) -> rustix::io::Result<()> {
         for name in tree::list_dir(src)? {
             let len = rel.len();
             if !rel.is_empty() {
@@ -119,14 +128,22 @@ impl Merger {
         Ok(())
     }
 
-    fn merge_entry(&mut self, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> rustix::io::Result<()> {
+    fn merge_entry(
+        &mut self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        name: &CStr,
+        rel: &[u8],
+    ) -> rustix::io::Result<()> {
         let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)?;
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             let existing = match tree::open_dir_at(dst, name) {
                 Ok(fd) => Some(fd),
                 // A directory only implied by the archive goes through a symlink of the
                 // layer, as tar and the container would see it (e.g. lib -> usr/lib).
-                Err(Errno::LOOP) | Err(Errno::NOTDIR) if self.implicit.contains(rel) => self.resolve(rel)?,
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) if self.implicit.contains(rel) => {
+                    self.resolve(rel)?
+                }
                 Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => None,
                 Err(e) => return Err(e),
             };
@@ -155,8 +172,16 @@ impl Merger {
 
 /// Gives `dst` the owner, mode, xattrs and mtime that `src` had (`st`, taken before the merge
 /// changed `src`'s mtime).
-fn copy_dir_meta(src: BorrowedFd<'_>, st: &rfs::Stat, dst: BorrowedFd<'_>) -> rustix::io::Result<()> {
-    rfs::fchown(dst, Some(rfs::Uid::from_raw(st.st_uid)), Some(rfs::Gid::from_raw(st.st_gid)))?;
+fn copy_dir_meta(
+    src: BorrowedFd<'_>,
+    st: &rfs::Stat,
+    dst: BorrowedFd<'_>,
+) -> rustix::io::Result<()> {
+    rfs::fchown(
+        dst,
+        Some(rfs::Uid::from_raw(st.st_uid)),
+        Some(rfs::Gid::from_raw(st.st_gid)),
+    )?;
     rfs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
     for (k, v) in fd_xattrs(src)? {
         if !is_private_xattr(&k) {
@@ -167,8 +192,14 @@ fn copy_dir_meta(src: BorrowedFd<'_>, st: &rfs::Stat, dst: BorrowedFd<'_>) -> ru
     rfs::futimens(
         dst,
         &Timestamps {
-            last_access: Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_OMIT },
-            last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: rfs::UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec as _,
+            },
         },
     )
 }

@@ -13,7 +13,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
+};
 use rustix::io::Errno;
 
 use super::entry_name::{components, marker, Marker};
@@ -43,13 +45,17 @@ pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, base: &Path) -> Result<(Man
         .map_err(|e| DriverError::archive("", e.to_string()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| {
-            DriverError::archive(last.clone(), format!("unreadable header after this entry: {e}"))
+            DriverError::archive(
+                last.clone(),
+                format!("unreadable header after this entry: {e}"),
+            )
         })?;
         last = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         st.entry(&mut entry)
             .map_err(|e| e.into_driver_error(&last))?;
     }
-    st.finish().map_err(|e| e.into_driver_error("<directory times>"))?;
+    st.finish()
+        .map_err(|e| e.into_driver_error("<directory times>"))?;
     let mut manifest = st.manifest;
     manifest.implicit = st.implicit.into_iter().collect();
     manifest.implicit.sort();
@@ -177,7 +183,11 @@ impl Stager {
                 let fd = rfs::openat(
                     dir,
                     &name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .op("create file")?;
@@ -227,7 +237,11 @@ impl Stager {
                         let h = entry.header();
                         let major = h.device_major().ok().flatten().unwrap_or(0);
                         let minor = h.device_minor().ok().flatten().unwrap_or(0);
-                        let ft = if kind == T::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
+                        let ft = if kind == T::Char {
+                            FileType::CharacterDevice
+                        } else {
+                            FileType::BlockDevice
+                        };
                         (ft, rfs::makedev(major, minor))
                     }
                     _ => (FileType::Fifo, 0),
@@ -236,7 +250,10 @@ impl Stager {
                 self.node_meta(dir, &name, &meta, true)
             }
             T::XGlobalHeader => Ok(()),
-            other => invalid(format!("unsupported entry type {:?}", other.as_byte() as char)),
+            other => invalid(format!(
+                "unsupported entry type {:?}",
+                other.as_byte() as char
+            )),
         }
     }
 
@@ -315,7 +332,11 @@ impl Stager {
             }
         }
         // Then in the layer's existing content, resolved inside it.
-        let rel = if tparent.is_empty() { b".".to_vec() } else { tparent };
+        let rel = if tparent.is_empty() {
+            b".".to_vec()
+        } else {
+            tparent
+        };
         let pfd = match rfs::openat2(
             &self.base,
             OsStr::from_bytes(&rel),
@@ -334,13 +355,22 @@ impl Stager {
             Err(Errno::NOENT) => invalid(format!("hard link target {display} does not exist")),
             Err(Errno::PERM) => invalid(format!("hard link to {display}, a directory")),
             Err(Errno::XDEV) => {
-                let src = rfs::openat(&pfd, &tname, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .op("open hard link target")?;
+                let src = rfs::openat(
+                    &pfd,
+                    &tname,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .op("open hard link target")?;
                 let st = rfs::fstat(&src).op("stat hard link target")?;
                 let dst = rfs::openat(
                     dir,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(st.st_mode & 0o7777),
                 )
                 .op("create file")?;
@@ -361,11 +391,24 @@ impl Stager {
         Ok(())
     }
 
-    fn node_meta(&self, dir: BorrowedFd<'_>, name: &CStr, meta: &Meta, chmod: bool) -> EntryResult<()> {
-        rfs::chownat(dir, name, Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
-            .op("change owner")?;
+    fn node_meta(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        meta: &Meta,
+        chmod: bool,
+    ) -> EntryResult<()> {
+        rfs::chownat(
+            dir,
+            name,
+            Some(uid(meta.uid)),
+            Some(gid(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .op("change owner")?;
         if chmod {
-            rfs::chmodat(dir, name, Mode::from_raw_mode(meta.mode), AtFlags::empty()).op("change mode")?;
+            rfs::chmodat(dir, name, Mode::from_raw_mode(meta.mode), AtFlags::empty())
+                .op("change mode")?;
         }
         if !meta.xattrs.is_empty() {
             let p = proc_path(dir, name);
@@ -410,8 +453,16 @@ fn meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> EntryResult<Meta> {
     let bad = |what: &str| EntryError::Invalid(format!("unreadable {what} in header"));
     let mut m = Meta {
         mode: h.mode().map_err(|_| bad("mode"))? & 0o7777,
-        uid: h.uid().map_err(|_| bad("uid"))?.try_into().map_err(|_| bad("uid"))?,
-        gid: h.gid().map_err(|_| bad("gid"))?.try_into().map_err(|_| bad("gid"))?,
+        uid: h
+            .uid()
+            .map_err(|_| bad("uid"))?
+            .try_into()
+            .map_err(|_| bad("uid"))?,
+        gid: h
+            .gid()
+            .map_err(|_| bad("gid"))?
+            .try_into()
+            .map_err(|_| bad("gid"))?,
         mtime: Timespec {
             tv_sec: h.mtime().map_err(|_| bad("mtime"))? as i64,
             tv_nsec: 0,
@@ -427,9 +478,21 @@ fn meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> EntryResult<Meta> {
         let value = ext.value_bytes();
         let text = || std::str::from_utf8(value).ok();
         match key {
-            "mtime" => m.mtime = text().and_then(parse_time).ok_or_else(|| bad("PAX mtime"))?,
-            "uid" => m.uid = text().and_then(|t| t.parse().ok()).ok_or_else(|| bad("PAX uid"))?,
-            "gid" => m.gid = text().and_then(|t| t.parse().ok()).ok_or_else(|| bad("PAX gid"))?,
+            "mtime" => {
+                m.mtime = text()
+                    .and_then(parse_time)
+                    .ok_or_else(|| bad("PAX mtime"))?
+            }
+            "uid" => {
+                m.uid = text()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| bad("PAX uid"))?
+            }
+            "gid" => {
+                m.gid = text()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| bad("PAX gid"))?
+            }
             k if k.starts_with("GNU.sparse.") => {
                 return invalid("GNU PAX sparse files are not supported (archive without --sparse)")
             }
@@ -457,13 +520,27 @@ pub(crate) fn parse_time(t: &str) -> Option<Timespec> {
     if !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let mut digits = frac.as_bytes().iter().take(9).map(|b| i64::from(b - b'0')).collect::<Vec<_>>();
+    let mut digits = frac
+        .as_bytes()
+        .iter()
+        .take(9)
+        .map(|b| i64::from(b - b'0'))
+        .collect::<Vec<_>>();
     digits.resize(9, 0);
     let nsec = digits.iter().fold(0i64, |acc, d| acc * 10 + d);
     Some(match (neg, nsec) {
-        (false, n) => Timespec { tv_sec: sec, tv_nsec: n },
-        (true, 0) => Timespec { tv_sec: -sec, tv_nsec: 0 },
-        (true, n) => Timespec { tv_sec: -sec - 1, tv_nsec: 1_000_000_000 - n },
+        (false, n) => Timespec {
+            tv_sec: sec,
+            tv_nsec: n,
+        },
+        (true, 0) => Timespec {
+            tv_sec: -sec,
+            tv_nsec: 0,
+        },
+        (true, n) => Timespec {
+            tv_sec: -sec - 1,
+            tv_nsec: 1_000_000_000 - n,
+        },
     })
 }
 

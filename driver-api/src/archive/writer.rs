@@ -92,7 +92,11 @@ impl<W: Write> TarWriter<W> {
             record(&mut pax, b"linkpath", &h.link);
         }
         if h.mtime_nsec != 0 || !(0..=0o77777777777).contains(&h.mtime) {
-            record(&mut pax, b"mtime", format_time(h.mtime, h.mtime_nsec).as_bytes());
+            record(
+                &mut pax,
+                b"mtime",
+                format_time(h.mtime, h.mtime_nsec).as_bytes(),
+            );
         }
         if h.uid > 0o7777777 {
             record(&mut pax, b"uid", h.uid.to_string().as_bytes());
@@ -119,13 +123,28 @@ impl<W: Write> TarWriter<W> {
                 .unwrap_or(b"");
             let mut name = b"PaxHeaders/".to_vec();
             name.extend_from_slice(base);
-            fill(&mut block, &name, b'x', 0o644, 0, 0, pax.len() as u64, 0, b"", (0, 0));
+            fill(
+                &mut block,
+                &name,
+                b'x',
+                0o644,
+                0,
+                0,
+                pax.len() as u64,
+                0,
+                b"",
+                (0, 0),
+            );
             checksum(&mut block);
             self.out.write_all(&block)?;
             self.out.write_all(&pax)?;
             self.pad(pax.len() as u64)?;
         }
-        let mtime = if (0..=0o77777777777).contains(&h.mtime) { h.mtime as u64 } else { 0 };
+        let mtime = if (0..=0o77777777777).contains(&h.mtime) {
+            h.mtime as u64
+        } else {
+            0
+        };
         fill(
             &mut block,
             &h.name,
@@ -133,7 +152,11 @@ impl<W: Write> TarWriter<W> {
             h.mode & 0o7777,
             h.uid.min(0o7777777),
             h.gid.min(0o7777777),
-            if h.kind == Kind::Regular { h.size.min(0o77777777777) } else { 0 },
+            if h.kind == Kind::Regular {
+                h.size.min(0o77777777777)
+            } else {
+                0
+            },
             mtime,
             &h.link,
             h.dev,

@@ -76,12 +76,14 @@ impl Journal {
         let path = self.path(id);
         match read_optional(&path)? {
             None => Ok(None),
-            Some(data) => serde_json::from_slice(&data)
-                .map(Some)
-                .map_err(|e| DriverError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                }),
+            Some(data) => {
+                serde_json::from_slice(&data)
+                    .map(Some)
+                    .map_err(|e| DriverError::Corrupt {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
         }
     }
 

@@ -66,14 +66,21 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
     /// Deletes all data of `id`. Succeeds when there is none (used to roll back a create).
     fn destroy(&self, id: &LayerId) -> Result<()>;
 
-    /// Mounts `id` and returns its root; `read_only` when the layer has children.
-    fn mount(&self, id: &LayerId, read_only: bool, mount_label: Option<&str>) -> Result<PathBuf>;
+    /// Where `id` is mounted while its mount count is above zero.
+    fn mount_point(&self, id: &LayerId) -> PathBuf;
 
-    /// Unmounts `id`. Must not fail because a copy of the mount is held in another namespace.
+    /// Mounts `id` at its [`mount_point`](Self::mount_point); `read_only` when the layer has
+    /// children. Called when the mount count goes from zero to one.
+    fn mount(&self, id: &LayerId, read_only: bool, mount_label: Option<&str>) -> Result<()>;
+
+    /// Unmounts `id`. Must not fail because a copy of the mount is held in another namespace,
+    /// nor when it is not mounted.
     fn unmount(&self, id: &LayerId) -> Result<()>;
 
     /// Whether `id` is mounted, according to `mounts`.
-    fn is_mounted(&self, id: &LayerId, mounts: &MountTable) -> bool;
+    fn is_mounted(&self, id: &LayerId, mounts: &MountTable) -> bool {
+        mounts.contains(&self.mount_point(id))
+    }
 
     /// Where [`LayerStore::apply_diff`] writes `id`'s content, and how.
     fn apply_target(&self, id: &LayerId) -> Result<ApplyTarget>;
@@ -82,7 +89,11 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
     fn status(&self) -> Status;
 
     /// Native change list of `id` against its own parent, when the backend has one.
-    fn native_changes(&self, _store: &LayerStore<Self>, _id: &LayerId) -> Option<Result<Vec<Change>>> {
+    fn native_changes(
+        &self,
+        _store: &LayerStore<Self>,
+        _id: &LayerId,
+    ) -> Option<Result<Vec<Change>>> {
         None
     }
 }
@@ -96,7 +107,9 @@ pub struct LayerStore<B: Backend> {
     backend: B,
 }
 
-const DIRS: [&str; 6] = ["layers", "children", "mounts", "locks", "journal", "staging"];
+const DIRS: [&str; 6] = [
+    "layers", "children", "mounts", "locks", "journal", "staging",
+];
 
 impl<B: Backend> LayerStore<B> {
     /// Opens the store at `home` (created if absent), finishing or rolling back any operation
@@ -155,18 +168,21 @@ impl<B: Backend> LayerStore<B> {
         let path = self.record_path(id);
         match read_optional(&path)? {
             None => Ok(None),
-            Some(data) => serde_json::from_slice(&data)
-                .map(Some)
-                .map_err(|e| DriverError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                }),
+            Some(data) => {
+                serde_json::from_slice(&data)
+                    .map(Some)
+                    .map_err(|e| DriverError::Corrupt {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
         }
     }
 
     /// The layer's record, or `NotFound`.
     pub fn require(&self, id: &LayerId) -> Result<LayerInfo> {
-        self.record(id)?.ok_or_else(|| DriverError::NotFound(id.clone()))
+        self.record(id)?
+            .ok_or_else(|| DriverError::NotFound(id.clone()))
     }
 
     fn write_record(&self, info: &LayerInfo) -> Result<()> {
@@ -395,6 +411,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             op: Operation::Create,
         })?;
         let made = self.backend.make(id, parent, opts).and_then(|backend| {
+            crate::failpoint::hit("create.after-make");
             if let Some(p) = parent {
                 self.add_edge(p, id)?;
             }
@@ -449,6 +466,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         })?;
         // The record goes first: from here on the layer does not exist for anyone.
         remove_optional(&self.record_path(id))?;
+        crate::failpoint::hit("remove.after-record");
         if let Some(p) = &rec.parent {
             self.remove_edge(p, id)?;
         }
@@ -462,8 +480,11 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         let _layer = self.lock_layer(id)?;
         self.require(id)?;
         let count = self.mount_count(id)?;
-        let read_only = !self.children(id)?.is_empty();
-        let path = self.backend.mount(id, read_only, mount_label)?;
+        if count == 0 {
+            let read_only = !self.children(id)?.is_empty();
+            self.backend.mount(id, read_only, mount_label)?;
+        }
+        let path = self.backend.mount_point(id);
         if let Err(e) = self.set_mount_count(id, count + 1) {
             if count == 0 {
                 let _ = self.backend.unmount(id);
@@ -519,7 +540,10 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
 
     fn status(&self) -> Status {
         let mut s = self.backend.status();
-        let layers = self.list().map(|l| l.len().to_string()).unwrap_or_else(|e| e.to_string());
+        let layers = self
+            .list()
+            .map(|l| l.len().to_string())
+            .unwrap_or_else(|e| e.to_string());
         s.push(("Layers".into(), layers));
         s
     }

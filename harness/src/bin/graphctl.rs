@@ -1,1 +1,355 @@
-fn main() {}
+//! `graphctl`: drive a graphdriver backend from the shell, run the conformance suite and the
+//! benchmarks.
+//!
+//! Exit codes: 0 ok, 1 the operation failed (the error on stderr), 2 usage. `exists` exits 0
+//! when the layer exists and 1 when it does not.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
+use graphdriver_harness::conformance::{self, Env};
+use graphdriver_harness::{drivers, fixture};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "graphctl",
+    version,
+    about = "Container storage drivers: layers, diffs, conformance and benchmarks"
+)]
+struct Cli {
+    /// The backend.
+    #[arg(long, global = true, default_value = "vfs")]
+    driver: String,
+    /// The driver root (env GRAPHDRIVER_ROOT).
+    #[arg(
+        long,
+        global = true,
+        env = "GRAPHDRIVER_ROOT",
+        default_value = "/var/lib/graphdriver"
+    )]
+    root: PathBuf,
+    /// A backend option, key=value (repeatable).
+    #[arg(long = "opt", global = true, value_parser = parse_opt)]
+    opts: Vec<(String, String)>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a layer.
+    Create {
+        /// The new layer's id.
+        id: String,
+        /// Its parent.
+        #[arg(long)]
+        parent: Option<String>,
+        /// A writable container layer rather than an image layer.
+        #[arg(long)]
+        rw: bool,
+        /// A size limit in bytes.
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Remove a layer.
+    Remove {
+        /// The layer.
+        id: String,
+    },
+    /// Exit 0 if the layer exists, 1 if not.
+    Exists {
+        /// The layer.
+        id: String,
+    },
+    /// List layers.
+    Ls {
+        /// As JSON, with parents.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mount a layer and print its path.
+    Mount {
+        /// The layer.
+        id: String,
+    },
+    /// Release one mount of a layer.
+    Unmount {
+        /// The layer.
+        id: String,
+    },
+    /// Print what the driver knows about its backing store.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a layer's diff (an OCI layer tar) to stdout or a file.
+    Diff {
+        /// The layer.
+        id: String,
+        /// Diff against this layer instead of the parent.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Output file.
+        #[arg(short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Apply an OCI layer tar to a layer (created if absent); prints the applied size.
+    Apply {
+        /// The layer.
+        id: String,
+        /// Its parent, when the layer is created.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Input file (default stdin).
+        #[arg(short = 'i')]
+        input: Option<PathBuf>,
+    },
+    /// List a layer's changes ("A /path", "C /path", "D /path").
+    Changes {
+        /// The layer.
+        id: String,
+        /// Against this layer instead of the parent.
+        #[arg(long)]
+        parent: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the conformance suite.
+    Check {
+        /// Only cases whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Where scratch roots go (default: a fresh ext4 loop image under /var/tmp).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Test helper: mount a layer N times and exit without unmounting.
+    #[command(name = "__hold", hide = true)]
+    Hold { id: String, n: u32 },
+    /// Test helper: mount and unmount a layer N times.
+    #[command(name = "__cycle", hide = true)]
+    Cycle { id: String, n: u32 },
+}
+
+fn parse_opt(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("graphctl: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn lid(s: &str) -> Result<LayerId> {
+    Ok(LayerId::new(s)?)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let opts: BTreeMap<String, String> = cli.opts.iter().cloned().collect();
+    if let Cmd::Check {
+        filter,
+        scratch,
+        json,
+    } = &cli.cmd
+    {
+        return check(&cli.driver, &opts, filter.clone(), scratch.clone(), *json);
+    }
+    let d = drivers::open(&cli.driver, &cli.root, &opts)
+        .with_context(|| format!("open {} driver at {}", cli.driver, cli.root.display()))?;
+    let d: &dyn GraphDriver = d.as_ref();
+    let out = io::stdout();
+    let mut out = out.lock();
+    match cli.cmd {
+        Cmd::Create {
+            id,
+            parent,
+            rw,
+            size,
+        } => {
+            let parent = parent.as_deref().map(lid).transpose()?;
+            let opts = CreateOpts {
+                read_write: rw,
+                size_limit: size,
+                ..CreateOpts::default()
+            };
+            d.create(&lid(&id)?, parent.as_ref(), &opts)?;
+        }
+        Cmd::Remove { id } => d.remove(&lid(&id)?)?,
+        Cmd::Exists { id } => {
+            if !d.exists(&lid(&id)?) {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Ls { json } => {
+            let ids = d.list()?;
+            if json {
+                let infos = ids
+                    .iter()
+                    .map(|i| d.metadata(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                serde_json::to_writer_pretty(&mut out, &infos)?;
+                writeln!(out)?;
+            } else {
+                for i in ids {
+                    writeln!(out, "{i}")?;
+                }
+            }
+        }
+        Cmd::Mount { id } => writeln!(out, "{}", d.get(&lid(&id)?, None)?.display())?,
+        Cmd::Unmount { id } => d.put(&lid(&id)?)?,
+        Cmd::Status { json } => {
+            let s = d.status();
+            if json {
+                let m: BTreeMap<_, _> = s.into_iter().collect();
+                serde_json::to_writer_pretty(&mut out, &m)?;
+                writeln!(out)?;
+            } else {
+                for (k, v) in s {
+                    writeln!(out, "{k}: {v}")?;
+                }
+            }
+        }
+        Cmd::Diff { id, parent, output } => {
+            let parent = parent.as_deref().map(lid).transpose()?;
+            let mut r = d.diff(&lid(&id)?, parent.as_ref())?;
+            match output {
+                Some(p) => {
+                    let f = File::create(&p).with_context(|| format!("create {}", p.display()))?;
+                    let mut w = BufWriter::with_capacity(1 << 20, f);
+                    io::copy(&mut r, &mut w)?;
+                    w.flush()?;
+                }
+                None => {
+                    io::copy(&mut r, &mut out)?;
+                }
+            }
+        }
+        Cmd::Apply { id, parent, input } => {
+            let id = lid(&id)?;
+            let parent = parent.as_deref().map(lid).transpose()?;
+            if !d.exists(&id) {
+                d.create(&id, parent.as_ref(), &CreateOpts::default())?;
+            }
+            let mut r: Box<dyn Read> = match input {
+                Some(p) => {
+                    Box::new(File::open(&p).with_context(|| format!("open {}", p.display()))?)
+                }
+                None => Box::new(io::stdin().lock()),
+            };
+            let size = d.apply_diff(&id, parent.as_ref(), &mut r)?;
+            writeln!(out, "{size}")?;
+        }
+        Cmd::Changes { id, parent, json } => {
+            let parent = parent.as_deref().map(lid).transpose()?;
+            let changes = d.changes(&lid(&id)?, parent.as_ref())?;
+            if json {
+                let v: Vec<_> = changes
+                    .iter()
+                    .map(|c| serde_json::json!({"path": c.path.to_string_lossy(), "kind": c.kind.letter().to_string()}))
+                    .collect();
+                serde_json::to_writer_pretty(&mut out, &v)?;
+                writeln!(out)?;
+            } else {
+                for c in changes {
+                    writeln!(out, "{c}")?;
+                }
+            }
+        }
+        Cmd::Hold { id, n } => {
+            let id = lid(&id)?;
+            for _ in 0..n {
+                d.get(&id, None)?;
+            }
+        }
+        Cmd::Cycle { id, n } => {
+            let id = lid(&id)?;
+            for _ in 0..n {
+                d.get(&id, None)?;
+                d.put(&id)?;
+            }
+        }
+        Cmd::Check { .. } => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(
+    driver: &str,
+    opts: &BTreeMap<String, String>,
+    filter: Option<String>,
+    scratch: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    let names: Vec<String> = if driver == "all" {
+        drivers::names().into_iter().map(String::from).collect()
+    } else {
+        vec![driver.to_owned()]
+    };
+    let graphctl = std::env::current_exe().context("find graphctl itself")?;
+    let (_fs, scratch) = match scratch {
+        Some(p) => (None, p),
+        None => {
+            let dir = Path::new("/var/tmp/graphdriver-check");
+            fixture::sweep(dir);
+            let fs = fixture::ScratchFs::new(dir, "ext4", 16 << 30, "")
+                .context("make the scratch filesystem (or pass --scratch DIR)")?;
+            let p = fs.path().to_owned();
+            (Some(fs), p)
+        }
+    };
+    let mut total = conformance::Report::default();
+    let mut reports = Vec::new();
+    let stdout = io::stdout();
+    for name in names {
+        let env = Env {
+            required: Env::required_by_environment(&name),
+            driver: name,
+            opts: opts.clone(),
+            scratch: scratch.clone(),
+            graphctl: graphctl.clone(),
+            filter: filter.clone(),
+        };
+        let mut log: Box<dyn Write> = if json {
+            Box::new(io::stderr())
+        } else {
+            Box::new(stdout.lock())
+        };
+        let r = conformance::run(&env, &mut log)?;
+        writeln!(log, "{}: {}", r.driver, r.summary())?;
+        total.passed += r.passed;
+        total.failed += r.failed;
+        total.skipped += r.skipped;
+        reports.push(r);
+    }
+    if json {
+        serde_json::to_writer_pretty(stdout.lock(), &reports)?;
+        println!();
+    }
+    println!("{}", total.summary());
+    if total.failed > 0 {
+        return Ok(ExitCode::from(1));
+    }
+    if total.passed == 0 && total.skipped == 0 {
+        bail!("no case matched");
+    }
+    Ok(ExitCode::SUCCESS)
+}

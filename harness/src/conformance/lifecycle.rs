@@ -1,0 +1,467 @@
+//! Creating, listing, mounting and removing layers, and surviving crashes while doing so.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use anyhow::{ensure, Context, Result};
+use graphdriver_api::mountinfo::MountTable;
+use graphdriver_api::{CreateOpts, DriverError, LayerId};
+
+use super::support::*;
+use super::{Case, Ctx};
+
+/// The lifecycle cases.
+pub const CASES: &[Case] = &[
+    Case {
+        name: "lifecycle::empty_layer_has_bare_root",
+        run: empty_layer_has_bare_root,
+    },
+    Case {
+        name: "lifecycle::exists_list_and_remove",
+        run: exists_list_and_remove,
+    },
+    Case {
+        name: "lifecycle::duplicate_id_is_rejected",
+        run: duplicate_id_is_rejected,
+    },
+    Case {
+        name: "lifecycle::invalid_ids_are_rejected",
+        run: invalid_ids_are_rejected,
+    },
+    Case {
+        name: "lifecycle::missing_parent_is_rejected",
+        run: missing_parent_is_rejected,
+    },
+    Case {
+        name: "lifecycle::remove_with_children_fails",
+        run: remove_with_children_fails,
+    },
+    Case {
+        name: "lifecycle::remove_mounted_fails",
+        run: remove_mounted_fails,
+    },
+    Case {
+        name: "lifecycle::remove_unknown_is_not_found",
+        run: remove_unknown_is_not_found,
+    },
+    Case {
+        name: "lifecycle::mount_counts_nest",
+        run: mount_counts_nest,
+    },
+    Case {
+        name: "lifecycle::mount_count_survives_reopen",
+        run: mount_count_survives_reopen,
+    },
+    Case {
+        name: "lifecycle::layer_with_children_is_read_only",
+        run: layer_with_children_is_read_only,
+    },
+    Case {
+        name: "lifecycle::parent_and_metadata_are_recorded",
+        run: parent_and_metadata_are_recorded,
+    },
+    Case {
+        name: "lifecycle::cleanup_unmounts_everything",
+        run: cleanup_unmounts_everything,
+    },
+    Case {
+        name: "lifecycle::size_limit_is_enforced_or_refused",
+        run: size_limit_is_enforced_or_refused,
+    },
+    Case {
+        name: "lifecycle::crash_during_create_is_rolled_back",
+        run: crash_during_create_is_rolled_back,
+    },
+    Case {
+        name: "lifecycle::crash_during_remove_is_finished",
+        run: crash_during_remove_is_finished,
+    },
+];
+
+fn empty_layer_has_bare_root(ctx: &mut Ctx) -> Result<()> {
+    let base = id("base");
+    ctx.d().create(&base, None, &CreateOpts::default())?;
+    let tree = view(ctx, &base)?;
+    let root = tree.get("").context("no root")?;
+    ensure!(
+        root.kind == 'd' && root.mode == 0o755 && root.uid == 0 && root.gid == 0,
+        "root is {root:?}, want d 0755 0:0"
+    );
+    ensure!(
+        tree.nodes.len() == 1,
+        "a new layer has entries:\n{}",
+        tree.render(20)
+    );
+    ensure!(changes(ctx, &base)?.is_empty(), "a new layer has changes");
+    Ok(())
+}
+
+fn exists_list_and_remove(ctx: &mut Ctx) -> Result<()> {
+    let d = ctx.d();
+    let (a, b) = (id("a"), id("b"));
+    ensure!(d.list()?.is_empty(), "a fresh root lists layers");
+    d.create(&a, None, &CreateOpts::default())?;
+    d.create(&b, Some(&a), &rw())?;
+    ensure!(d.exists(&a) && d.exists(&b), "created layers do not exist");
+    ensure!(
+        d.list()? == vec![a.clone(), b.clone()],
+        "list is {:?}",
+        d.list()?
+    );
+    d.remove(&b)?;
+    ensure!(!d.exists(&b), "removed layer still exists");
+    ensure!(
+        d.list()? == vec![a.clone()],
+        "list after remove is {:?}",
+        d.list()?
+    );
+    d.remove(&a)?;
+    ensure!(
+        d.list()?.is_empty(),
+        "list after removing all is {:?}",
+        d.list()?
+    );
+    // the id can be used again
+    d.create(&a, None, &CreateOpts::default())?;
+    ensure!(d.exists(&a), "re-created layer does not exist");
+    Ok(())
+}
+
+fn duplicate_id_is_rejected(ctx: &mut Ctx) -> Result<()> {
+    let a = layer(ctx, "a", None, |p| write(&p.join("kept"), "data"))?;
+    expect_err(
+        ctx.d().create(&a, None, &CreateOpts::default()),
+        "create a twice",
+        |e| matches!(e, DriverError::AlreadyExists(x) if *x == a),
+    )?;
+    let tree = view(ctx, &a)?;
+    ensure!(
+        tree.get("kept").is_some(),
+        "the existing layer lost its content"
+    );
+    Ok(())
+}
+
+fn invalid_ids_are_rejected(ctx: &mut Ctx) -> Result<()> {
+    for bad in [
+        "",
+        ".",
+        "..",
+        ".x",
+        "a/b",
+        "../escape",
+        "a b",
+        &"x".repeat(129),
+    ] {
+        expect_err(LayerId::new(bad), &format!("id {bad:?}"), |e| {
+            matches!(e, DriverError::InvalidId { .. })
+        })?;
+    }
+    // through the CLI, which takes strings: nothing is created
+    let out = ctx.graphctl().args(["create", "../escape"]).output()?;
+    ensure!(
+        out.status.code() == Some(1),
+        "graphctl create ../escape exited {:?}",
+        out.status
+    );
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid layer id"),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(ctx.d().list()?.is_empty(), "an invalid id created a layer");
+    absent(&ctx.root.join("escape"))?;
+    Ok(())
+}
+
+fn missing_parent_is_rejected(ctx: &mut Ctx) -> Result<()> {
+    let (x, nope) = (id("x"), id("nope"));
+    expect_err(
+        ctx.d().create(&x, Some(&nope), &rw()),
+        "create on a missing parent",
+        |e| matches!(e, DriverError::NotFound(p) if *p == nope),
+    )?;
+    ensure!(
+        !ctx.d().exists(&x),
+        "the layer exists after a failed create"
+    );
+    ensure!(ctx.d().list()?.is_empty(), "list is {:?}", ctx.d().list()?);
+    ctx.d().create(&x, None, &rw())?; // nothing half-made blocks the id
+    Ok(())
+}
+
+fn remove_with_children_fails(ctx: &mut Ctx) -> Result<()> {
+    let a = layer(ctx, "a", None, |p| write(&p.join("f"), "x"))?;
+    let b = id("b");
+    ctx.d().create(&b, Some(&a), &rw())?;
+    expect_err(
+        ctx.d().remove(&a),
+        "remove a parent",
+        |e| matches!(e, DriverError::HasChildren { children, .. } if children == &vec![b.clone()]),
+    )?;
+    ensure!(
+        ctx.d().exists(&a) && ctx.d().exists(&b),
+        "a failed remove removed something"
+    );
+    ensure!(
+        view(ctx, &b)?.get("f").is_some(),
+        "child lost its view of the parent"
+    );
+    ctx.d().remove(&b)?;
+    ctx.d().remove(&a)?;
+    Ok(())
+}
+
+fn remove_mounted_fails(ctx: &mut Ctx) -> Result<()> {
+    let a = id("a");
+    ctx.d().create(&a, None, &rw())?;
+    let p = ctx.d().get(&a, None)?;
+    write(&p.join("f"), "x")?;
+    expect_err(ctx.d().remove(&a), "remove a mounted layer", |e| {
+        matches!(e, DriverError::Busy { .. })
+    })?;
+    ensure!(ctx.d().exists(&a), "a failed remove removed the layer");
+    ensure!(p.join("f").exists(), "the mounted layer lost its content");
+    ctx.d().put(&a)?;
+    ctx.d().remove(&a)?;
+    ensure!(!ctx.d().exists(&a), "remove after put failed");
+    Ok(())
+}
+
+fn remove_unknown_is_not_found(ctx: &mut Ctx) -> Result<()> {
+    let x = id("ghost");
+    expect_err(ctx.d().remove(&x), "remove unknown", |e| {
+        matches!(e, DriverError::NotFound(_))
+    })?;
+    expect_err(ctx.d().get(&x, None), "mount unknown", |e| {
+        matches!(e, DriverError::NotFound(_))
+    })?;
+    expect_err(ctx.d().put(&x), "unmount unknown", |e| {
+        matches!(e, DriverError::NotFound(_))
+    })?;
+    expect_err(ctx.d().changes(&x, None), "changes of unknown", |e| {
+        matches!(e, DriverError::NotFound(_))
+    })?;
+    expect_err(
+        ctx.d().apply_diff(&x, None, &mut &b""[..]),
+        "apply to unknown",
+        |e| matches!(e, DriverError::NotFound(_)),
+    )?;
+    Ok(())
+}
+
+fn mounted(path: &std::path::Path) -> Result<bool> {
+    Ok(MountTable::read()?.contains(path))
+}
+
+fn mount_counts_nest(ctx: &mut Ctx) -> Result<()> {
+    let a = id("a");
+    ctx.d().create(&a, None, &rw())?;
+    let p1 = ctx.d().get(&a, None)?;
+    let p2 = ctx.d().get(&a, None)?;
+    ensure!(
+        p1 == p2,
+        "two mounts of one layer gave {} and {}",
+        p1.display(),
+        p2.display()
+    );
+    write(&p1.join("f"), "x")?;
+    ctx.d().put(&a)?;
+    ensure!(
+        mounted(&p1)? && p1.join("f").exists(),
+        "unmounted after one put of two gets"
+    );
+    ctx.d().put(&a)?;
+    ensure!(!mounted(&p1)?, "still mounted after the last put");
+    expect_err(ctx.d().put(&a), "a put too many", |e| {
+        matches!(e, DriverError::NotMounted(_))
+    })?;
+    ensure!(
+        view(ctx, &a)?.get("f").is_some(),
+        "content written through the mount is gone"
+    );
+    Ok(())
+}
+
+fn mount_count_survives_reopen(ctx: &mut Ctx) -> Result<()> {
+    let a = id("a");
+    ctx.d().create(&a, None, &rw())?;
+    let p = ctx.d().get(&a, None)?;
+    ctx.d().get(&a, None)?;
+    ctx.reopen()?;
+    ensure!(
+        mounted(&p)?,
+        "reopening the driver unmounted a counted mount"
+    );
+    expect_err(ctx.d().remove(&a), "remove after reopen", |e| {
+        matches!(e, DriverError::Busy { .. })
+    })?;
+    ctx.d().put(&a)?;
+    ctx.d().put(&a)?;
+    ensure!(!mounted(&p)?, "still mounted after both puts");
+    expect_err(ctx.d().put(&a), "a put too many", |e| {
+        matches!(e, DriverError::NotMounted(_))
+    })?;
+    Ok(())
+}
+
+fn layer_with_children_is_read_only(ctx: &mut Ctx) -> Result<()> {
+    let a = layer(ctx, "a", None, |p| write(&p.join("f"), "x"))?;
+    ctx.d().create(&id("b"), Some(&a), &rw())?;
+    let r = with_mount(ctx.d(), &a, |p| Ok(std::fs::write(p.join("new"), "y")));
+    let e = r?.err().context("wrote into a layer that has children")?;
+    ensure!(
+        e.raw_os_error() == Some(libc::EROFS),
+        "write failed with {e}, want EROFS"
+    );
+    Ok(())
+}
+
+fn parent_and_metadata_are_recorded(ctx: &mut Ctx) -> Result<()> {
+    let a = id("a");
+    ctx.d().create(&a, None, &CreateOpts::default())?;
+    let b = id("b");
+    ctx.d().create(&b, Some(&a), &rw())?;
+    ensure!(
+        ctx.d().parent(&b)? == Some(a.clone()),
+        "parent of b is {:?}",
+        ctx.d().parent(&b)?
+    );
+    ensure!(ctx.d().parent(&a)?.is_none(), "a has a parent");
+    let ma = ctx.d().metadata(&a)?;
+    let mb = ctx.d().metadata(&b)?;
+    ensure!(
+        !ma.read_write && mb.read_write,
+        "read_write not recorded: {ma:?} {mb:?}"
+    );
+    ensure!(mb.created >= ma.created, "created times out of order");
+    let status = ctx.d().status();
+    ensure!(
+        status.iter().any(|(k, v)| k == "Layers" && v == "2"),
+        "status lacks Layers=2: {status:?}"
+    );
+    Ok(())
+}
+
+fn cleanup_unmounts_everything(ctx: &mut Ctx) -> Result<()> {
+    let a = id("a");
+    let b = id("b");
+    ctx.d().create(&a, None, &rw())?;
+    ctx.d().create(&b, None, &rw())?;
+    let pa = ctx.d().get(&a, None)?;
+    let pb = ctx.d().get(&b, None)?;
+    ctx.d().get(&b, None)?;
+    ctx.d().cleanup()?;
+    ensure!(!mounted(&pa)? && !mounted(&pb)?, "cleanup left mounts");
+    ensure!(
+        MountTable::read()?.below(&ctx.root).next().is_none(),
+        "mounts left below the root"
+    );
+    ctx.d().remove(&a)?;
+    ctx.d().remove(&b)?;
+    Ok(())
+}
+
+fn size_limit_is_enforced_or_refused(ctx: &mut Ctx) -> Result<()> {
+    let a = id("a");
+    let opts = CreateOpts {
+        read_write: true,
+        size_limit: Some(8 << 20),
+        ..CreateOpts::default()
+    };
+    match ctx.d().create(&a, None, &opts) {
+        Err(DriverError::Unsupported { reason, .. }) => {
+            ensure!(!ctx.d().exists(&a), "a refused size limit left a layer");
+            ensure!(!reason.is_empty(), "no reason given");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+        Ok(()) => with_mount(ctx.d(), &a, |p| {
+            let r = std::fs::File::create(p.join("big")).and_then(|mut f| {
+                let chunk = vec![7u8; 1 << 20];
+                for _ in 0..16 {
+                    f.write_all(&chunk)?;
+                }
+                f.sync_all()
+            });
+            let e = r
+                .err()
+                .context("wrote 16 MiB into a layer limited to 8 MiB")?;
+            let code = e.raw_os_error();
+            ensure!(
+                code == Some(libc::EDQUOT) || code == Some(libc::ENOSPC),
+                "failed with {e}, want EDQUOT or ENOSPC"
+            );
+            Ok(())
+        }),
+    }
+}
+
+/// Runs graphctl with a failpoint that aborts it; fails unless it died.
+fn crash_at(ctx: &Ctx, point: &str, args: &[&str]) -> Result<()> {
+    let out = ctx
+        .graphctl()
+        .args(args)
+        .env("GRAPHDRIVER_FAILPOINT", point)
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(
+        !out.status.success() && out.status.code().is_none(),
+        "graphctl {args:?} was meant to crash at {point}, exited {:?}",
+        out.status
+    );
+    Ok(())
+}
+
+fn crash_during_create_is_rolled_back(ctx: &mut Ctx) -> Result<()> {
+    let base = layer(ctx, "base", None, |p| write(&p.join("f"), "x"))?;
+    ctx.close();
+    crash_at(
+        ctx,
+        "create.after-make",
+        &["create", "child", "--parent", "base", "--rw"],
+    )?;
+    ctx.reopen()?;
+    let child = id("child");
+    ensure!(
+        !ctx.d().exists(&child),
+        "a create that crashed before committing left a layer"
+    );
+    ensure!(
+        ctx.d().list()? == vec![base.clone()],
+        "list is {:?}",
+        ctx.d().list()?
+    );
+    ctx.d()
+        .remove(&base)
+        .context("the parent still counts a child that was rolled back")?;
+    let base = layer(ctx, "base", None, |p| write(&p.join("f"), "x"))?;
+    ctx.d()
+        .create(&child, Some(&base), &rw())
+        .context("the id of a rolled-back layer is not free")?;
+    Ok(())
+}
+
+fn crash_during_remove_is_finished(ctx: &mut Ctx) -> Result<()> {
+    let base = layer(ctx, "base", None, |p| write(&p.join("f"), "x"))?;
+    layer(ctx, "child", Some("base"), |p| write(&p.join("g"), "y"))?;
+    ctx.close();
+    crash_at(ctx, "remove.after-record", &["remove", "child"])?;
+    ctx.reopen()?;
+    let child = id("child");
+    ensure!(
+        !ctx.d().exists(&child),
+        "a remove that crashed half-way left the layer visible"
+    );
+    ctx.d()
+        .remove(&base)
+        .context("the parent still has the removed child")?;
+    ensure!(ctx.d().list()?.is_empty(), "list is {:?}", ctx.d().list()?);
+    let base = layer(ctx, "base", None, |_| Ok(()))?;
+    ctx.d().create(&child, Some(&base), &rw())?;
+    ensure!(
+        view(ctx, &child)?.get("g").is_none(),
+        "old data of a removed layer came back"
+    );
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! The conformance suite: one contract, every backend.
+//!
+//! Each named case (`group::behaviour`) gets a fresh driver on a fresh scratch root, runs
+//! against the [`GraphDriver`] trait only, and passes, fails (with a dump of the trees it
+//! compared) or is skipped with a reason when the backend or kernel lacks a feature it needs
+//! (found by trying, never by checking the uid). `GRAPHDRIVER_REQUIRE=vfs,overlay2` turns
+//! skips of those drivers into failures. The summary line is `N passed, N failed, N skipped`.
+
+mod bad_input;
+mod concurrency;
+mod content;
+mod diff;
+mod lifecycle;
+pub mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use graphdriver_api::GraphDriver;
+use serde::Serialize;
+
+use crate::drivers;
+
+/// A case's way of saying "this backend or kernel cannot be tested for this": return
+/// `Err(Skip(..).into())`.
+#[derive(Debug)]
+pub struct Skip(pub String);
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "skipped: {}", self.0)
+    }
+}
+
+impl std::error::Error for Skip {}
+
+/// One named case.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// `group::behaviour`.
+    pub name: &'static str,
+    /// The body.
+    pub run: fn(&mut Ctx) -> Result<()>,
+}
+
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Every case, in the order they run.
+pub fn cases() -> Vec<Case> {
+    let mut all = Vec::new();
+    all.extend(lifecycle::CASES);
+    all.extend(content::CASES);
+    all.extend(diff::CASES);
+    all.extend(bad_input::CASES);
+    all.extend(concurrency::CASES);
+    all
+}
+
+/// Where and how the suite runs.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The driver under test.
+    pub driver: String,
+    /// Its options.
+    pub opts: BTreeMap<String, String>,
+    /// A directory on the filesystem the driver roots go on; each case gets its own below it.
+    pub scratch: PathBuf,
+    /// The `graphctl` binary, for cases that need other processes.
+    pub graphctl: PathBuf,
+    /// Only cases whose name contains this.
+    pub filter: Option<String>,
+    /// Skips count as failures (`GRAPHDRIVER_REQUIRE` names this driver).
+    pub required: bool,
+}
+
+impl Env {
+    /// Whether `GRAPHDRIVER_REQUIRE` (comma-separated, or `all`) names `driver`.
+    pub fn required_by_environment(driver: &str) -> bool {
+        std::env::var("GRAPHDRIVER_REQUIRE")
+            .map(|v| {
+                v.split(',')
+                    .any(|d| d.trim() == driver || d.trim() == "all")
+            })
+            .unwrap_or(false)
+    }
+}
+
+/// What a case gets: a driver on a fresh root, and room beside it.
+pub struct Ctx<'a> {
+    env: &'a Env,
+    /// The driver root.
+    pub root: PathBuf,
+    /// A directory beside the root (same filesystem) for archives, sentinels and expected
+    /// trees; nothing the driver does may change it.
+    pub work: PathBuf,
+    driver: Option<Box<dyn GraphDriver>>,
+}
+
+impl Ctx<'_> {
+    /// The driver under test.
+    pub fn d(&self) -> &dyn GraphDriver {
+        self.driver.as_deref().expect("driver is open")
+    }
+
+    /// Drops the driver and opens a new one on the same root (as a new process would).
+    pub fn reopen(&mut self) -> Result<()> {
+        self.driver = None;
+        self.driver = Some(drivers::open(&self.env.driver, &self.root, &self.env.opts)?);
+        Ok(())
+    }
+
+    /// Closes the driver (for cases that hand the root to other processes).
+    pub fn close(&mut self) {
+        self.driver = None;
+    }
+
+    /// The driver's name.
+    pub fn driver_name(&self) -> &str {
+        &self.env.driver
+    }
+
+    /// A `graphctl` command on this case's driver and root.
+    pub fn graphctl(&self) -> Command {
+        let mut c = Command::new(&self.env.graphctl);
+        c.arg("--driver")
+            .arg(&self.env.driver)
+            .arg("--root")
+            .arg(&self.root);
+        for (k, v) in &self.env.opts {
+            c.arg("--opt").arg(format!("{k}={v}"));
+        }
+        c
+    }
+}
+
+/// The outcome of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseReport {
+    /// The case.
+    pub name: String,
+    /// `passed`, `failed` or `skipped`.
+    pub outcome: &'static str,
+    /// Why it failed or was skipped.
+    pub message: Option<String>,
+    /// Wall time.
+    pub millis: u128,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The driver.
+    pub driver: String,
+    /// Every case run.
+    pub cases: Vec<CaseReport>,
+    /// Counts.
+    pub passed: usize,
+    /// Counts.
+    pub failed: usize,
+    /// Counts.
+    pub skipped: usize,
+}
+
+impl Report {
+    /// `N passed, N failed, N skipped`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.skipped
+        )
+    }
+}
+
+/// Runs the suite, printing a line per case to `log`.
+pub fn run(env: &Env, log: &mut dyn Write) -> Result<Report> {
+    let mut report = Report {
+        driver: env.driver.clone(),
+        ..Report::default()
+    };
+    let base = env
+        .scratch
+        .join(format!("conformance-{}-{}", env.driver, std::process::id()));
+    std::fs::create_dir_all(&base)?;
+    for case in cases() {
+        if let Some(f) = &env.filter {
+            if !case.name.contains(f.as_str()) {
+                continue;
+            }
+        }
+        let started = Instant::now();
+        let (outcome, message) = run_case(env, &base, case);
+        let millis = started.elapsed().as_millis();
+        let outcome = match outcome {
+            Outcome::Skip if env.required => Outcome::Fail,
+            o => o,
+        };
+        let word = match outcome {
+            Outcome::Pass => {
+                report.passed += 1;
+                "passed"
+            }
+            Outcome::Fail => {
+                report.failed += 1;
+                "failed"
+            }
+            Outcome::Skip => {
+                report.skipped += 1;
+                "skipped"
+            }
+        };
+        let tag = match outcome {
+            Outcome::Pass => "ok  ",
+            Outcome::Fail => "FAIL",
+            Outcome::Skip => "skip",
+        };
+        writeln!(
+            log,
+            "{tag} {}::{} ({})",
+            env.driver,
+            case.name,
+            fmt_ms(started.elapsed())
+        )?;
+        if let Some(m) = &message {
+            for line in m.lines() {
+                writeln!(log, "     {line}")?;
+            }
+        }
+        report.cases.push(CaseReport {
+            name: case.name.to_owned(),
+            outcome: word,
+            message,
+            millis,
+        });
+    }
+    let _ = graphdriver_api::tree::remove_tree(&base);
+    Ok(report)
+}
+
+enum Outcome {
+    Pass,
+    Fail,
+    Skip,
+}
+
+fn fmt_ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+fn run_case(env: &Env, base: &Path, case: Case) -> (Outcome, Option<String>) {
+    let dir = base.join(case.name.replace("::", "."));
+    let root = dir.join("root");
+    let work = dir.join("work");
+    for d in [&root, &work] {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            return (
+                Outcome::Fail,
+                Some(format!("cannot make scratch directory: {e}")),
+            );
+        }
+    }
+    let driver = match drivers::open(&env.driver, &root, &env.opts) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = graphdriver_api::tree::remove_tree(&dir);
+            return (
+                Outcome::Skip,
+                Some(format!("driver does not open here: {e:#}")),
+            );
+        }
+    };
+    let mut ctx = Ctx {
+        env,
+        root: root.clone(),
+        work,
+        driver: Some(driver),
+    };
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| (case.run)(&mut ctx)));
+    // Release every mount of the case before its scratch root goes.
+    if ctx.driver.is_none() {
+        let _ = ctx.reopen();
+    }
+    if let Some(d) = ctx.driver.take() {
+        let _ = d.cleanup();
+    }
+    drop(ctx);
+    unmount_below(&dir);
+    let _ = graphdriver_api::tree::remove_tree(&dir);
+    match result {
+        Ok(Ok(())) => (Outcome::Pass, None),
+        Ok(Err(e)) => match e.downcast_ref::<Skip>() {
+            Some(s) => (Outcome::Skip, Some(s.0.clone())),
+            None => (Outcome::Fail, Some(format!("{e:#}"))),
+        },
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            (Outcome::Fail, Some(format!("panicked: {msg}")))
+        }
+    }
+}
+
+/// Detaches whatever a case left mounted below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    if let Ok(t) = graphdriver_api::mountinfo::MountTable::read() {
+        let mut points: Vec<_> = t.below(dir).map(Path::to_owned).collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for p in points {
+            let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}

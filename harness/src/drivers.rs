@@ -1,0 +1,33 @@
+//! The backends this build knows, by name.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use graphdriver_api::GraphDriver;
+
+/// Names of the drivers compiled in.
+pub fn names() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(feature = "vfs") {
+        v.push("vfs");
+    }
+    v
+}
+
+/// Opens driver `name` on `root`.
+pub fn open(
+    name: &str,
+    root: &Path,
+    opts: &BTreeMap<String, String>,
+) -> Result<Box<dyn GraphDriver>> {
+    std::fs::create_dir_all(root)?;
+    match name {
+        #[cfg(feature = "vfs")]
+        "vfs" => Ok(Box::new(graphdriver_vfs::open(root, opts)?)),
+        other => bail!(
+            "unknown driver {other:?} (this build has: {})",
+            names().join(", ")
+        ),
+    }
+}

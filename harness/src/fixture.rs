@@ -1,0 +1,132 @@
+//! Test fixtures: scratch filesystems on loop devices, released by `Drop` even on panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// A filesystem image mounted through a loop device for the lifetime of the value.
+///
+/// Images live in a file under `dir` (sparse, so only what is written takes space); `mount -o
+/// loop` sets the loop device to clear itself when unmounted, so nothing is leaked when the
+/// value is dropped, even during a panic.
+#[derive(Debug)]
+pub struct ScratchFs {
+    image: PathBuf,
+    mount: PathBuf,
+    fs: String,
+}
+
+impl ScratchFs {
+    /// Makes a `size`-byte image of filesystem `fs` (`ext4`, `xfs`, `btrfs`) under `dir` and
+    /// mounts it; `mount_opts` are passed to `mount -o`.
+    pub fn new(dir: &Path, fs: &str, size: u64, mount_opts: &str) -> Result<ScratchFs> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let unique = format!("{fs}-{}-{}", std::process::id(), next_serial());
+        let image = dir.join(format!("{unique}.img"));
+        let mount = dir.join(unique);
+        std::fs::create_dir(&mount).with_context(|| format!("create {}", mount.display()))?;
+        let f =
+            std::fs::File::create(&image).with_context(|| format!("create {}", image.display()))?;
+        f.set_len(size)
+            .with_context(|| format!("size {}", image.display()))?;
+        drop(f);
+        let mkfs: Vec<&str> = match fs {
+            "ext4" => vec!["mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-I", "256"],
+            "xfs" => vec!["mkfs.xfs", "-q", "-f", "-K", "-m", "reflink=1"],
+            "btrfs" => vec!["mkfs.btrfs", "-q", "-f", "-K"],
+            other => bail!("no scratch filesystem of type {other}"),
+        };
+        let scratch = ScratchFs {
+            image: image.clone(),
+            mount: mount.clone(),
+            fs: fs.to_owned(),
+        };
+        run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image))
+            .with_context(|| format!("{} (install {})", mkfs[0], package_of(fs)))?;
+        let mut opts = "loop".to_owned();
+        if !mount_opts.is_empty() {
+            opts.push(',');
+            opts.push_str(mount_opts);
+        }
+        run(Command::new("mount")
+            .args(["-t", fs, "-o", &opts])
+            .arg(&image)
+            .arg(&mount))?;
+        Ok(scratch)
+    }
+
+    /// Where the filesystem is mounted.
+    pub fn path(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The filesystem type.
+    pub fn fs(&self) -> &str {
+        &self.fs
+    }
+}
+
+impl Drop for ScratchFs {
+    fn drop(&mut self) {
+        // Lazy: a mount still referenced by a straggler must not keep the image alive.
+        let _ = rustix::mount::unmount(&self.mount, rustix::mount::UnmountFlags::DETACH);
+        let _ = std::fs::remove_dir(&self.mount);
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+fn next_serial() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn package_of(fs: &str) -> &'static str {
+    match fs {
+        "xfs" => "xfsprogs",
+        "btrfs" => "btrfs-progs",
+        _ => "e2fsprogs",
+    }
+}
+
+/// Runs a command, failing with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Removes mounts and images a crashed earlier run left under `dir` (names this module made).
+pub fn sweep(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for ent in rd.flatten() {
+        let p = ent.path();
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let ours = ["ext4-", "xfs-", "btrfs-"]
+            .iter()
+            .any(|f| name.starts_with(f));
+        if !ours {
+            continue;
+        }
+        if let Some(pid) = name.split('-').nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue; // a live run's
+            }
+        }
+        if p.is_dir() {
+            let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
+            let _ = std::fs::remove_dir(&p);
+        } else {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
