@@ -45,10 +45,12 @@ pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, base: &Path) -> Result<(Man
         .map_err(|e| DriverError::archive("", e.to_string()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| {
-            DriverError::archive(
-                last.clone(),
-                format!("unreadable header after this entry: {e}"),
-            )
+            let reason = if e.to_string().contains("unexpected EOF") {
+                "archive is truncated".to_owned()
+            } else {
+                format!("unreadable header after this entry: {e}")
+            };
+            DriverError::archive(last.clone(), reason)
         })?;
         last = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         st.entry(&mut entry)
@@ -433,14 +435,18 @@ impl Stager {
             let fd = if path.is_empty() {
                 self.root.try_clone().op("duplicate fd")?
             } else {
-                rfs::openat2(
+                match rfs::openat2(
                     &self.root,
                     OsStr::from_bytes(path),
                     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                     Mode::empty(),
                     ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-                )
-                .op("open directory")?
+                ) {
+                    Ok(fd) => fd,
+                    // a later entry replaced the directory: its time went with it
+                    Err(Errno::NOTDIR) | Err(Errno::NOENT) | Err(Errno::LOOP) => continue,
+                    Err(e) => return Err(e).op("open directory"),
+                }
             };
             rfs::futimens(&fd, &times(*mtime)).op("set times")?;
         }

@@ -329,16 +329,20 @@ impl<B: Backend> LayerStore<B> {
     fn reconcile_mounts(&self) -> Result<()> {
         let table = MountTable::read()?;
         for id in self.list()? {
+            if (self.mount_count(&id)? > 0) == self.backend.is_mounted(&id, &table) {
+                continue;
+            }
+            // They disagree, perhaps because a process is between mounting and counting:
+            // decide under the layer lock, with a fresh look at the kernel's table.
+            let _layer = self.lock_layer(&id)?;
             let count = self.mount_count(&id)?;
-            let mounted = self.backend.is_mounted(&id, &table);
+            let mounted = self.backend.is_mounted(&id, &MountTable::read()?);
             if count > 0 && !mounted {
                 // mounted before a reboot, or unmounted behind our back
                 self.set_mount_count(&id, 0)?;
             } else if count == 0 && mounted {
                 // a process died between mounting and counting
                 self.backend.unmount(&id)?;
-            } else if count == 0 {
-                remove_optional(&self.count_path(&id))?;
             }
         }
         Ok(())

@@ -1,3 +1,447 @@
-//! placeholder
-use super::Case;
-pub const CASES: &[Case] = &[];
+//! Malformed and malicious archives, and crashes while applying: nothing outside the layer
+//! changes, nothing half-applied is visible, and errors name the entry.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use graphdriver_api::{CreateOpts, DriverError, LayerId};
+
+use super::support::*;
+use super::{Case, Ctx};
+use crate::tree_snapshot::Compare;
+
+/// The bad-input cases.
+pub const CASES: &[Case] = &[
+    Case {
+        name: "bad_input::dotdot_paths_are_rejected",
+        run: dotdot_paths_are_rejected,
+    },
+    Case {
+        name: "bad_input::absolute_paths_are_rejected",
+        run: absolute_paths_are_rejected,
+    },
+    Case {
+        name: "bad_input::symlink_breakout_is_rejected",
+        run: symlink_breakout_is_rejected,
+    },
+    Case {
+        name: "bad_input::lower_symlink_cannot_redirect_writes",
+        run: lower_symlink_cannot_redirect_writes,
+    },
+    Case {
+        name: "bad_input::hardlink_breakout_is_rejected",
+        run: hardlink_breakout_is_rejected,
+    },
+    Case {
+        name: "bad_input::malformed_whiteouts_are_rejected",
+        run: malformed_whiteouts_are_rejected,
+    },
+    Case {
+        name: "bad_input::truncated_archive_changes_nothing",
+        run: truncated_archive_changes_nothing,
+    },
+    Case {
+        name: "bad_input::garbage_archive_changes_nothing",
+        run: garbage_archive_changes_nothing,
+    },
+    Case {
+        name: "bad_input::later_duplicate_entry_wins",
+        run: later_duplicate_entry_wins,
+    },
+    Case {
+        name: "bad_input::apply_to_parent_or_mounted_layer_fails",
+        run: apply_to_parent_or_mounted_layer_fails,
+    },
+    Case {
+        name: "bad_input::kill_during_apply_leaves_layer_unchanged",
+        run: kill_during_apply_leaves_layer_unchanged,
+    },
+    Case {
+        name: "bad_input::crash_during_merge_is_completed",
+        run: crash_during_merge_is_completed,
+    },
+];
+
+/// A layer with one file, to apply bad archives to; returns it and its tree.
+fn target(ctx: &Ctx) -> Result<LayerId> {
+    let base = layer(ctx, "base", None, |p| {
+        write(&p.join("pre/existing"), "before")?;
+        link("pre", &p.join("alias"))
+    })?;
+    let t = id("target");
+    ctx.d().create(&t, Some(&base), &CreateOpts::default())?;
+    Ok(t)
+}
+
+/// Applies `tar` to `t`, expecting `InvalidArchive` naming `entry`, and checks nothing changed
+/// inside or outside the layer.
+fn rejected(ctx: &Ctx, t: &LayerId, tar: &[u8], entry: &str, sentinel: &Sentinel) -> Result<()> {
+    let before = view(ctx, t)?;
+    let e = expect_err(
+        ctx.d().apply_diff(t, None, &mut &tar[..]),
+        &format!("apply archive with {entry:?}"),
+        |e| matches!(e, DriverError::InvalidArchive { .. }),
+    )?;
+    if let DriverError::InvalidArchive { entry: named, .. } = &e {
+        ensure!(
+            named == entry,
+            "error names entry {named:?}, want {entry:?} ({e})"
+        );
+    }
+    same_tree(
+        &before,
+        &view(ctx, t)?,
+        Compare::default(),
+        "layer after a rejected archive",
+    )?;
+    sentinel.check()
+}
+
+fn dotdot_paths_are_rejected(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    for name in [
+        "../evil",
+        "a/../../evil",
+        "./../evil",
+        "pre/../../evil",
+        "ok/..",
+    ] {
+        let tar = TarBuilder::default()
+            .file("fine", b"x")
+            .file(name, b"pwned")
+            .finish();
+        rejected(ctx, &t, &tar, name, &s)?;
+    }
+    absent(&ctx.root.join("../evil"))?;
+    absent(&ctx.work.join("evil"))?;
+    Ok(())
+}
+
+fn absolute_paths_are_rejected(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    let abs = s.path().join("evil").display().to_string();
+    let tar = TarBuilder::default()
+        .dir("d/")
+        .file(&abs, b"pwned")
+        .finish();
+    rejected(ctx, &t, &tar, &abs, &s)?;
+    let tar = TarBuilder::default()
+        .symlink("l", "x")
+        .hardlink("h", "/etc/passwd")
+        .finish();
+    rejected(ctx, &t, &tar, "h", &s)
+}
+
+fn symlink_breakout_is_rejected(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    let out = s.path().display().to_string();
+    let tar = TarBuilder::default()
+        .symlink("esc", &out)
+        .file("esc/pwned", b"pwned")
+        .finish();
+    rejected(ctx, &t, &tar, "esc/pwned", &s)?;
+    let up = format!("{}{}", "../".repeat(40), out.trim_start_matches('/'));
+    let tar = TarBuilder::default()
+        .symlink("up", &up)
+        .file("up/keep", b"overwritten")
+        .finish();
+    rejected(ctx, &t, &tar, "up/keep", &s)?;
+    // through a symlink to a directory inside the layer is refused too: tar entries name
+    // real paths
+    let tar = TarBuilder::default()
+        .symlink("in", "pre")
+        .file("in/x", b"x")
+        .finish();
+    rejected(ctx, &t, &tar, "in/x", &s)
+}
+
+fn lower_symlink_cannot_redirect_writes(ctx: &mut Ctx) -> Result<()> {
+    let s = Sentinel::new(ctx)?;
+    let out = s.path().display().to_string();
+    let base = layer(ctx, "base", None, |p| link(&out, &p.join("lib")))?;
+    let (t, _) = apply_new(
+        ctx,
+        "t",
+        Some(&base),
+        &TarBuilder::default()
+            .file("lib/pwned", b"pwned")
+            .file("lib/keep", b"overwritten")
+            .finish(),
+    )?;
+    s.check()?;
+    let tree = view(ctx, &t)?;
+    ensure!(
+        tree.nodes.keys().any(|k| k.ends_with("pwned")),
+        "the archive's file is not in the layer:\n{}",
+        tree.render(40)
+    );
+    Ok(())
+}
+
+fn hardlink_breakout_is_rejected(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    let keep = s.path().join("keep").display().to_string();
+    for target in [
+        "../../../../etc/passwd",
+        keep.as_str(),
+        "pre/../../x",
+        "nowhere",
+    ] {
+        let tar = TarBuilder::default()
+            .file("a", b"x")
+            .hardlink("h", target)
+            .finish();
+        rejected(ctx, &t, &tar, "h", &s)?;
+    }
+    // A hard link to a symlink links the symlink itself; replacing it writes a new file.
+    let tar = TarBuilder::default()
+        .symlink("s", &keep)
+        .hardlink("h", "s")
+        .file("s", b"pwned")
+        .finish();
+    ctx.d().apply_diff(&t, None, &mut &tar[..])?;
+    s.check()?;
+    let tree = view(ctx, &t)?;
+    let h = tree.get("h").context("no h")?;
+    ensure!(
+        h.kind == 'l' && h.content == keep,
+        "h is {h:?}, want the symlink"
+    );
+    ensure!(
+        tree.get("s").map(|n| n.kind) == Some('f'),
+        "s is not a regular file"
+    );
+    // a hard link to a directory
+    let tar = TarBuilder::default().dir("d/").hardlink("hd", "d").finish();
+    let t2 = id("t2");
+    ctx.d().create(&t2, None, &CreateOpts::default())?;
+    rejected(ctx, &t2, &tar, "hd", &s)
+}
+
+fn malformed_whiteouts_are_rejected(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    for name in [".wh..", ".wh...", "pre/.wh.", "pre/.wh..wh.x"] {
+        let tar = TarBuilder::default()
+            .file("ok", b"1")
+            .file(name, b"")
+            .finish();
+        rejected(ctx, &t, &tar, name, &s)?;
+    }
+    Ok(())
+}
+
+/// An archive with a few files, one of them large.
+fn sample_archive(ctx: &Ctx) -> Result<Vec<u8>> {
+    let src = layer(ctx, "src", None, |p| {
+        for i in 0..20 {
+            write(&p.join(format!("dir/f{i}")), vec![i as u8; 64 * 1024])?;
+        }
+        write(&p.join("big"), vec![9u8; 4 << 20])
+    })?;
+    diff_bytes(ctx, &src)
+}
+
+fn truncated_archive_changes_nothing(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    let tar = sample_archive(ctx)?;
+    for cut in [tar.len() / 2, tar.len() - 2048 - 100, 700] {
+        let before = view(ctx, &t)?;
+        let e = expect_err(
+            ctx.d().apply_diff(&t, None, &mut &tar[..cut]),
+            "apply a truncated archive",
+            |e| matches!(e, DriverError::InvalidArchive { .. }),
+        )?;
+        ensure!(
+            e.to_string().contains("truncated"),
+            "error does not say the archive is truncated: {e}"
+        );
+        same_tree(
+            &before,
+            &view(ctx, &t)?,
+            Compare::default(),
+            "layer after a truncated archive",
+        )?;
+    }
+    s.check()?;
+    // and the full archive still applies
+    let size = ctx.d().apply_diff(&t, None, &mut &tar[..])?;
+    ensure!(size == 20 * 64 * 1024 + (4 << 20), "applied size {size}");
+    Ok(())
+}
+
+fn garbage_archive_changes_nothing(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    let before = view(ctx, &t)?;
+    let garbage: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    expect_err(
+        ctx.d().apply_diff(&t, None, &mut &garbage[..]),
+        "apply garbage",
+        |e| matches!(e, DriverError::InvalidArchive { .. }),
+    )?;
+    // a valid header followed by garbage instead of the next header
+    let mut tar = TarBuilder::default().file("first", b"1").finish();
+    tar.truncate(1024);
+    tar.extend_from_slice(&garbage[..2048]);
+    expect_err(
+        ctx.d().apply_diff(&t, None, &mut &tar[..]),
+        "apply archive with a corrupt header",
+        |e| matches!(e, DriverError::InvalidArchive { entry, .. } if entry == "first"),
+    )?;
+    same_tree(
+        &before,
+        &view(ctx, &t)?,
+        Compare::default(),
+        "layer after garbage",
+    )?;
+    s.check()
+}
+
+fn later_duplicate_entry_wins(ctx: &mut Ctx) -> Result<()> {
+    let tar = TarBuilder::default()
+        .file("f", b"first")
+        .file("f", b"second")
+        .file("x", b"file")
+        .dir("x/")
+        .file("x/inner", b"i")
+        .dir("y/")
+        .file("y/gone", b"g")
+        .file("y", b"now a file")
+        .finish();
+    let (t, _) = apply_new(ctx, "t", None, &tar)?;
+    let tree = view(ctx, &t)?;
+    let want = [("f", 'f'), ("x", 'd'), ("x/inner", 'f'), ("y", 'f')];
+    for (p, k) in want {
+        ensure!(
+            tree.get(p).map(|n| n.kind) == Some(k),
+            "{p} is not {k}:\n{}",
+            tree.render(20)
+        );
+    }
+    ensure!(
+        tree.get("y/gone").is_none(),
+        "y/gone survived y becoming a file"
+    );
+    with_mount(ctx.d(), &t, |p| {
+        ensure!(
+            std::fs::read(p.join("f"))? == b"second",
+            "f is not the later entry"
+        );
+        Ok(())
+    })
+}
+
+fn apply_to_parent_or_mounted_layer_fails(ctx: &mut Ctx) -> Result<()> {
+    let tar = TarBuilder::default().file("new", b"1").finish();
+    let a = layer(ctx, "a", None, |p| write(&p.join("f"), "x"))?;
+    ctx.d().create(&id("b"), Some(&a), &rw())?;
+    expect_err(
+        ctx.d().apply_diff(&a, None, &mut &tar[..]),
+        "apply to a parent",
+        |e| matches!(e, DriverError::HasChildren { .. }),
+    )?;
+    let c = id("c");
+    ctx.d().create(&c, None, &rw())?;
+    ctx.d().get(&c, None)?;
+    expect_err(
+        ctx.d().apply_diff(&c, None, &mut &tar[..]),
+        "apply to a mounted layer",
+        |e| matches!(e, DriverError::Busy { .. }),
+    )?;
+    ctx.d().put(&c)?;
+    ensure!(
+        view(ctx, &a)?.get("new").is_none() && view(ctx, &c)?.get("new").is_none(),
+        "a refused apply wrote"
+    );
+    Ok(())
+}
+
+fn kill_during_apply_leaves_layer_unchanged(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let tar = sample_archive(ctx)?;
+    let before = view(ctx, &t)?;
+    ctx.close();
+    let mut child = ctx
+        .graphctl()
+        .args(["apply", "target"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    {
+        let mut stdin = child.stdin.take().context("no stdin")?;
+        stdin.write_all(&tar[..tar.len() / 2])?;
+        stdin.flush()?;
+        // let it extract what it was given, then kill it mid-archive
+        std::thread::sleep(Duration::from_millis(300));
+        child.kill()?;
+        drop(stdin);
+    }
+    let status = child.wait()?;
+    ensure!(
+        status.code().is_none(),
+        "graphctl apply was meant to be killed, exited {status:?}"
+    );
+    ctx.reopen()?;
+    same_tree(
+        &before,
+        &view(ctx, &t)?,
+        Compare::default(),
+        "layer after a killed apply",
+    )?;
+    let size = ctx
+        .d()
+        .apply_diff(&t, None, &mut &tar[..])
+        .context("apply after a killed apply")?;
+    ensure!(size == 20 * 64 * 1024 + (4 << 20), "applied size {size}");
+    Ok(())
+}
+
+fn crash_during_merge_is_completed(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let tar = TarBuilder::default()
+        .file("pre/existing", b"after")
+        .file(".wh.alias", b"")
+        .dir("new/")
+        .file("new/f", b"n")
+        .finish();
+    let (reference, _) = apply_new(ctx, "reference", ctx.d().parent(&t)?.as_ref(), &tar)?;
+    let want = view(ctx, &reference)?;
+    let input = ctx.work.join("merge.tar");
+    std::fs::write(&input, &tar)?;
+    ctx.close();
+    let out = ctx
+        .graphctl()
+        .args(["apply", "target", "-i"])
+        .arg(&input)
+        .env("GRAPHDRIVER_FAILPOINT", "apply.merge")
+        .output()?;
+    ensure!(
+        out.status.code().is_none(),
+        "graphctl apply was meant to crash at the merge, exited {:?}",
+        out.status
+    );
+    ctx.reopen()?;
+    let got = view(ctx, &t)?;
+    // Directories the merge moved entries into carry the time of their merge.
+    same_tree(
+        &want,
+        &got,
+        Compare {
+            root: false,
+            dir_mtimes: false,
+            ..Compare::default()
+        },
+        "layer whose merge was interrupted, after reopen",
+    )
+}
