@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what building and testing graphdriver needs on Debian 12. Safe to run twice: it
+# only calls apt when a package is missing.
+set -euo pipefail
+PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux tar mount)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "install-deps: cargo is missing (install Rust with rustup)" >&2; exit 1; }
