@@ -1,6 +1,7 @@
 //! The graphdriver harness: the conformance suite every backend must pass, scratch
 //! filesystem fixtures, and what `graphctl` is built from.
 
+pub mod bench;
 pub mod conformance;
 pub mod drivers;
 pub mod fixture;

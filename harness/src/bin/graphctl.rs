@@ -134,6 +134,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark the backends against standard tools; writes report.json and report.md.
+    Bench {
+        /// Backends to measure (default: every backend this build and kernel offer).
+        #[arg(long, value_delimiter = ',')]
+        drivers: Vec<String>,
+        /// Where the reports go.
+        #[arg(long, default_value = "bench-report")]
+        out: PathBuf,
+        /// Fewer repetitions (for CI).
+        #[arg(long)]
+        quick: bool,
+        /// The image tar (default: the Debian rootfs made by scripts/debian-rootfs.sh;
+        /// env GRAPHDRIVER_ROOTFS_TAR).
+        #[arg(long, env = "GRAPHDRIVER_ROOTFS_TAR")]
+        image: Option<PathBuf>,
+        /// Where scratch filesystem images go.
+        #[arg(long, default_value = "/var/tmp/graphdriver-bench")]
+        scratch: PathBuf,
+    },
     /// Test helper: mount a layer N times and exit without unmounting.
     #[command(name = "__hold", hide = true)]
     Hold { id: String, n: u32 },
@@ -172,6 +191,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     } = &cli.cmd
     {
         return check(&cli.driver, &opts, filter.clone(), scratch.clone(), *json);
+    }
+    if let Cmd::Bench {
+        drivers,
+        out,
+        quick,
+        image,
+        scratch,
+    } = &cli.cmd
+    {
+        return bench(drivers, out, *quick, image.clone(), scratch);
     }
     let d = drivers::open(&cli.driver, &cli.root, &opts)
         .with_context(|| format!("open {} driver at {}", cli.driver, cli.root.display()))?;
@@ -287,7 +316,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 d.put(&id)?;
             }
         }
-        Cmd::Check { .. } => unreachable!("handled above"),
+        Cmd::Check { .. } | Cmd::Bench { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -352,4 +381,58 @@ fn check(
         bail!("no case matched");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn bench(
+    drivers: &[String],
+    out: &Path,
+    quick: bool,
+    image: Option<PathBuf>,
+    scratch: &Path,
+) -> Result<ExitCode> {
+    let image = match image {
+        Some(p) => p,
+        None => {
+            let default = dirs_cache().join("bookworm-minbase.tar");
+            if !default.exists() {
+                bail!(
+                    "no image: run scripts/debian-rootfs.sh (it makes {}) or pass --image TAR",
+                    default.display()
+                );
+            }
+            default
+        }
+    };
+    let drivers = if drivers.is_empty() {
+        drivers::names().into_iter().map(String::from).collect()
+    } else {
+        drivers.to_vec()
+    };
+    let opts = graphdriver_harness::bench::BenchOpts {
+        drivers,
+        out: out.to_owned(),
+        quick,
+        rootfs_tar: image,
+        scratch_dir: scratch.to_owned(),
+    };
+    let started = std::time::Instant::now();
+    graphdriver_harness::bench::run(&opts, &mut |line| eprintln!("{line}"))?;
+    eprintln!(
+        "bench: done in {:.0} s; reports in {}/report.md and report.json",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `$GRAPHDRIVER_CACHE`, or `~/.cache/graphdriver` (where scripts/debian-rootfs.sh writes).
+fn dirs_cache() -> PathBuf {
+    if let Some(c) = std::env::var_os("GRAPHDRIVER_CACHE") {
+        return PathBuf::from(c);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cache"));
+    base.join("graphdriver")
 }

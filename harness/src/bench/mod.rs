@@ -1,0 +1,196 @@
+//! `graphctl bench`: copy-on-write costs of every backend, side by side with the same work
+//! done by standard tools in the same run, so every figure is also a ratio.
+//!
+//! Workloads run on scratch filesystems on loop devices (the root disk here is slow and
+//! noisy for heavy writes); each backend is measured against its baseline alternately, round
+//! by round, after a warm-up, with the page cache warm. The report is `report.json` (every
+//! measurement; schema in `docs/bench-schema.md`) and `report.md` (tables).
+
+pub mod measure;
+mod report;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+pub use measure::Measurement;
+pub use report::write_reports;
+
+use crate::fixture::ScratchFs;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOpts {
+    /// Backends to measure.
+    pub drivers: Vec<String>,
+    /// Where the reports go.
+    pub out: PathBuf,
+    /// Fewer repetitions and smaller inputs (CI).
+    pub quick: bool,
+    /// The Debian root filesystem tar used as the image.
+    pub rootfs_tar: PathBuf,
+    /// Where scratch images are made.
+    pub scratch_dir: PathBuf,
+}
+
+/// Facts about the machine and the run, recorded with every report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    /// `uname -r`.
+    pub kernel: String,
+    /// CPU model and count.
+    pub cpu: String,
+    /// Total memory.
+    pub memory: String,
+    /// Unix time the run started.
+    pub started: u64,
+    /// Whether `--quick` was given.
+    pub quick: bool,
+    /// Repetitions per measurement.
+    pub reps: usize,
+    /// Warm-up rounds per measurement.
+    pub warmup: usize,
+    /// Page cache state.
+    pub cache: String,
+    /// The image: path and entry count.
+    pub image: String,
+    /// Each scratch filesystem: type and mount options.
+    pub filesystems: Vec<String>,
+}
+
+/// A whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Schema version of this JSON.
+    pub schema: u32,
+    /// The run.
+    pub run: RunInfo,
+    /// Every measurement.
+    pub measurements: Vec<Measurement>,
+}
+
+/// A backend as benchmarked: a driver on a filesystem.
+#[derive(Debug)]
+pub struct Target {
+    /// Label in reports, e.g. `vfs (xfs)`.
+    pub label: String,
+    /// The driver.
+    pub driver: String,
+    /// The filesystem it runs on.
+    pub fs: ScratchFs,
+}
+
+/// Runs the benchmark and writes the reports.
+pub fn run(opts: &BenchOpts, log: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+    let (reps, warmup) = if opts.quick { (3, 1) } else { (7, 1) };
+    crate::fixture::sweep(&opts.scratch_dir);
+    let mut targets = Vec::new();
+    for d in &opts.drivers {
+        for fs in fs_for(d, opts.quick) {
+            let scratch = ScratchFs::new(&opts.scratch_dir, fs, 24 << 30, "")
+                .with_context(|| format!("make a {fs} scratch filesystem for {d}"))?;
+            targets.push(Target {
+                label: format!("{d} ({fs})"),
+                driver: d.clone(),
+                fs: scratch,
+            });
+        }
+    }
+    let image = workloads::Image::load(&opts.rootfs_tar)?;
+    let run = RunInfo {
+        kernel: rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned(),
+        cpu: cpu_model(),
+        memory: mem_total(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        quick: opts.quick,
+        reps,
+        warmup,
+        cache: "warm (inputs read once before timing)".into(),
+        image: format!(
+            "{} ({} entries, {} bytes)",
+            opts.rootfs_tar.display(),
+            image.entries,
+            image.bytes
+        ),
+        filesystems: targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}: {} on a loop device, mounted at {}",
+                    t.label,
+                    t.fs.fs(),
+                    t.fs.path().display()
+                )
+            })
+            .collect(),
+    };
+    let mut measurements = Vec::new();
+    for t in &targets {
+        log(&format!("bench: {}", t.label));
+        let ms = workloads::run_all(t, &image, reps, warmup, log)
+            .with_context(|| format!("benchmark {}", t.label))?;
+        measurements.extend(ms);
+    }
+    let report = BenchReport {
+        schema: 1,
+        run,
+        measurements,
+    };
+    std::fs::create_dir_all(&opts.out)?;
+    write_reports(&report, &opts.out)?;
+    Ok(report)
+}
+
+/// Filesystems a driver is measured on: vfs on ext4 (full copies) and on xfs (reflinks).
+fn fs_for(driver: &str, quick: bool) -> Vec<&'static str> {
+    match driver {
+        "vfs" if quick => vec!["xfs"],
+        "vfs" => vec!["ext4", "xfs"],
+        _ => vec!["ext4"],
+    }
+}
+
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{model} x{n}")
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Removes a path (file or tree), ignoring absence.
+pub(crate) fn remove(p: &Path) -> Result<()> {
+    if p.is_dir() {
+        graphdriver_api::tree::remove_tree(p)?;
+    } else if p.exists() {
+        std::fs::remove_file(p)?;
+    }
+    Ok(())
+}
