@@ -16,6 +16,17 @@ cargo build --workspace --all-targets --release
 cargo test --workspace --release
 done_stage
 
+stage "example: a runtime's use of the library"
+EX=$(mktemp -d /var/tmp/graphdriver-example.XXXXXX)
+./target/release/examples/runtime "$EX" "$GRAPHDRIVER_ROOTFS_TAR" | tee "$EX.out"
+grep -qx 'D /usr/bin/cat' "$EX.out"
+rm -rf "$EX" "$EX.out"
+done_stage
+
+stage "bench --quick (the main job, small)"
+./target/release/graphctl bench --quick --out target/bench-quick
+done_stage
+
 # Backends this host's kernel runs; the suite must pass on each with nothing skipped.
 DRIVERS=vfs
 stage "conformance suite ($DRIVERS)"
