@@ -48,7 +48,9 @@ pub mod failpoint;
 mod layer_id;
 pub mod mountinfo;
 mod naive;
+pub mod quota;
 pub mod store;
+mod sys;
 pub mod tree;
 
 pub use backing_fs::BackingFs;

@@ -20,6 +20,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use graphdriver_api::archive::ApplyTarget;
+use graphdriver_api::quota::ProjectQuota;
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
     tree, BackingFs, CreateOpts, DriverError, IoContext, LayerId, Result, Status,
@@ -49,13 +50,16 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<VfsDriver> {
     for ent in std::fs::read_dir(&trash).ctx("read directory", &trash)? {
         tree::remove_tree(&ent.ctx("read directory", &trash)?.path())?;
     }
-    LayerStore::open(&home, Vfs { home: home.clone() })
+    let quota = ProjectQuota::probe(&home.join("dir"), home.join("quota-projid"))?;
+    LayerStore::open(&home, Vfs { home: home.clone(), quota })
 }
 
 /// The vfs backend: directories and full copies.
 #[derive(Debug)]
 pub struct Vfs {
     home: PathBuf,
+    /// Project quotas, or why there are none here.
+    quota: std::result::Result<ProjectQuota, String>,
 }
 
 impl Vfs {
@@ -76,12 +80,16 @@ impl Backend for Vfs {
         parent: Option<&LayerId>,
         opts: &CreateOpts,
     ) -> Result<BTreeMap<String, String>> {
-        if opts.size_limit.is_some() {
-            return Err(DriverError::Unsupported {
-                driver: "vfs",
-                reason: "size limits need the root on xfs mounted with prjquota".into(),
-            });
-        }
+        let quota = match (opts.size_limit, &self.quota) {
+            (None, _) => None,
+            (Some(limit), Ok(q)) => Some((limit, q)),
+            (Some(_), Err(reason)) => {
+                return Err(DriverError::Unsupported {
+                    driver: "vfs",
+                    reason: reason.clone(),
+                })
+            }
+        };
         if let Some(k) = opts.storage_opts.keys().next() {
             return Err(DriverError::Unsupported {
                 driver: "vfs",
@@ -189,6 +197,13 @@ impl Backend for Vfs {
                 "reflink, then copy_file_range, then read/write".into(),
             ),
             ("Native Diff".into(), "false (naive walk)".into()),
+            (
+                "Size Limits".into(),
+                match &self.quota {
+                    Ok(_) => "xfs project quota".into(),
+                    Err(reason) => format!("unsupported: {reason}"),
+                },
+            ),
         ]
     }
 }

@@ -183,7 +183,18 @@ fn copy_dir_meta(
         Some(rfs::Gid::from_raw(st.st_gid)),
     )?;
     rfs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
-    for (k, v) in fd_xattrs(src)? {
+    let wanted = fd_xattrs(src)?;
+    // The archive's entry describes all of the directory's xattrs: drop those it lacks.
+    for (k, _) in fd_xattrs(dst)? {
+        if !is_private_xattr(&k) && !wanted.iter().any(|(w, _)| *w == k) {
+            let k = CString::new(k).map_err(|_| Errno::INVAL)?;
+            match rfs::fremovexattr(dst, &k) {
+                Ok(()) | Err(Errno::NODATA) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for (k, v) in wanted {
         if !is_private_xattr(&k) {
             let k = CString::new(k).map_err(|_| Errno::INVAL)?;
             rfs::fsetxattr(dst, &k, &v, rfs::XattrFlags::empty())?;

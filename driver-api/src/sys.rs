@@ -1,0 +1,106 @@
+//! Raw system calls that have no safe wrapper in rustix: xfs project ids and quota limits.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// `struct fsxattr` from `<linux/fs.h>`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsXattr {
+    pub xflags: u32,
+    pub extsize: u32,
+    pub nextents: u32,
+    pub projid: u32,
+    pub cowextsize: u32,
+    pub pad: [u8; 8],
+}
+
+/// `FS_XFLAG_PROJINHERIT`: new entries of a directory take its project id.
+pub const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
+const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
+const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
+
+/// `ioctl(fd, FS_IOC_FSGETXATTR, &fsx)`. See ioctl_xfs_fsgetxattr(2).
+pub fn fs_ioc_fsgetxattr(fd: BorrowedFd<'_>) -> std::io::Result<FsXattr> {
+    let mut x = FsXattr::default();
+    // SAFETY: the fd is valid for the call, and `x` is a writable struct of the size and
+    // layout the kernel's struct fsxattr has (28 bytes, checked by a test).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x as *mut FsXattr) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(x)
+}
+
+/// `ioctl(fd, FS_IOC_FSSETXATTR, &fsx)`. See ioctl_xfs_fsgetxattr(2).
+pub fn fs_ioc_fssetxattr(fd: BorrowedFd<'_>, x: &FsXattr) -> std::io::Result<()> {
+    // SAFETY: the fd is valid for the call, and `x` points to a struct with the layout of the
+    // kernel's struct fsxattr, which it only reads.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR, x as *const FsXattr) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `struct fs_disk_quota` from `<linux/dqblk_xfs.h>`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsDiskQuota {
+    pub version: i8,
+    pub flags: i8,
+    pub fieldmask: u16,
+    pub id: u32,
+    pub blk_hardlimit: u64,
+    pub blk_softlimit: u64,
+    pub ino_hardlimit: u64,
+    pub ino_softlimit: u64,
+    pub bcount: u64,
+    pub icount: u64,
+    pub itimer: i32,
+    pub btimer: i32,
+    pub iwarns: u16,
+    pub bwarns: u16,
+    pub itimer_hi: i8,
+    pub btimer_hi: i8,
+    pub rtbtimer_hi: i8,
+    pub padding2: i8,
+    pub rtb_hardlimit: u64,
+    pub rtb_softlimit: u64,
+    pub rtbcount: u64,
+    pub rtbtimer: i32,
+    pub rtbwarns: u16,
+    pub padding3: i16,
+    pub padding4: [u8; 8],
+}
+
+pub const FS_DQUOT_VERSION: i8 = 1;
+pub const FS_PROJ_QUOTA: i8 = 2;
+pub const FS_DQ_BSOFT: u16 = 1 << 2;
+pub const FS_DQ_BHARD: u16 = 1 << 3;
+const PRJQUOTA: u32 = 2;
+pub const Q_XGETQUOTA: u32 = (b'X' as u32) << 8 | 3;
+pub const Q_XSETQLIM: u32 = (b'X' as u32) << 8 | 4;
+
+/// `quotactl_fd(fd, QCMD(cmd, PRJQUOTA), id, dq)`. See quotactl(2); Linux 5.14 and later.
+pub fn quotactl_fd_project(fd: BorrowedFd<'_>, cmd: u32, id: u32, dq: &mut FsDiskQuota) -> std::io::Result<()> {
+    let qcmd = (cmd << 8) | (PRJQUOTA & 0xff);
+    // SAFETY: the fd is valid for the call; `dq` is a struct with the layout of the kernel's
+    // struct fs_disk_quota (112 bytes, checked by a test), readable and writable.
+    let r = unsafe { libc::syscall(libc::SYS_quotactl_fd, fd.as_raw_fd(), qcmd, id, dq as *mut FsDiskQuota) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structs_match_the_kernel_layout() {
+        assert_eq!(std::mem::size_of::<FsXattr>(), 28);
+        assert_eq!(std::mem::size_of::<FsDiskQuota>(), 112);
+    }
+}
