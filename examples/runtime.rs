@@ -29,7 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. A container: a writable layer on the image, mounted.
     let container = LayerId::new("container")?;
-    let rw = CreateOpts { read_write: true, ..CreateOpts::default() };
+    let rw = CreateOpts {
+        read_write: true,
+        ..CreateOpts::default()
+    };
     driver.create(&container, Some(&image), &rw)?;
     let rootdir = driver.get(&container, None)?;
     println!("container root at {}", rootdir.display());

@@ -27,7 +27,10 @@ impl ProjectQuota {
     /// Quotas for layers under `dir`, if its filesystem enforces project quotas; otherwise
     /// the reason it cannot. `counter` is a file the driver owns (its store lock held when
     /// ids are allocated).
-    pub fn probe(dir: &Path, counter: PathBuf) -> Result<std::result::Result<ProjectQuota, String>> {
+    pub fn probe(
+        dir: &Path,
+        counter: PathBuf,
+    ) -> Result<std::result::Result<ProjectQuota, String>> {
         let fs = BackingFs::of(dir)?;
         if !fs.is_xfs() {
             return Ok(Err(format!(
@@ -70,7 +73,8 @@ impl ProjectQuota {
             blk_softlimit: bytes.div_ceil(512),
             ..FsDiskQuota::default()
         };
-        sys::quotactl_fd_project(fd.as_fd(), sys::Q_XSETQLIM, id, &mut dq).ctx("set project quota limit on", dir)?;
+        sys::quotactl_fd_project(fd.as_fd(), sys::Q_XSETQLIM, id, &mut dq)
+            .ctx("set project quota limit on", dir)?;
         set_project(fd.as_fd(), id, dir)?;
         Ok(id)
     }
@@ -79,7 +83,8 @@ impl ProjectQuota {
     pub fn usage(dir: &Path, id: u32) -> Result<u64> {
         let fd = open_dir(dir)?;
         let mut dq = FsDiskQuota::default();
-        sys::quotactl_fd_project(fd.as_fd(), sys::Q_XGETQUOTA, id, &mut dq).ctx("read project quota of", dir)?;
+        sys::quotactl_fd_project(fd.as_fd(), sys::Q_XGETQUOTA, id, &mut dq)
+            .ctx("read project quota of", dir)?;
         Ok(dq.bcount * 512)
     }
 }
@@ -92,7 +97,8 @@ fn set_project(dir: std::os::fd::BorrowedFd<'_>, id: u32, path: &Path) -> Result
     sys::fs_ioc_fssetxattr(dir, &x).ctx("set project of", path)?;
     for name in tree::list_dir(dir).ctx("read directory", path)? {
         let child = path.join(std::ffi::OsStr::new(&*name.to_string_lossy()));
-        let st = rustix::fs::statat(dir, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &child)?;
+        let st = rustix::fs::statat(dir, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .ctx("stat", &child)?;
         match rustix::fs::FileType::from_raw_mode(st.st_mode) {
             rustix::fs::FileType::Directory => {
                 let sub = tree::open_dir_at(dir, &name).ctx("open directory", &child)?;
@@ -102,7 +108,9 @@ fn set_project(dir: std::os::fd::BorrowedFd<'_>, id: u32, path: &Path) -> Result
                 let f = rustix::fs::openat(
                     dir,
                     &name,
-                    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::NOFOLLOW
+                        | rustix::fs::OFlags::CLOEXEC,
                     rustix::fs::Mode::empty(),
                 )
                 .ctx("open", &child)?;
@@ -130,7 +138,10 @@ fn mount_options(dir: &Path) -> Result<String> {
             continue;
         }
         let sep = fields.iter().position(|f| *f == "-");
-        let opts = sep.and_then(|s| fields.get(s + 3)).map(|s| s.to_string()).unwrap_or_default();
+        let opts = sep
+            .and_then(|s| fields.get(s + 3))
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         let len = point.len();
         if best.as_ref().is_none_or(|(l, _)| len >= *l) {
             best = Some((len, opts));

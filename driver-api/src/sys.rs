@@ -83,11 +83,24 @@ pub const Q_XGETQUOTA: u32 = (b'X' as u32) << 8 | 3;
 pub const Q_XSETQLIM: u32 = (b'X' as u32) << 8 | 4;
 
 /// `quotactl_fd(fd, QCMD(cmd, PRJQUOTA), id, dq)`. See quotactl(2); Linux 5.14 and later.
-pub fn quotactl_fd_project(fd: BorrowedFd<'_>, cmd: u32, id: u32, dq: &mut FsDiskQuota) -> std::io::Result<()> {
+pub fn quotactl_fd_project(
+    fd: BorrowedFd<'_>,
+    cmd: u32,
+    id: u32,
+    dq: &mut FsDiskQuota,
+) -> std::io::Result<()> {
     let qcmd = (cmd << 8) | (PRJQUOTA & 0xff);
     // SAFETY: the fd is valid for the call; `dq` is a struct with the layout of the kernel's
     // struct fs_disk_quota (112 bytes, checked by a test), readable and writable.
-    let r = unsafe { libc::syscall(libc::SYS_quotactl_fd, fd.as_raw_fd(), qcmd, id, dq as *mut FsDiskQuota) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_quotactl_fd,
+            fd.as_raw_fd(),
+            qcmd,
+            id,
+            dq as *mut FsDiskQuota,
+        )
+    };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -251,7 +251,7 @@ impl Hasher for Fnv {
 
 fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    let names = match rustix::fs::llistxattr(path, &mut [0u8; 0][..]) {
+    let names = match rustix::fs::llistxattr_query(path) {
         Ok(0) => return Ok(out),
         Ok(n) => {
             let mut buf = vec![0u8; n];
@@ -267,7 +267,7 @@ fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
             continue;
         }
         let cname = std::ffi::CString::new(name)?;
-        let n = rustix::fs::lgetxattr(path, &cname, &mut [0u8; 0][..])?;
+        let n = rustix::fs::lgetxattr_query(path, &cname)?;
         let mut v = vec![0u8; n];
         let n = rustix::fs::lgetxattr(path, &cname, &mut v[..])?;
         v.truncate(n);

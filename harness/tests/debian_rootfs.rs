@@ -2,6 +2,8 @@
 //! through the vfs driver: apply, mounted view, export, and a container layer's changes.
 //! Runs as root; builds the rootfs once with scripts/debian-rootfs.sh (cached).
 
+#![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,7 @@
 //! vfs size limits with xfs project quotas on an xfs loop image mounted with prjquota.
 
+#![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
+
 use std::io::Write;
 use std::path::Path;
 
@@ -20,10 +22,20 @@ fn write_mib(path: &Path, mib: usize) -> std::io::Result<()> {
 #[test]
 #[ignore = "needs a kernel with XFS quota support (run with --ignored there)"]
 fn a_50_mib_limit_holds_25_mib_and_refuses_50_more() {
-    let fs = ScratchFs::new(Path::new("/var/tmp/graphdriver-test"), "xfs", 1 << 30, "prjquota").unwrap();
+    let fs = ScratchFs::new(
+        Path::new("/var/tmp/graphdriver-test"),
+        "xfs",
+        1 << 30,
+        "prjquota",
+    )
+    .unwrap();
     let d = graphdriver_vfs::open(fs.path(), &Default::default()).unwrap();
     let l = LayerId::new("limited").unwrap();
-    let opts = CreateOpts { read_write: true, size_limit: Some(50 << 20), ..CreateOpts::default() };
+    let opts = CreateOpts {
+        read_write: true,
+        size_limit: Some(50 << 20),
+        ..CreateOpts::default()
+    };
     d.create(&l, None, &opts).unwrap();
     let p = d.get(&l, None).unwrap();
     write_mib(&p.join("a"), 25).expect("25 MiB fit in a 50 MiB limit");
@@ -41,10 +53,19 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more() {
 
 #[test]
 fn size_limits_off_xfs_are_refused_with_the_reason() {
-    let fs = ScratchFs::new(Path::new("/var/tmp/graphdriver-test"), "ext4", 256 << 20, "").unwrap();
+    let fs = ScratchFs::new(
+        Path::new("/var/tmp/graphdriver-test"),
+        "ext4",
+        256 << 20,
+        "",
+    )
+    .unwrap();
     let d = graphdriver_vfs::open(fs.path(), &Default::default()).unwrap();
     let l = LayerId::new("limited").unwrap();
-    let opts = CreateOpts { size_limit: Some(1 << 20), ..CreateOpts::default() };
+    let opts = CreateOpts {
+        size_limit: Some(1 << 20),
+        ..CreateOpts::default()
+    };
     match d.create(&l, None, &opts) {
         Err(DriverError::Unsupported { reason, .. }) => assert!(reason.contains("xfs"), "{reason}"),
         other => panic!("want Unsupported, got {other:?}"),

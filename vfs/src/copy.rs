@@ -31,7 +31,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, RawDir, SeekFrom, Stat, Timespec, Timestamps,
@@ -106,21 +106,26 @@ pub(crate) fn copy_tree_with(src: &Path, dst: &Path, opts: Options) -> io::Resul
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
     };
-    let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
-    let rx = Mutex::new(rx);
+    let shared = &shared;
     std::thread::scope(|scope| {
-        let mut copier = Copier::new(src, dst, &shared);
+        let mut copier = Copier::new(src, dst, shared);
+        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        // Only the workers hold the receiver: should they all die, sending
+        // fails instead of blocking and the file is copied inline.
+        let rx = Arc::new(Mutex::new(rx));
         let mut workers = Vec::with_capacity(opts.workers);
         for _ in 0..opts.workers {
+            let rx = Arc::clone(&rx);
             let spawned = std::thread::Builder::new()
                 .name("vfs-copy".into())
-                .spawn_scoped(scope, || worker(&rx, &shared));
+                .spawn_scoped(scope, move || worker(&rx, shared));
             match spawned {
                 Ok(handle) => workers.push(handle),
                 // Fewer workers (or none: all inline) is fine.
                 Err(_) => break,
             }
         }
+        drop(rx);
         if !workers.is_empty() {
             copier.jobs = Some(tx);
         }
@@ -708,8 +713,7 @@ impl<'a> Copier<'a> {
         if let Some(jobs) = &self.jobs {
             match jobs.send(job) {
                 Ok(()) => return Ok(()),
-                // No worker left (cannot happen while we hold the
-                // receiver's owner alive, but be safe): do it here.
+                // No worker left: do it here.
                 Err(mpsc::SendError(j)) => job = j,
             }
         }
@@ -876,6 +880,12 @@ impl<'a> DataCopier<'a> {
             let hole = rfs::seek(s, SeekFrom::Hole(data))
                 .map_err(on_src("seek hole"))?
                 .min(size);
+            if hole <= data {
+                // Cannot happen unless the file changes under us: copy the
+                // rest rather than loop.
+                self.copy_range(s, d, data, size - data)?;
+                break;
+            }
             self.copy_range(s, d, data, hole - data)?;
             pos = hole;
         }
@@ -1842,6 +1852,40 @@ mod tests {
         symlink(&f.src, &link).unwrap();
         assert!(copy_tree(&link, &f.dst(1)).is_err());
         assert!(copy_tree(&f.tmp.path().join("nope"), &f.dst(2)).is_err());
+    }
+
+    #[test]
+    fn worker_errors_name_the_file() {
+        let f = Fixture::new();
+        fs::write(f.s("data"), b"data").unwrap();
+        fs::write(f.s("readonly"), b"").unwrap();
+        let shared = Shared {
+            reflink: AtomicBool::new(true),
+            copy_file_range: AtomicBool::new(true),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let rx = Mutex::new(rx);
+        let src = rfs::open(f.s("data"), OFlags::RDONLY, Mode::empty()).unwrap();
+        // Not writable: the data copy fails.
+        let dst = rfs::open(f.s("readonly"), OFlags::RDONLY, Mode::empty()).unwrap();
+        let st = rfs::fstat(&src).unwrap();
+        tx.send(Job {
+            src,
+            dst,
+            st,
+            owner_ok: true,
+        })
+        .unwrap();
+        drop(tx);
+        let stats = worker(&rx, &shared);
+        assert_eq!(stats.files, 0);
+        assert!(shared.failed.load(Ordering::Relaxed));
+        let e = shared.error.lock().unwrap().take().unwrap();
+        assert_eq!(e.raw_os_error(), None);
+        let msg = e.to_string();
+        assert!(msg.contains(&*f.s("readonly").to_string_lossy()), "{msg}");
     }
 
     #[test]

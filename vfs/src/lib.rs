@@ -51,7 +51,13 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<VfsDriver> {
         tree::remove_tree(&ent.ctx("read directory", &trash)?.path())?;
     }
     let quota = ProjectQuota::probe(&home.join("dir"), home.join("quota-projid"))?;
-    LayerStore::open(&home, Vfs { home: home.clone(), quota })
+    LayerStore::open(
+        &home,
+        Vfs {
+            home: home.clone(),
+            quota,
+        },
+    )
 }
 
 /// The vfs backend: directories and full copies.
@@ -117,10 +123,13 @@ impl Backend for Vfs {
                 .ctx("change owner of", &dir)?;
             }
         }
-        Ok(BTreeMap::from([(
-            "dir".to_owned(),
-            dir.display().to_string(),
-        )]))
+        let mut facts = BTreeMap::from([("dir".to_owned(), dir.display().to_string())]);
+        if let Some((limit, q)) = quota {
+            // The limit covers the whole copy: in vfs a layer holds its parent's data too.
+            let projid = q.limit(&dir, limit)?;
+            facts.insert("project_id".into(), projid.to_string());
+        }
+        Ok(facts)
     }
 
     fn destroy(&self, id: &LayerId) -> Result<()> {

@@ -62,7 +62,11 @@ pub fn apply(
     manifest.save(&staging.join("manifest"))?;
     on_merge()?;
     crate::failpoint::hit("apply.merge");
-    merge::merge(staging, &target.dir, &manifest)?;
+    // The merge only renames and sets metadata, and every step can be repeated: a transient
+    // failure gets one more try before the caller leaves it to recovery at the next open.
+    if merge::merge(staging, &target.dir, &manifest).is_err() {
+        merge::merge(staging, &target.dir, &manifest)?;
+    }
     Ok(size)
 }
 

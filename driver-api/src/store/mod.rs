@@ -639,6 +639,10 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             }
             self.journal.write(&entry)
         });
+        if result.is_err() && matches!(entry.op, Operation::Apply { merging: true, .. }) {
+            // Part-merged: the journal stays, so the next open finishes the merge.
+            return result;
+        }
         let done = crate::tree::remove_tree(&staging).and_then(|()| self.journal.finish(id));
         match (result, done) {
             (Ok(size), Ok(())) => Ok(size),

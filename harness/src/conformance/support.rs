@@ -55,7 +55,7 @@ pub fn with_mount<T>(
 
 /// The tree of a layer as mounted.
 pub fn view(ctx: &Ctx, lid: &LayerId) -> Result<Snapshot> {
-    with_mount(ctx.d(), lid, |p| Snapshot::capture(p))
+    with_mount(ctx.d(), lid, Snapshot::capture)
 }
 
 /// Fails with both trees and their differences unless they are equal.
@@ -330,4 +330,76 @@ pub fn absent(path: &Path) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The node at `rel` of `tree`, or an error naming the path and showing the tree.
+pub fn node<'a>(tree: &'a Snapshot, rel: &str) -> Result<&'a crate::tree_snapshot::Node> {
+    match tree.get(rel) {
+        Some(n) => Ok(n),
+        None => bail!("/{rel} is missing from the tree:\n{}", tree.render(60)),
+    }
+}
+
+/// Fails unless the trees are equal in everything but the root directory's mtime.
+///
+/// Changes never list the root (`docker diff` has no entry for `/`), so a diff does not carry
+/// it: applying a diff leaves the new layer's root mtime as its parent had it, while the layer
+/// the diff came from changed its own root mtime by writing at the top level. The root's mode,
+/// owner and xattrs are still compared, and every other entry completely.
+pub fn same_tree_but_root_mtime(left: &Snapshot, right: &Snapshot, what: &str) -> Result<()> {
+    let (mut l, mut r) = (left.clone(), right.clone());
+    for s in [&mut l, &mut r] {
+        if let Some(n) = s.nodes.get_mut(Path::new("")) {
+            n.mtime_ns = 0;
+        }
+    }
+    same_tree(&l, &r, Compare::default(), what)
+}
+
+/// Exports `lid` against its own parent, applies that to a new layer `name` on the same
+/// parent, and fails unless the new layer equals `lid` (the whole tree for a layer without a
+/// parent, all but the root's mtime otherwise: see [`same_tree_but_root_mtime`]), both have the
+/// same changes, and the applied size equals both layers' `diff_size`. Returns the new layer.
+pub fn round_trip(ctx: &Ctx, lid: &LayerId, name: &str) -> Result<LayerId> {
+    let d = ctx.d();
+    let parent = d.parent(lid)?;
+    let tar = diff_bytes(ctx, lid)?;
+    let (copy, applied) = apply_new(ctx, name, parent.as_ref(), &tar)?;
+    let want = d.diff_size(lid, None)?;
+    let got = d.diff_size(&copy, None)?;
+    ensure!(
+        applied == want && got == want,
+        "sizes differ: apply_diff returned {applied}, diff_size of {lid} is {want}, \
+         diff_size of {copy} is {got}"
+    );
+    let (original, applied_view) = (view(ctx, lid)?, view(ctx, &copy)?);
+    let what = format!("{lid} (left) and its diff applied to {copy} (right)");
+    match parent {
+        None => same_tree(&original, &applied_view, Compare::default(), &what)?,
+        Some(_) => same_tree_but_root_mtime(&original, &applied_view, &what)?,
+    }
+    let (ca, cb) = (changes(ctx, lid)?, changes(ctx, &copy)?);
+    ensure!(
+        ca == cb,
+        "changes differ after a round trip\n  {lid}: {ca:?}\n  {copy}: {cb:?}"
+    );
+    Ok(copy)
+}
+
+/// Removes an xattr from `path` itself.
+pub fn remove_xattr(path: &Path, name: &str) -> Result<()> {
+    let n = CString::new(name)?;
+    rustix::fs::lremovexattr(path, &n)
+        .with_context(|| format!("remove xattr {name} from {}", path.display()))
+}
+
+/// Sets the mtime of `root` and of everything below it, children before their directory.
+pub fn set_tree_mtimes(root: &Path, sec: i64, nsec: i64) -> Result<()> {
+    let md = std::fs::symlink_metadata(root).with_context(|| format!("stat {}", root.display()))?;
+    if md.is_dir() {
+        for e in std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))? {
+            set_tree_mtimes(&e?.path(), sec, nsec)?;
+        }
+    }
+    set_mtime(root, sec, nsec)
 }
