@@ -22,6 +22,7 @@ mod entry_name;
 mod export;
 mod manifest;
 mod merge;
+mod reader;
 mod stage;
 mod writer;
 
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use entry_name::{components, marker, Marker, OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use export::{export_changes, export_in_background, export_tree, DiffReader};
+pub use reader::{ReadError, TarEntry, TarReader};
 pub use writer::{Header, Kind, TarWriter};
 
 use manifest::Manifest;

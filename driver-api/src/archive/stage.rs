@@ -20,6 +20,7 @@ use rustix::io::Errno;
 
 use super::entry_name::{components, marker, Marker};
 use super::manifest::Manifest;
+use super::reader::{ReadError, TarEntry, TarReader};
 use crate::tree::{self, is_private_xattr, open_dir, proc_path};
 use crate::{DriverError, Result};
 
@@ -38,22 +39,18 @@ pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, base: &Path) -> Result<(Man
         size: 0,
         buf: vec![0u8; 256 * 1024],
     };
-    let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, tar));
+    let mut reader = TarReader::new(io::BufReader::with_capacity(1 << 20, tar));
     let mut last = String::new();
-    let entries = archive
-        .entries()
-        .map_err(|e| DriverError::archive("", e.to_string()))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| {
-            let reason = if e.to_string().contains("unexpected EOF") {
-                "archive is truncated".to_owned()
-            } else {
-                format!("unreadable header after this entry: {e}")
-            };
-            DriverError::archive(last.clone(), reason)
-        })?;
-        last = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        st.entry(&mut entry)
+    loop {
+        let entry = match reader.next_entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(read_error(e).into_driver_error(&last));
+            }
+        };
+        last = String::from_utf8_lossy(&entry.path).into_owned();
+        st.entry(&entry, &mut reader)
             .map_err(|e| e.into_driver_error(&last))?;
     }
     st.finish()
@@ -124,14 +121,13 @@ struct Stager {
 }
 
 impl Stager {
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> EntryResult<()> {
-        let raw = entry.path_bytes().into_owned();
-        let comps = components(&raw).or_else(invalid)?;
-        let kind = entry.header().entry_type();
+    fn entry<R: Read>(&mut self, entry: &TarEntry, reader: &mut TarReader<R>) -> EntryResult<()> {
+        let comps = components(&entry.path).or_else(invalid)?;
+        let kind = entry.kind;
         let meta = meta(entry)?;
         let Some((base, parents)) = comps.split_last() else {
             // "./": the layer root itself
-            if !kind.is_dir() {
+            if kind != b'5' {
                 return invalid("the layer root can only be a directory");
             }
             self.manifest.root_explicit = true;
@@ -162,9 +158,8 @@ impl Stager {
         let dir = dir.as_fd();
         let name = CString::new(base.to_vec()).or_else(|_| invalid("NUL in name"))?;
         let full = comps.join(&b'/');
-        use tar::EntryType as T;
         match kind {
-            T::Directory => {
+            b'5' => {
                 match tree::open_dir_at(dir, &name) {
                     Ok(fd) => {
                         self.implicit.remove(&full);
@@ -180,7 +175,7 @@ impl Stager {
                 let fd = tree::open_dir_at(dir, &name).op("open directory")?;
                 self.dir_meta(fd.as_fd(), &meta, full)
             }
-            T::Regular | T::Continuous | T::GNUSparse => {
+            b'0' => {
                 self.clear(dir, &name, &full)?;
                 let fd = rfs::openat(
                     dir,
@@ -195,12 +190,10 @@ impl Stager {
                 .op("create file")?;
                 let mut file = File::from(fd);
                 loop {
-                    let n = match entry.read(&mut self.buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e).op("read file data"),
-                    };
+                    let n = reader.read_data(&mut self.buf).map_err(read_error)?;
+                    if n == 0 {
+                        break;
+                    }
                     file.write_all(&self.buf[..n]).op("write file")?;
                     self.size += n as u64;
                 }
@@ -212,34 +205,25 @@ impl Stager {
                 }
                 rfs::futimens(fd, &times(meta.mtime)).op("set times")
             }
-            T::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default();
+            b'1' => {
                 self.clear(dir, &name, &full)?;
-                self.hardlink(&target, dir, &name)
+                self.hardlink(&entry.link, dir, &name)
             }
-            T::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default();
+            b'2' => {
+                let target = &entry.link;
                 if target.is_empty() {
                     return invalid("symlink without a target");
                 }
                 self.clear(dir, &name, &full)?;
-                rfs::symlinkat(OsStr::from_bytes(&target), dir, &name).op("create symlink")?;
+                rfs::symlinkat(OsStr::from_bytes(target), dir, &name).op("create symlink")?;
                 self.node_meta(dir, &name, &meta, false)
             }
-            T::Char | T::Block | T::Fifo => {
+            b'3' | b'4' | b'6' => {
                 self.clear(dir, &name, &full)?;
                 let (ft, dev) = match kind {
-                    T::Char | T::Block => {
-                        let h = entry.header();
-                        let major = h.device_major().ok().flatten().unwrap_or(0);
-                        let minor = h.device_minor().ok().flatten().unwrap_or(0);
-                        let ft = if kind == T::Char {
+                    b'3' | b'4' => {
+                        let (major, minor) = entry.dev;
+                        let ft = if kind == b'3' {
                             FileType::CharacterDevice
                         } else {
                             FileType::BlockDevice
@@ -251,11 +235,7 @@ impl Stager {
                 rfs::mknodat(dir, &name, ft, Mode::from_raw_mode(0o600), dev).op("create node")?;
                 self.node_meta(dir, &name, &meta, true)
             }
-            T::XGlobalHeader => Ok(()),
-            other => invalid(format!(
-                "unsupported entry type {:?}",
-                other.as_byte() as char
-            )),
+            other => invalid(format!("unsupported entry type {:?}", other as char)),
         }
     }
 
@@ -454,100 +434,35 @@ impl Stager {
     }
 }
 
-fn meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> EntryResult<Meta> {
-    let h = entry.header();
-    let bad = |what: &str| EntryError::Invalid(format!("unreadable {what} in header"));
-    let mut m = Meta {
-        mode: h.mode().map_err(|_| bad("mode"))? & 0o7777,
-        uid: h
-            .uid()
-            .map_err(|_| bad("uid"))?
-            .try_into()
-            .map_err(|_| bad("uid"))?,
-        gid: h
-            .gid()
-            .map_err(|_| bad("gid"))?
-            .try_into()
-            .map_err(|_| bad("gid"))?,
-        mtime: Timespec {
-            tv_sec: h.mtime().map_err(|_| bad("mtime"))? as i64,
-            tv_nsec: 0,
-        },
-        xattrs: Vec::new(),
+fn meta(entry: &TarEntry) -> EntryResult<Meta> {
+    let id = |v: u64, what: &str| {
+        u32::try_from(v).or_else(|_| invalid(format!("{what} {v} is out of range")))
     };
-    let Some(exts) = entry.pax_extensions().op("read PAX header")? else {
-        return Ok(m);
-    };
-    for ext in exts {
-        let ext = ext.op("read PAX header")?;
-        let Ok(key) = ext.key() else { continue };
-        let value = ext.value_bytes();
-        let text = || std::str::from_utf8(value).ok();
-        match key {
-            "mtime" => {
-                m.mtime = text()
-                    .and_then(parse_time)
-                    .ok_or_else(|| bad("PAX mtime"))?
-            }
-            "uid" => {
-                m.uid = text()
-                    .and_then(|t| t.parse().ok())
-                    .ok_or_else(|| bad("PAX uid"))?
-            }
-            "gid" => {
-                m.gid = text()
-                    .and_then(|t| t.parse().ok())
-                    .ok_or_else(|| bad("PAX gid"))?
-            }
-            k if k.starts_with("GNU.sparse.") => {
-                return invalid("GNU PAX sparse files are not supported (archive without --sparse)")
-            }
-            k => {
-                if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                    if !is_private_xattr(name.as_bytes()) {
-                        let cname = CString::new(name).or_else(|_| invalid("NUL in xattr name"))?;
-                        m.xattrs.push((cname, value.to_vec()));
-                    }
-                }
-            }
+    let mut xattrs = Vec::with_capacity(entry.xattrs.len());
+    for (k, v) in &entry.xattrs {
+        if !is_private_xattr(k) {
+            let name = CString::new(k.clone()).or_else(|_| invalid("NUL in xattr name"))?;
+            xattrs.push((name, v.clone()));
         }
     }
-    Ok(m)
+    Ok(Meta {
+        mode: entry.mode,
+        uid: id(entry.uid, "uid")?,
+        gid: id(entry.gid, "gid")?,
+        mtime: Timespec {
+            tv_sec: entry.mtime,
+            tv_nsec: entry.mtime_nsec.into(),
+        },
+        xattrs,
+    })
 }
 
-/// Parses a PAX time, `[-]sec[.frac]`.
-pub(crate) fn parse_time(t: &str) -> Option<Timespec> {
-    let (neg, t) = match t.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, t),
-    };
-    let (sec, frac) = t.split_once('.').unwrap_or((t, ""));
-    let sec: i64 = sec.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+fn read_error(e: ReadError) -> EntryError {
+    match e {
+        ReadError::Truncated => EntryError::Invalid("archive is truncated".into()),
+        ReadError::Malformed(m) => EntryError::Invalid(m),
+        ReadError::Io(e) => EntryError::Io("read archive", e),
     }
-    let mut digits = frac
-        .as_bytes()
-        .iter()
-        .take(9)
-        .map(|b| i64::from(b - b'0'))
-        .collect::<Vec<_>>();
-    digits.resize(9, 0);
-    let nsec = digits.iter().fold(0i64, |acc, d| acc * 10 + d);
-    Some(match (neg, nsec) {
-        (false, n) => Timespec {
-            tv_sec: sec,
-            tv_nsec: n,
-        },
-        (true, 0) => Timespec {
-            tv_sec: -sec,
-            tv_nsec: 0,
-        },
-        (true, n) => Timespec {
-            tv_sec: -sec - 1,
-            tv_nsec: 1_000_000_000 - n,
-        },
-    })
 }
 
 fn times(mtime: Timespec) -> Timestamps {
@@ -566,23 +481,4 @@ fn uid(u: u32) -> rfs::Uid {
 
 fn gid(g: u32) -> rfs::Gid {
     rfs::Gid::from_raw(g)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_pax_times() {
-        let t = parse_time("1700000000.5").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec), (1_700_000_000, 500_000_000));
-        let t = parse_time("-1.5").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec), (-2, 500_000_000));
-        let t = parse_time("12").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec), (12, 0));
-        let t = parse_time("1.0123456789").unwrap();
-        assert_eq!(t.tv_nsec, 12_345_678);
-        assert!(parse_time("x").is_none());
-        assert!(parse_time("1.x").is_none());
-    }
 }

@@ -734,9 +734,9 @@ fn xattrs_round_trip(ctx: &mut Ctx) -> Result<()> {
         Ok(())
     })?;
     let cap = capability();
-    // Binary, but without a newline: the `tar` crate cannot read PAX records whose value
-    // holds one (see the report of this suite's author).
-    let bin: &[u8] = b"\0\xff\x01 binary=";
+    // Binary, with newlines and '=': PAX records are delimited by length, not by lines
+    // (a capability mask can hold a 0x0a byte).
+    let bin: &[u8] = b"\0\xff\x01 binary=\n12 x=y\n";
     let mut private = Vec::new();
     let child = layer(ctx, "child", Some("base"), |p| {
         write(&p.join("nf"), "new file")?;
