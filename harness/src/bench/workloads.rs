@@ -28,11 +28,19 @@ impl Image {
     pub fn load(tar: &Path) -> Result<Image> {
         let f = File::open(tar).with_context(|| format!("open the image {}", tar.display()))?;
         let bytes = f.metadata()?.len();
-        let mut a = tar::Archive::new(std::io::BufReader::new(f));
+        let mut r = graphdriver_api::archive::TarReader::new(std::io::BufReader::new(f));
         let mut entries = 0;
-        for e in a.entries()? {
-            let mut e = e?;
-            std::io::copy(&mut e, &mut std::io::sink())?;
+        let mut buf = vec![0u8; 1 << 16];
+        while r
+            .next_entry()
+            .map_err(|e| anyhow::anyhow!("read {}: {e}", tar.display()))?
+            .is_some()
+        {
+            while r
+                .read_data(&mut buf)
+                .map_err(|e| anyhow::anyhow!("read {}: {e}", tar.display()))?
+                > 0
+            {}
             entries += 1;
         }
         Ok(Image {
