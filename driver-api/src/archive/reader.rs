@@ -81,7 +81,7 @@ impl<R: Read> TarReader<R> {
     /// The next member, or `None` at the end of the archive.
     pub fn next_entry(&mut self) -> Result<Option<TarEntry>, ReadError> {
         self.skip_rest()?;
-        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut pax: Vec<Record> = Vec::new();
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         loop {
@@ -332,9 +332,12 @@ fn verify_checksum(h: &[u8; BLOCK]) -> Result<(), ReadError> {
     }
 }
 
+/// A PAX record: key and value.
+type Record = (Vec<u8>, Vec<u8>);
+
 /// Parses PAX records `"<len> <key>=<value>\n"`, each delimited by its length, so values may
 /// hold any byte.
-fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ReadError> {
+fn parse_pax(mut data: &[u8]) -> Result<Vec<Record>, ReadError> {
     let mut out = Vec::new();
     let malformed = || ReadError::Malformed("malformed PAX record".into());
     while !data.is_empty() {
