@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::{DriverError, IoContext, Result};
@@ -192,4 +192,113 @@ fn xattrs_with(
 /// Whether an xattr is private to a backend and never exported or compared.
 pub fn is_private_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// Copies the non-directory entry `name` of `src` to `dst_name` in `dst` (which must not
+/// exist) with its data, owner, mode, xattrs and mtime; symlinks and nodes are recreated.
+pub fn copy_entry_at(
+    src: BorrowedFd<'_>,
+    name: &CStr,
+    dst: BorrowedFd<'_>,
+    dst_name: &CStr,
+) -> rustix::io::Result<()> {
+    let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    let ft = FileType::from_raw_mode(st.st_mode);
+    let xattrs = match ft {
+        FileType::RegularFile => {
+            let from = rfs::openat(
+                src,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let to = rfs::openat(
+                dst,
+                dst_name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            let mut left = st.st_size as u64;
+            while left > 0 {
+                let n = match rfs::copy_file_range(
+                    &from,
+                    None,
+                    &to,
+                    None,
+                    left.min(1 << 30) as usize,
+                ) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(Errno::XDEV)
+                    | Err(Errno::INVAL)
+                    | Err(Errno::NOSYS)
+                    | Err(Errno::OPNOTSUPP) => {
+                        let mut f = std::fs::File::from(from.try_clone().map_err(|_| Errno::BADF)?);
+                        let mut t = std::fs::File::from(to.try_clone().map_err(|_| Errno::BADF)?);
+                        std::io::copy(&mut f, &mut t)
+                            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                left -= n as u64;
+            }
+            let x = fd_xattrs(from.as_fd())?;
+            rfs::fchown(
+                &to,
+                Some(rfs::Uid::from_raw(st.st_uid)),
+                Some(rfs::Gid::from_raw(st.st_gid)),
+            )?;
+            rfs::fchmod(&to, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+            x
+        }
+        FileType::Symlink => {
+            let target = rfs::readlinkat(src, name, Vec::new())?;
+            rfs::symlinkat(target.as_c_str(), dst, dst_name)?;
+            rfs::chownat(
+                dst,
+                dst_name,
+                Some(rfs::Uid::from_raw(st.st_uid)),
+                Some(rfs::Gid::from_raw(st.st_gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+            path_xattrs(&proc_path(src, name))?
+        }
+        FileType::Directory => return Err(Errno::ISDIR),
+        _ => {
+            rfs::mknodat(dst, dst_name, ft, Mode::from_raw_mode(0o600), st.st_rdev)?;
+            rfs::chownat(
+                dst,
+                dst_name,
+                Some(rfs::Uid::from_raw(st.st_uid)),
+                Some(rfs::Gid::from_raw(st.st_gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+            rfs::chmodat(
+                dst,
+                dst_name,
+                Mode::from_raw_mode(st.st_mode & 0o7777),
+                AtFlags::empty(),
+            )?;
+            path_xattrs(&proc_path(src, name))?
+        }
+    };
+    let p = proc_path(dst, dst_name);
+    for (k, v) in xattrs {
+        if !is_private_xattr(&k) {
+            let k = CString::new(k).map_err(|_| Errno::INVAL)?;
+            rfs::lsetxattr(&p, &k, &v, rfs::XattrFlags::empty())?;
+        }
+    }
+    let ts = rfs::Timestamps {
+        last_access: rfs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_OMIT,
+        },
+        last_modification: rfs::Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    };
+    rfs::utimensat(dst, dst_name, &ts, AtFlags::SYMLINK_NOFOLLOW)
 }

@@ -190,6 +190,7 @@ impl Backend for Vfs {
         Ok(ApplyTarget {
             dir: self.dir(id),
             staging_parent: self.home.join("staging"),
+            lowers: Vec::new(),
         })
     }
 

@@ -6,11 +6,11 @@
 //! what the archive added); then staged entries are renamed into place one by one, so an
 //! entry already moved is simply absent from the staging tree when the merge is resumed.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
@@ -22,9 +22,15 @@ use crate::tree::{self, fd_xattrs, is_private_xattr, open_dir};
 use crate::{IoContext, Result};
 
 /// Merges `<staging>/tree` into `target` as `manifest` says; safe to call again after a crash.
-pub(crate) fn merge(staging: &Path, target: &Path, manifest: &Manifest) -> Result<()> {
+pub(crate) fn merge(
+    staging: &Path,
+    target: &Path,
+    lowers: &[PathBuf],
+    manifest: &Manifest,
+) -> Result<()> {
     let mut m = Merger {
         target: open_dir(target)?,
+        lowers: lowers.iter().map(|l| open_dir(l)).collect::<Result<_>>()?,
         trash: open_dir(&staging.join("trash"))?,
         trashed: 0,
         implicit: manifest.implicit.iter().cloned().collect(),
@@ -54,6 +60,8 @@ pub(crate) fn merge(staging: &Path, target: &Path, manifest: &Manifest) -> Resul
 
 struct Merger {
     target: OwnedFd,
+    /// Layers below the target, closest first (overlay upper directories only).
+    lowers: Vec<OwnedFd>,
     trash: OwnedFd,
     trashed: u64,
     implicit: HashSet<Vec<u8>>,
@@ -93,19 +101,151 @@ impl Merger {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&b""[..], path),
         };
-        let Some(dir) = self.resolve(parent)? else {
+        let name = CString::new(base).map_err(|_| Errno::INVAL)?;
+        if self.lowers.is_empty() {
+            let Some(dir) = self.resolve(parent)? else {
+                return Ok(());
+            };
+            return self.trash(dir.as_fd(), &name);
+        }
+        // Over lower layers, a deletion is an overlay whiteout in the upper directory.
+        let Some(dir) = self.upper_dir(parent)? else {
             return Ok(());
         };
-        let name = CString::new(base).map_err(|_| Errno::INVAL)?;
-        self.trash(dir.as_fd(), &name)
+        self.trash(dir.as_fd(), &name)?;
+        match rfs::mknodat(
+            &dir,
+            &name,
+            FileType::CharacterDevice,
+            Mode::empty(),
+            rfs::makedev(0, 0),
+        ) {
+            Ok(()) | Err(Errno::EXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn clear_opaque(&mut self, path: &[u8]) -> rustix::io::Result<()> {
-        let Some(dir) = self.resolve(path)? else {
+        let dir = if self.lowers.is_empty() {
+            self.resolve(path)?
+        } else {
+            self.upper_dir(path)?
+        };
+        let Some(dir) = dir else {
             return Ok(());
         };
         for name in tree::list_dir(dir.as_fd())? {
             self.trash(dir.as_fd(), &name)?;
+        }
+        if !self.lowers.is_empty() {
+            rfs::fsetxattr(&dir, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())?;
+        }
+        Ok(())
+    }
+
+    /// What the merged view (upper, then lowers) has at `rel`, which names no symlinks.
+    fn merged_kind(&self, rel: &[u8]) -> rustix::io::Result<Merged> {
+        let (parent, base) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&b""[..], rel),
+        };
+        let name = CString::new(base).map_err(|_| Errno::INVAL)?;
+        for layer in std::iter::once(&self.target).chain(self.lowers.iter()) {
+            let dir = match open_beneath(layer.as_fd(), parent) {
+                Ok(d) => d,
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
+                Err(e) => return Err(e),
+            };
+            match rfs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    return Ok(match FileType::from_raw_mode(st.st_mode) {
+                        FileType::Directory => Merged::Dir,
+                        FileType::Symlink => {
+                            Merged::Symlink(rfs::readlinkat(&dir, &name, Vec::new())?.into_bytes())
+                        }
+                        FileType::CharacterDevice if st.st_rdev == 0 => Merged::Missing,
+                        _ => Merged::Other,
+                    })
+                }
+                Err(Errno::NOENT) => {
+                    let mut v = [0u8; 1];
+                    if matches!(rfs::fgetxattr(&dir, OPAQUE_XATTR, &mut v), Ok(1) if v[0] == b'y') {
+                        return Ok(Merged::Missing);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Merged::Missing)
+    }
+
+    /// The directory the merged view has at `rel`, following symlinks as the container would
+    /// (inside the layer root), made to exist in the upper directory: missing directories
+    /// are created there with the metadata of the lower directory they shadow. `None` when
+    /// the merged view has a non-directory on the way.
+    fn upper_dir(&mut self, rel: &[u8]) -> rustix::io::Result<Option<OwnedFd>> {
+        let mut todo: VecDeque<Vec<u8>> = split(rel).collect();
+        let mut path: Vec<Vec<u8>> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop_front() {
+            if c == b".." {
+                path.pop();
+                continue;
+            }
+            path.push(c);
+            match self.merged_kind(&path.join(&b'/'))? {
+                Merged::Dir | Merged::Missing => {}
+                Merged::Other => return Ok(None),
+                Merged::Symlink(target) => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(Errno::LOOP);
+                    }
+                    path.pop();
+                    if target.first() == Some(&b'/') {
+                        path.clear();
+                    }
+                    for (i, t) in split(&target).enumerate() {
+                        todo.insert(i, t);
+                    }
+                }
+            }
+        }
+        let mut cur = self.target.try_clone().map_err(|_| Errno::BADF)?;
+        let mut sofar: Vec<u8> = Vec::new();
+        for c in &path {
+            if !sofar.is_empty() {
+                sofar.push(b'/');
+            }
+            sofar.extend_from_slice(c);
+            let name = CString::new(c.clone()).map_err(|_| Errno::INVAL)?;
+            cur = match tree::open_dir_at(cur.as_fd(), &name) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    rfs::mkdirat(&cur, &name, Mode::from_raw_mode(0o755))?;
+                    let fd = tree::open_dir_at(cur.as_fd(), &name)?;
+                    self.copy_up_meta(&sofar, fd.as_fd())?;
+                    fd
+                }
+                Err(Errno::NOTDIR) | Err(Errno::LOOP) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(Some(cur))
+    }
+
+    /// Gives a directory just made in the upper layer the metadata of the first lower
+    /// directory at `rel` (a copy-up), or leaves it `0755 root:root` when there is none.
+    fn copy_up_meta(&self, rel: &[u8], dst: BorrowedFd<'_>) -> rustix::io::Result<()> {
+        for layer in &self.lowers {
+            match open_beneath(layer.as_fd(), rel) {
+                Ok(src) => {
+                    let st = rfs::fstat(&src)?;
+                    return copy_dir_meta(src.as_fd(), &st, dst);
+                }
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -137,12 +277,19 @@ impl Merger {
     ) -> rustix::io::Result<()> {
         let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)?;
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            let implicit = self.implicit.contains(rel);
             let existing = match tree::open_dir_at(dst, name) {
                 Ok(fd) => Some(fd),
                 // A directory only implied by the archive goes through a symlink of the
                 // layer, as tar and the container would see it (e.g. lib -> usr/lib).
-                Err(Errno::LOOP) | Err(Errno::NOTDIR) if self.implicit.contains(rel) => {
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) if implicit && self.lowers.is_empty() => {
                     self.resolve(rel)?
+                }
+                // Over lower layers, it is the directory of the merged view, copied up.
+                Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR)
+                    if implicit && !self.lowers.is_empty() =>
+                {
+                    self.upper_dir(rel)?
                 }
                 Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => None,
                 Err(e) => return Err(e),
@@ -168,6 +315,35 @@ impl Merger {
             Err(e) => Err(e),
         }
     }
+}
+
+/// What the merged view has at a path.
+enum Merged {
+    Dir,
+    Symlink(Vec<u8>),
+    Other,
+    Missing,
+}
+
+/// The xattr that makes an overlay upper directory opaque.
+const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
+
+fn split(p: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    p.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(<[u8]>::to_vec)
+}
+
+/// Opens directory `rel` of one layer without following symlinks.
+fn open_beneath(layer: BorrowedFd<'_>, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+    let rel = if rel.is_empty() { &b"."[..] } else { rel };
+    rfs::openat2(
+        layer,
+        OsStr::from_bytes(rel),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
 }
 
 /// Gives `dst` the owner, mode, xattrs and mtime that `src` had (`st`, taken before the merge

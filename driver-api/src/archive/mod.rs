@@ -45,6 +45,13 @@ pub struct ApplyTarget {
     pub dir: PathBuf,
     /// A directory on the same mount as `dir` for staging (renames must not cross mounts).
     pub staging_parent: PathBuf,
+    /// For a backend whose layer directory holds only the layer's own changes over the
+    /// layers below (overlay's upper directory): those layers' directories, closest first.
+    /// Then deletions are written as overlay whiteouts (character device 0:0) and opaque
+    /// directories as `trusted.overlay.opaque=y`, directories the archive only implies take
+    /// the metadata of the lower directory they shadow, and hardlinks to lower files are
+    /// copies. Empty for backends whose layer directory holds the whole tree.
+    pub lowers: Vec<PathBuf>,
 }
 
 /// Applies `tar` to `target.dir` through the empty directory `staging`, calling `on_merge`
@@ -60,20 +67,22 @@ pub fn apply(
     for d in [&tree, &staging.join("trash")] {
         std::fs::create_dir(d).ctx("create directory", d)?;
     }
-    let (manifest, size) = stage::stage(tar, &tree, &target.dir)?;
+    let mut bases = vec![target.dir.clone()];
+    bases.extend(target.lowers.iter().cloned());
+    let (manifest, size) = stage::stage(tar, &tree, &bases)?;
     manifest.save(&staging.join("manifest"))?;
     on_merge()?;
     crate::failpoint::hit("apply.merge");
     // The merge only renames and sets metadata, and every step can be repeated: a transient
     // failure gets one more try before the caller leaves it to recovery at the next open.
-    if merge::merge(staging, &target.dir, &manifest).is_err() {
-        merge::merge(staging, &target.dir, &manifest)?;
+    if merge::merge(staging, &target.dir, &target.lowers, &manifest).is_err() {
+        merge::merge(staging, &target.dir, &target.lowers, &manifest)?;
     }
     Ok(size)
 }
 
 /// Finishes a merge that a crash interrupted (see [`apply`]).
-pub fn resume_merge(staging: &Path, target: &Path) -> Result<()> {
+pub fn resume_merge(staging: &Path, target: &Path, lowers: &[PathBuf]) -> Result<()> {
     let manifest = Manifest::load(&staging.join("manifest"))?;
-    merge::merge(staging, target, &manifest)
+    merge::merge(staging, target, lowers, &manifest)
 }

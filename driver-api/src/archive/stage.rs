@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
@@ -24,14 +24,18 @@ use super::reader::{ReadError, TarEntry, TarReader};
 use crate::tree::{self, is_private_xattr, open_dir, proc_path};
 use crate::{DriverError, Result};
 
-/// Extracts `tar` into `tree` (an empty directory). `base` is the layer's current content,
-/// where hardlinks may find targets that the archive itself does not carry.
-pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, base: &Path) -> Result<(Manifest, u64)> {
+/// Extracts `tar` into `tree` (an empty directory). `bases` are the layer's current content
+/// and then the layers below it (closest first), where hardlinks may find targets the
+/// archive itself does not carry.
+pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, bases: &[PathBuf]) -> Result<(Manifest, u64)> {
     let root = open_dir(tree)?;
-    let base = open_dir(base)?;
+    let bases = bases
+        .iter()
+        .map(|b| open_dir(b))
+        .collect::<Result<Vec<_>>>()?;
     let mut st = Stager {
         root,
-        base,
+        bases,
         cache: None,
         dir_times: Vec::new(),
         manifest: Manifest::default(),
@@ -110,7 +114,7 @@ struct Meta {
 
 struct Stager {
     root: OwnedFd,
-    base: OwnedFd,
+    bases: Vec<OwnedFd>,
     /// The last parent directory resolved, by archive path.
     cache: Option<(Vec<u8>, OwnedFd)>,
     dir_times: Vec<(Vec<u8>, Timespec)>,
@@ -313,54 +317,49 @@ impl Stager {
                 Err(e) => return Err(e).op("create hard link"),
             }
         }
-        // Then in the layer's existing content, resolved inside it.
+        // Then in the layer's existing content, and in the layers below it, resolved inside
+        // each. Files of lower layers are copied, never linked: writing the layer must not
+        // change them.
         let rel = if tparent.is_empty() {
             b".".to_vec()
         } else {
             tparent
         };
-        let pfd = match rfs::openat2(
-            &self.base,
-            OsStr::from_bytes(&rel),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) | Err(Errno::NOTDIR) => {
-                return invalid(format!("hard link target {display} does not exist"))
+        for (i, base) in self.bases.iter().enumerate() {
+            let pfd = match rfs::openat2(
+                base,
+                OsStr::from_bytes(&rel),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
+                Err(e) => return Err(e).op("open hard link target"),
+            };
+            let st = match rfs::statat(&pfd, &tname, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e).op("stat hard link target"),
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    return invalid(format!("hard link to {display}, a directory"))
+                }
+                // an overlay whiteout: deleted in this layer
+                FileType::CharacterDevice if st.st_rdev == 0 && i > 0 => break,
+                _ => {}
             }
-            Err(e) => return Err(e).op("open hard link target"),
-        };
-        match rfs::linkat(&pfd, &tname, dir, name, AtFlags::empty()) {
-            Ok(()) => Ok(()),
-            Err(Errno::NOENT) => invalid(format!("hard link target {display} does not exist")),
-            Err(Errno::PERM) => invalid(format!("hard link to {display}, a directory")),
-            Err(Errno::XDEV) => {
-                let src = rfs::openat(
-                    &pfd,
-                    &tname,
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .op("open hard link target")?;
-                let st = rfs::fstat(&src).op("stat hard link target")?;
-                let dst = rfs::openat(
-                    dir,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(st.st_mode & 0o7777),
-                )
-                .op("create file")?;
-                io::copy(&mut File::from(src), &mut File::from(dst)).op("copy hard link target")?;
-                Ok(())
+            if i == 0 {
+                match rfs::linkat(&pfd, &tname, dir, name, AtFlags::empty()) {
+                    Ok(()) => return Ok(()),
+                    Err(Errno::XDEV) => {}
+                    Err(e) => return Err(e).op("create hard link"),
+                }
             }
-            Err(e) => Err(e).op("create hard link"),
+            return tree::copy_entry_at(pfd.as_fd(), &tname, dir, name).op("copy hard link target");
         }
+        invalid(format!("hard link target {display} does not exist"))
     }
 
     fn dir_meta(&mut self, fd: BorrowedFd<'_>, meta: &Meta, path: Vec<u8>) -> EntryResult<()> {

@@ -27,6 +27,10 @@ pub enum Operation {
         staging: PathBuf,
         /// The directory the archive is applied to.
         target: PathBuf,
+        /// The layers below it, for backends that keep only changes (see
+        /// [`ApplyTarget::lowers`](crate::archive::ApplyTarget::lowers)).
+        #[serde(default)]
+        lowers: Vec<PathBuf>,
         /// Whether staging finished and the merge began.
         merging: bool,
     },

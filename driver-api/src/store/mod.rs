@@ -302,10 +302,11 @@ impl<B: Backend> LayerStore<B> {
             Operation::Apply {
                 staging,
                 target,
+                lowers,
                 merging,
             } => {
                 if *merging {
-                    archive::resume_merge(staging, target)?;
+                    archive::resume_merge(staging, target, lowers)?;
                 }
                 crate::tree::remove_tree(staging)?;
             }
@@ -629,6 +630,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             op: Operation::Apply {
                 staging: staging.clone(),
                 target: target.dir.clone(),
+                lowers: target.lowers.clone(),
                 merging: false,
             },
         };
