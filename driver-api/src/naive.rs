@@ -39,24 +39,38 @@ pub struct NaiveDiff;
 impl NaiveDiff {
     /// The changes of the tree `layer` against the tree `parent`, sorted by path.
     pub fn changes(layer: &Path, parent: &Path) -> Result<Vec<Change>> {
-        let new = open_dir(layer)?;
-        let old = open_dir(parent)?;
-        let mut w = Walker {
-            out: Vec::new(),
-            display: layer,
-        };
-        w.walk(new.as_fd(), Some(old.as_fd()), &mut Vec::new())?;
-        Ok(w.out)
+        Self::walk(layer, Some(parent), false)
     }
 
     /// Every path of `layer` as added (a layer without a parent).
     pub fn all_added(layer: &Path) -> Result<Vec<Change>> {
+        Self::walk(layer, None, false)
+    }
+
+    /// The changes of a layer kept as an overlay upper directory `upper` (whiteouts as
+    /// character devices 0:0, opaque directories marked `trusted.overlay.opaque=y`) over the
+    /// tree `parent`, with exactly the answers [`NaiveDiff::changes`] gives for the merged
+    /// tree. Only the upper directory is walked, and of the parent only what it names (and
+    /// the directories made opaque), so the cost follows the size of the change.
+    pub fn upper_changes(upper: &Path, parent: &Path) -> Result<Vec<Change>> {
+        Self::walk(upper, Some(parent), true)
+    }
+
+    fn walk(layer: &Path, parent: Option<&Path>, upper: bool) -> Result<Vec<Change>> {
         let new = open_dir(layer)?;
+        let old = parent.map(open_dir).transpose()?;
         let mut w = Walker {
             out: Vec::new(),
             display: layer,
+            upper,
         };
-        w.walk(new.as_fd(), None, &mut Vec::new())?;
+        let full = !upper || is_opaque(new.as_fd());
+        w.walk(
+            new.as_fd(),
+            old.as_ref().map(|o| o.as_fd()),
+            &mut Vec::new(),
+            full,
+        )?;
         Ok(w.out)
     }
 
@@ -125,6 +139,9 @@ impl StatBeneath for BorrowedFd<'_> {
 struct Walker<'a> {
     out: Vec<Change>,
     display: &'a Path,
+    /// `new` is an overlay upper directory: only its names matter (plus everything of the
+    /// parent below an opaque directory), and character devices 0:0 are deletions.
+    upper: bool,
 }
 
 impl Walker<'_> {
@@ -148,12 +165,46 @@ impl Walker<'_> {
         new: BorrowedFd<'_>,
         old: Option<BorrowedFd<'_>>,
         rel: &mut Vec<u8>,
+        full: bool,
     ) -> Result<bool> {
         let here = self.display.join(OsStr::from_bytes(rel));
         let mut names_new = tree::list_dir(new).ctx("read directory", &here)?;
+        let mut whiteouts = Vec::new();
+        if self.upper {
+            // whiteouts name deletions, not entries
+            let mut kept = Vec::with_capacity(names_new.len());
+            for n in names_new {
+                let st = rfs::statat(new, &n, AtFlags::SYMLINK_NOFOLLOW)
+                    .ctx("stat", here.join(OsStr::from_bytes(n.to_bytes())))?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice
+                    && st.st_rdev == 0
+                {
+                    whiteouts.push(n);
+                } else {
+                    kept.push(n);
+                }
+            }
+            names_new = kept;
+        }
         names_new.sort();
         let mut names_old = match old {
-            Some(o) => tree::list_dir(o).ctx("read directory", &here)?,
+            Some(o) if full => tree::list_dir(o).ctx("read directory", &here)?,
+            Some(o) => {
+                // only what the upper directory names: its whiteouts that hide something
+                let mut v = Vec::new();
+                for n in whiteouts {
+                    match rfs::statat(o, &n, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(_) => v.push(n),
+                        Err(rustix::io::Errno::NOENT) => {}
+                        Err(e) => {
+                            return Err(e)
+                                .ctx("stat parent's", here.join(OsStr::from_bytes(n.to_bytes())))
+                        }
+                    }
+                }
+                v.extend(names_new.iter().cloned());
+                v
+            }
             None => Vec::new(),
         };
         names_old.sort();
@@ -182,12 +233,12 @@ impl Walker<'_> {
                     j += 1;
                 }
                 Ordering::Less => {
-                    self.entry(new, None, name, rel)?;
+                    self.entry(new, None, name, rel, full)?;
                     changed = true;
                     i += 1;
                 }
                 Ordering::Equal => {
-                    changed |= self.entry(new, old, name, rel)?;
+                    changed |= self.entry(new, old, name, rel, full)?;
                     i += 1;
                     j += 1;
                 }
@@ -204,6 +255,7 @@ impl Walker<'_> {
         old: Option<BorrowedFd<'_>>,
         name: &CStr,
         rel: &mut Vec<u8>,
+        full: bool,
     ) -> Result<bool> {
         let here = self.display.join(OsStr::from_bytes(rel));
         let st_new = rfs::statat(new, name, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &here)?;
@@ -221,7 +273,7 @@ impl Walker<'_> {
             self.push(rel, ChangeKind::Added);
             if is_dir(&st_new) {
                 let sub = tree::open_dir_at(new, name).ctx("open directory", &here)?;
-                self.walk(sub.as_fd(), None, rel)?;
+                self.walk(sub.as_fd(), None, rel, true)?;
             }
             return Ok(true);
         };
@@ -244,7 +296,14 @@ impl Walker<'_> {
                         .unwrap_or(Ok(Vec::new())),
                 )
                 .ctx("read xattrs of", &here)?;
-            let below = self.walk(sub_new.as_fd(), sub_old.as_ref().map(|o| o.as_fd()), rel)?;
+            // Below an opaque upper directory the parent's entries are all hidden.
+            let sub_full = full || !self.upper || is_opaque(sub_new.as_fd());
+            let below = self.walk(
+                sub_new.as_fd(),
+                sub_old.as_ref().map(|o| o.as_fd()),
+                rel,
+                sub_full,
+            )?;
             if meta_changed || below {
                 self.out.insert(
                     index,
@@ -299,6 +358,12 @@ impl Walker<'_> {
             _ => Ok(false),
         }
     }
+}
+
+/// Whether an upper directory hides the parent's entries (`trusted.overlay.opaque=y`).
+fn is_opaque(dir: BorrowedFd<'_>) -> bool {
+    let mut v = [0u8; 1];
+    matches!(rfs::fgetxattr(dir, c"trusted.overlay.opaque", &mut v), Ok(1) if v[0] == b'y')
 }
 
 fn owner_mode_differ(a: &Stat, b: &Stat) -> bool {

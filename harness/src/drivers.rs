@@ -12,6 +12,9 @@ pub fn names() -> Vec<&'static str> {
     if cfg!(feature = "vfs") {
         v.push("vfs");
     }
+    if cfg!(feature = "overlay2") {
+        v.push("overlay2");
+    }
     v
 }
 
@@ -25,6 +28,8 @@ pub fn open(
     match name {
         #[cfg(feature = "vfs")]
         "vfs" => Ok(Box::new(graphdriver_vfs::open(root, opts)?)),
+        #[cfg(feature = "overlay2")]
+        "overlay2" => Ok(Box::new(graphdriver_overlay2::open(root, opts)?)),
         other => bail!(
             "unknown driver {other:?} (this build has: {})",
             names().join(", ")

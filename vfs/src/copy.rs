@@ -70,6 +70,10 @@ pub struct CopyStats {
 /// destination. On error, a partial copy may be left at `dst`; the caller is
 /// expected to remove it. The error message names the operation and the path
 /// that failed.
+///
+/// Regular files are filled by one worker thread while the calling thread
+/// walks the tree. `/proc` must be mounted: the xattrs of symlinks and
+/// special files are reached through `/proc/self/fd/<dir fd>/<name>`.
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
     copy_tree_with(src, dst, Options::DEFAULT)
 }

@@ -154,7 +154,13 @@ impl Backend for Vfs {
         self.home.join("mnt").join(id.as_str())
     }
 
-    fn mount(&self, id: &LayerId, read_only: bool, _mount_label: Option<&str>) -> Result<()> {
+    fn mount(
+        &self,
+        id: &LayerId,
+        _ancestors: &[LayerId],
+        read_only: bool,
+        _mount_label: Option<&str>,
+    ) -> Result<()> {
         let mnt = self.mount_point(id);
         match std::fs::create_dir(&mnt) {
             Ok(()) => {}
@@ -186,7 +192,7 @@ impl Backend for Vfs {
         }
     }
 
-    fn apply_target(&self, id: &LayerId) -> Result<ApplyTarget> {
+    fn apply_target(&self, id: &LayerId, _ancestors: &[LayerId]) -> Result<ApplyTarget> {
         Ok(ApplyTarget {
             dir: self.dir(id),
             staging_parent: self.home.join("staging"),

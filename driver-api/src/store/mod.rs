@@ -6,7 +6,8 @@
 //! [`Backend`]: how to make, destroy, mount and unmount one layer's data, and optionally
 //! native change lists. `LayerStore<B>` is then a complete [`GraphDriver`].
 //!
-//! Layout under the driver's home (`<root>/<driver>/`):
+//! Layout under the driver's home (`<root>/<driver>/.store/`; the backend owns the rest of
+//! `<root>/<driver>/`):
 //!
 //! ```text
 //! .lock                  flock: creating, removing and recovering layers
@@ -69,9 +70,16 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
     /// Where `id` is mounted while its mount count is above zero.
     fn mount_point(&self, id: &LayerId) -> PathBuf;
 
-    /// Mounts `id` at its [`mount_point`](Self::mount_point); `read_only` when the layer has
-    /// children. Called when the mount count goes from zero to one.
-    fn mount(&self, id: &LayerId, read_only: bool, mount_label: Option<&str>) -> Result<()>;
+    /// Mounts `id` at its [`mount_point`](Self::mount_point); `ancestors` are its parent,
+    /// grandparent and so on; `read_only` when the layer has children. Called when the mount
+    /// count goes from zero to one.
+    fn mount(
+        &self,
+        id: &LayerId,
+        ancestors: &[LayerId],
+        read_only: bool,
+        mount_label: Option<&str>,
+    ) -> Result<()>;
 
     /// Unmounts `id`. Must not fail because a copy of the mount is held in another namespace,
     /// nor when it is not mounted.
@@ -82,8 +90,9 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
         mounts.contains(&self.mount_point(id))
     }
 
-    /// Where [`LayerStore::apply_diff`] writes `id`'s content, and how.
-    fn apply_target(&self, id: &LayerId) -> Result<ApplyTarget>;
+    /// Where [`LayerStore::apply_diff`] writes `id`'s content, and how; `ancestors` as for
+    /// [`mount`](Self::mount).
+    fn apply_target(&self, id: &LayerId, ancestors: &[LayerId]) -> Result<ApplyTarget>;
 
     /// Backend-specific status lines.
     fn status(&self) -> Status;
@@ -102,6 +111,9 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
 #[derive(Debug)]
 pub struct LayerStore<B: Backend> {
     home: PathBuf,
+    /// `<home>/.store`: records, graph, counts, locks, journal (layer ids never begin with
+    /// `.`, so this never collides with a backend's per-layer directories).
+    meta: PathBuf,
     boot_id: String,
     journal: Journal,
     backend: B,
@@ -115,8 +127,9 @@ impl<B: Backend> LayerStore<B> {
     /// Opens the store at `home` (created if absent), finishing or rolling back any operation
     /// a crashed process left half-done and reconciling mount counts with the kernel.
     pub fn open(home: &Path, backend: B) -> Result<Self> {
+        let meta = home.join(".store");
         for d in DIRS {
-            let p = home.join(d);
+            let p = meta.join(d);
             std::fs::create_dir_all(&p).ctx("create directory", &p)?;
         }
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -125,7 +138,8 @@ impl<B: Backend> LayerStore<B> {
         let store = LayerStore {
             home: home.to_owned(),
             boot_id,
-            journal: Journal::new(home.join("journal")),
+            journal: Journal::new(meta.join("journal")),
+            meta,
             backend,
         };
         let _lock = store.lock()?;
@@ -151,16 +165,16 @@ impl<B: Backend> LayerStore<B> {
 
     /// Takes the store lock (creating, removing, recovering).
     pub fn lock(&self) -> Result<FileLock> {
-        FileLock::exclusive(&self.home.join(".lock"))
+        FileLock::exclusive(&self.meta.join(".lock"))
     }
 
     /// Takes the lock of one layer (mounting, unmounting, applying).
     pub fn lock_layer(&self, id: &LayerId) -> Result<FileLock> {
-        FileLock::exclusive(&self.home.join("locks").join(format!("{id}.lock")))
+        FileLock::exclusive(&self.meta.join("locks").join(format!("{id}.lock")))
     }
 
     fn record_path(&self, id: &LayerId) -> PathBuf {
-        self.home.join("layers").join(format!("{id}.json"))
+        self.meta.join("layers").join(format!("{id}.json"))
     }
 
     /// The layer's record, or `None`.
@@ -194,9 +208,26 @@ impl<B: Backend> LayerStore<B> {
         write_atomic(&path, &data)
     }
 
+    /// The layer's parent, grandparent and so on, closest first.
+    pub fn ancestors(&self, id: &LayerId) -> Result<Vec<LayerId>> {
+        let mut out = Vec::new();
+        let mut cur = self.require(id)?.parent;
+        while let Some(p) = cur {
+            if out.contains(&p) || out.len() > 100_000 {
+                return Err(DriverError::Corrupt {
+                    path: self.record_path(&p),
+                    reason: "the parent chain has a cycle".into(),
+                });
+            }
+            cur = self.require(&p)?.parent;
+            out.push(p);
+        }
+        Ok(out)
+    }
+
     /// The layer's children.
     pub fn children(&self, id: &LayerId) -> Result<Vec<LayerId>> {
-        let dir = self.home.join("children").join(id.as_str());
+        let dir = self.meta.join("children").join(id.as_str());
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -214,7 +245,7 @@ impl<B: Backend> LayerStore<B> {
     }
 
     fn edge_path(&self, parent: &LayerId, child: &LayerId) -> PathBuf {
-        self.home
+        self.meta
             .join("children")
             .join(parent.as_str())
             .join(child.as_str())
@@ -230,13 +261,13 @@ impl<B: Backend> LayerStore<B> {
 
     fn remove_edge(&self, parent: &LayerId, child: &LayerId) -> Result<()> {
         remove_optional(&self.edge_path(parent, child))?;
-        let dir = self.home.join("children").join(parent.as_str());
+        let dir = self.meta.join("children").join(parent.as_str());
         let _ = std::fs::remove_dir(dir); // only succeeds when empty
         Ok(())
     }
 
     fn count_path(&self, id: &LayerId) -> PathBuf {
-        self.home.join("mounts").join(id.as_str())
+        self.meta.join("mounts").join(id.as_str())
     }
 
     /// The layer's mount count (0 after a reboot).
@@ -272,7 +303,7 @@ impl<B: Backend> LayerStore<B> {
         }
         // Staging directories without a journal record belong to an apply that died before
         // it wrote its record: nothing refers to them.
-        let staging = self.home.join("staging");
+        let staging = self.meta.join("staging");
         for ent in std::fs::read_dir(&staging).ctx("read directory", &staging)? {
             let ent = ent.ctx("read directory", &staging)?;
             crate::tree::remove_tree(&ent.path())?;
@@ -316,7 +347,7 @@ impl<B: Backend> LayerStore<B> {
 
     /// Removes edges naming `id` as a child (its record is gone).
     fn remove_dangling_edges(&self, id: &LayerId) -> Result<()> {
-        let dir = self.home.join("children");
+        let dir = self.meta.join("children");
         for ent in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
             let ent = ent.ctx("read directory", &dir)?;
             let edge = ent.path().join(id.as_str());
@@ -477,7 +508,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         }
         self.backend.destroy(id)?;
         remove_optional(&self.count_path(id))?;
-        remove_optional(&self.home.join("locks").join(format!("{id}.lock")))?;
+        remove_optional(&self.meta.join("locks").join(format!("{id}.lock")))?;
         self.journal.finish(id)
     }
 
@@ -487,7 +518,8 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         let count = self.mount_count(id)?;
         if count == 0 {
             let read_only = !self.children(id)?.is_empty();
-            self.backend.mount(id, read_only, mount_label)?;
+            let ancestors = self.ancestors(id)?;
+            self.backend.mount(id, &ancestors, read_only, mount_label)?;
         }
         let path = self.backend.mount_point(id);
         if let Err(e) = self.set_mount_count(id, count + 1) {
@@ -518,7 +550,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
     }
 
     fn list(&self) -> Result<Vec<LayerId>> {
-        let dir = self.home.join("layers");
+        let dir = self.meta.join("layers");
         let mut out = Vec::new();
         for ent in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
             let ent = ent.ctx("read directory", &dir)?;
@@ -623,7 +655,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
                 reason: format!("mounted {count} time(s)"),
             });
         }
-        let target = self.backend.apply_target(id)?;
+        let target = self.backend.apply_target(id, &self.ancestors(id)?)?;
         let staging = crate::tree::unique_dir(&target.staging_parent, id.as_str())?;
         let mut entry = Entry {
             id: id.clone(),

@@ -385,9 +385,9 @@ fn renames(ctx: &mut Ctx) -> Result<()> {
         write(&p.join("stay/z"), "z")
     })?;
     let child = layer(ctx, "child", Some("base"), |p| {
-        std::fs::rename(p.join("old.txt"), p.join("new.txt"))?;
-        std::fs::rename(p.join("olddir"), p.join("newdir"))?;
-        std::fs::rename(p.join("stay/z"), p.join("stay/moved"))?;
+        rename(&p.join("old.txt"), &p.join("new.txt"))?;
+        rename(&p.join("olddir"), &p.join("newdir"))?;
+        rename(&p.join("stay/z"), &p.join("stay/moved"))?;
         Ok(())
     })?;
     with_mount(ctx.d(), &child, |p| {
@@ -554,7 +554,7 @@ fn parent_unchanged_by_child_writes(ctx: &mut Ctx) -> Result<()> {
             )?;
         }
         std::fs::remove_dir_all(p.join("dir1"))?;
-        std::fs::rename(p.join("dir2"), p.join("dir2-renamed"))?;
+        rename(&p.join("dir2"), &p.join("dir2-renamed"))?;
         std::fs::OpenOptions::new()
             .append(true)
             .open(p.join("big"))?

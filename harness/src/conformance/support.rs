@@ -403,3 +403,15 @@ pub fn set_tree_mtimes(root: &Path, sec: i64, nsec: i64) -> Result<()> {
     }
     set_mtime(root, sec, nsec)
 }
+
+/// Renames like `mv`: overlayfs refuses to rename a directory of a lower layer (`EXDEV`,
+/// unless redirect_dir is on, which would break native diffs), so then copy and delete.
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            crate::fixture::run(std::process::Command::new("mv").arg(from).arg(to)).map(|_| ())
+        }
+        Err(e) => Err(e).with_context(|| format!("rename {} to {}", from.display(), to.display())),
+    }
+}
