@@ -104,7 +104,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
             home.display()
         )));
     }
-    probe_d_type(&home).map_err(|reason| unsupported(reason))?;
+    probe_d_type(&home).map_err(unsupported)?;
     let api = match requested.as_str() {
         "legacy" => MountApi::Legacy,
         "new" => MountApi::New,
