@@ -28,7 +28,11 @@ stage "bench --quick (the main job, small)"
 done_stage
 
 # Backends this host's kernel runs; the suite must pass on each with nothing skipped.
-DRIVERS=vfs
+DRIVERS=vfs,overlay2
 stage "conformance suite ($DRIVERS)"
 GRAPHDRIVER_REQUIRE=$DRIVERS ./target/release/graphctl check --driver all
+done_stage
+
+stage "conformance suite (overlay2 through legacy mount(2) with short links)"
+GRAPHDRIVER_REQUIRE=overlay2 ./target/release/graphctl check --driver overlay2 --opt overlay2.mount_api=legacy
 done_stage
