@@ -9,6 +9,8 @@ use crate::{IoContext, Result};
 #[derive(Debug, Default, Clone)]
 pub struct MountTable {
     points: HashSet<PathBuf>,
+    /// Mount points in a shared peer group (new mounts below them propagate).
+    shared: HashSet<PathBuf>,
 }
 
 impl MountTable {
@@ -22,12 +24,35 @@ impl MountTable {
     /// Parses mountinfo text: the fifth field of each line is the mount point, with spaces,
     /// tabs, newlines and backslashes escaped in octal.
     pub fn parse(text: &str) -> MountTable {
-        let points = text
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .map(|p| PathBuf::from(unescape(p)))
-            .collect();
-        MountTable { points }
+        let mut t = MountTable::default();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(point) = fields.get(4).map(|p| PathBuf::from(unescape(p))) else {
+                continue;
+            };
+            // optional fields run from the seventh to the "-" separator
+            if fields
+                .iter()
+                .skip(6)
+                .take_while(|f| **f != "-")
+                .any(|f| f.starts_with("shared:"))
+            {
+                t.shared.insert(point.clone());
+            }
+            t.points.insert(point);
+        }
+        t
+    }
+
+    /// Whether new mounts made at or below `path` would propagate to peer mounts: the mount
+    /// that holds `path` is shared.
+    pub fn propagates_below(&self, path: &Path) -> bool {
+        let holder = self
+            .points
+            .iter()
+            .filter(|p| path.starts_with(p))
+            .max_by_key(|p| p.as_os_str().len());
+        holder.is_some_and(|h| self.shared.contains(h))
     }
 
     /// Whether something is mounted at `path`.
@@ -78,5 +103,8 @@ mod tests {
         assert!(t.contains(Path::new("/var/lib/a b")));
         assert!(!t.contains(Path::new("/var/lib/a\\040b")));
         assert_eq!(t.below(Path::new("/var/lib")).count(), 1);
+        assert!(!t.propagates_below(Path::new("/var/lib/a b/x")));
+        let t = MountTable::parse("22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n");
+        assert!(t.propagates_below(Path::new("/var/lib")));
     }
 }

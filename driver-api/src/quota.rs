@@ -8,7 +8,7 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use crate::store::write_atomic;
+use crate::store::write_durable;
 use crate::sys::{self, FsDiskQuota};
 use crate::tree::{self, open_dir};
 use crate::{BackingFs, DriverError, IoContext, Result};
@@ -55,7 +55,7 @@ impl ProjectQuota {
             .and_then(|s| s.trim().parse::<u32>().ok())
             .unwrap_or(FIRST_PROJECT_ID - 1);
         let id = last + 1;
-        write_atomic(&self.counter, id.to_string().as_bytes())?;
+        write_durable(&self.counter, id.to_string().as_bytes())?;
         Ok(id)
     }
 

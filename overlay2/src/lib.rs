@@ -104,34 +104,56 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
             home.display()
         )));
     }
-    probe_d_type(&home).map_err(unsupported)?;
-    let api = match requested.as_str() {
-        "legacy" => MountApi::Legacy,
-        "new" => MountApi::New,
-        "auto" => {
-            if probe_mount(&home, MountApi::New).is_ok() {
-                MountApi::New
+    // Probing mounts and unmounts overlays (tens of milliseconds): remember what this boot
+    // found, so that opening the driver again is cheap.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let probed_file = home.join("probed");
+    let probed = std::fs::read_to_string(&probed_file).ok().and_then(|s| {
+        let (b, api) = s.split_once(' ')?;
+        (b == boot.trim()).then(|| api.trim().to_owned())
+    });
+    let api = match (requested.as_str(), probed.as_deref()) {
+        ("legacy", Some("legacy") | Some("new")) => MountApi::Legacy,
+        ("new" | "auto", Some("new")) => MountApi::New,
+        ("auto", Some("legacy")) => MountApi::Legacy,
+        ("legacy" | "new" | "auto", _) => {
+            probe_d_type(&home).map_err(unsupported)?;
+            let api = match requested.as_str() {
+                "legacy" => MountApi::Legacy,
+                "new" => MountApi::New,
+                _ if probe_mount(&home, MountApi::New).is_ok() => MountApi::New,
+                _ => MountApi::Legacy,
+            };
+            probe_mount(&home, api).map_err(|e| {
+                unsupported(format!(
+                    "overlay does not mount here ({api:?} mount API): {e}"
+                ))
+            })?;
+            let name = if api == MountApi::New {
+                "new"
             } else {
-                MountApi::Legacy
-            }
+                "legacy"
+            };
+            graphdriver_api::store::write_atomic(
+                &probed_file,
+                format!("{} {name}", boot.trim()).as_bytes(),
+            )?;
+            api
         }
-        other => {
+        (other, _) => {
             return Err(unsupported(format!(
                 "overlay2.mount_api={other}: want auto, new or legacy"
             )))
         }
     };
-    probe_mount(&home, api).map_err(|e| {
-        unsupported(format!(
-            "overlay does not mount here ({api:?} mount API): {e}"
-        ))
-    })?;
+    let shared_parent = MountTable::read()?.propagates_below(&home);
     let quota = ProjectQuota::probe(&home, home.join("quota-projid"))?;
     let store = LayerStore::open(
         &home,
         Overlay {
             home: home.clone(),
             api,
+            shared_parent,
             fs: fs.name(),
             quota,
         },
@@ -267,6 +289,8 @@ fn mount_overlay(
 pub struct Overlay {
     home: PathBuf,
     api: MountApi,
+    /// Whether the mount holding the home is shared, so each new mount must be made private.
+    shared_parent: bool,
     fs: &'static str,
     quota: std::result::Result<ProjectQuota, String>,
 }
@@ -417,7 +441,9 @@ impl Backend for Overlay {
 
     fn destroy(&self, id: &LayerId) -> Result<()> {
         let dir = self.dir(id);
-        let _ = rmount::unmount(dir.join("merged"), UnmountFlags::DETACH);
+        if dir.join("merged").exists() {
+            let _ = rmount::unmount(dir.join("merged"), UnmountFlags::DETACH);
+        }
         if let Some(name) = self.short_name(id) {
             let _ = std::fs::remove_file(self.home.join("l").join(name));
         }
@@ -490,10 +516,13 @@ impl Backend for Overlay {
             mount_overlay(&m, &target, read_only, self.api, &self.home)
                 .ctx("mount overlay at", &target)?;
         }
-        // private: the mount must not propagate into other namespaces
-        if let Err(e) = rmount::mount_change(&target, MountPropagationFlags::PRIVATE) {
-            let _ = rmount::unmount(&target, UnmountFlags::DETACH);
-            return Err(e).ctx("make mount private", &target);
+        // private: the mount must not propagate into other namespaces (a new mount under a
+        // mount that is not shared is not shared already; spare the syscall then)
+        if self.shared_parent {
+            if let Err(e) = rmount::mount_change(&target, MountPropagationFlags::PRIVATE) {
+                let _ = rmount::unmount(&target, UnmountFlags::DETACH);
+                return Err(e).ctx("make mount private", &target);
+            }
         }
         Ok(())
     }
@@ -525,6 +554,19 @@ impl Backend for Overlay {
             staging_parent: self.home.join("staging"),
             lowers: ancestors.iter().map(|a| self.diff(a)).collect(),
         })
+    }
+
+    fn stored_ids(&self) -> Result<Vec<LayerId>> {
+        let mut out = Vec::new();
+        for ent in std::fs::read_dir(&self.home).ctx("read directory", &self.home)? {
+            let ent = ent.ctx("read directory", &self.home)?;
+            if let Some(id) = ent.file_name().to_str().and_then(|n| LayerId::new(n).ok()) {
+                if ent.path().join("diff").is_dir() {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn status(&self) -> Status {

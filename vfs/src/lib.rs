@@ -200,6 +200,18 @@ impl Backend for Vfs {
         })
     }
 
+    fn stored_ids(&self) -> Result<Vec<LayerId>> {
+        let dir = self.home.join("dir");
+        let mut out = Vec::new();
+        for ent in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let ent = ent.ctx("read directory", &dir)?;
+            if let Some(id) = ent.file_name().to_str().and_then(|n| LayerId::new(n).ok()) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     fn status(&self) -> Status {
         let fs = BackingFs::of(&self.home.join("dir"));
         vec![

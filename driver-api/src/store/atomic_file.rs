@@ -6,14 +6,26 @@ use std::path::Path;
 
 use crate::{IoContext, Result};
 
-/// Replaces `path` with `data` so that a reader (or a crash) sees the old or the new content,
-/// never a mix.
+/// Replaces `path` with `data` so that a reader (or a process crash) sees the old or the new
+/// content, never a mix. Not flushed to disk: for state that a reboot voids anyway (mount
+/// counts) or that recovery can rebuild (journal records, links).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_with(path, data, false)
+}
+
+/// Like [`write_atomic`], and on disk when it returns (the commit point of an operation).
+pub fn write_durable(path: &Path, data: &[u8]) -> Result<()> {
+    write_with(path, data, true)
+}
+
+fn write_with(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp).ctx("create", &tmp)?;
         f.write_all(data).ctx("write", &tmp)?;
-        f.sync_data().ctx("sync", &tmp)?;
+        if durable {
+            f.sync_data().ctx("sync", &tmp)?;
+        }
     }
     fs::rename(&tmp, path).ctx("rename into place", path)?;
     Ok(())

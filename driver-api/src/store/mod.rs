@@ -33,7 +33,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-pub use atomic_file::write_atomic;
+pub use atomic_file::{write_atomic, write_durable};
 pub use journal::{Entry, Journal, Operation};
 pub use lock::FileLock;
 
@@ -96,6 +96,13 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
 
     /// Backend-specific status lines.
     fn status(&self) -> Status;
+
+    /// Every layer the backend holds data for, so that data no record names (left by a
+    /// crash, or a power loss that took an unflushed journal record with it) is removed when
+    /// the store opens. The default, an empty list, opts out.
+    fn stored_ids(&self) -> Result<Vec<LayerId>> {
+        Ok(Vec::new())
+    }
 
     /// Native change list of `id` against its own parent, when the backend has one.
     fn native_changes(
@@ -205,6 +212,8 @@ impl<B: Backend> LayerStore<B> {
             path: path.clone(),
             reason: e.to_string(),
         })?;
+        // Atomic but not flushed, like the layer data itself: after a power loss a layer
+        // created just before is whole or absent (its data is then swept by `stored_ids`).
         write_atomic(&path, &data)
     }
 
@@ -300,6 +309,11 @@ impl<B: Backend> LayerStore<B> {
     fn recover(&self) -> Result<()> {
         for entry in self.journal.pending()? {
             self.recover_one(&entry)?;
+        }
+        for id in self.backend.stored_ids()? {
+            if self.record(&id)?.is_none() {
+                self.backend.destroy(&id)?;
+            }
         }
         // Staging directories without a journal record belong to an apply that died before
         // it wrote its record: nothing refers to them.

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -153,69 +154,274 @@ pub fn run_all(
         },
     )?);
 
-    log("  child: create a layer on the image against a copy of its tree");
-    let reflink = t.fs.fs() != "ext4";
-    let (base_name, flags): (&str, &[&str]) = if reflink {
-        ("cp -a --reflink=always", &["cp", "-a", "--reflink=always"])
-    } else {
-        ("cp -a", &["cp", "-a"])
+    out.extend(container(t, d, &img, &view, &work, reps, warmup, log)?);
+    d.put(&img)?;
+    out.extend(changes(t, d, &work, reps, warmup, log)?);
+    if t.driver == "overlay2" {
+        out.extend(depth(t, d, reps, warmup, log)?);
+    }
+    d.cleanup()?;
+    Ok(out)
+}
+
+fn rw() -> CreateOpts {
+    CreateOpts {
+        read_write: true,
+        ..CreateOpts::default()
+    }
+}
+
+/// Container start: create a writable layer on the image, mount it, unmount it; against the
+/// same work done by hand (a copy of the tree for vfs, the directories and the raw mount
+/// syscalls for overlay2).
+#[allow(clippy::too_many_arguments)]
+fn container(
+    t: &Target,
+    d: &dyn GraphDriver,
+    img: &LayerId,
+    view: &Path,
+    work: &Path,
+    reps: usize,
+    warmup: usize,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Measurement>> {
+    log("  container: create + mount + unmount of a layer on the image");
+    // a copy per container for vfs; cheap and noisy elsewhere: many rounds (98 in a full run)
+    let reps = if t.driver == "vfs" { reps } else { reps * 14 };
+    let pair = Pair {
+        workload: "container",
+        backend: &t.label,
+        param: None,
+        reps,
+        warmup,
     };
-    out.extend(pair("child").run(
-        "create",
-        &mut |r| {
-            let id = lid(&format!("child-{r}"));
-            let (s, _) = time(|| {
-                Ok(d.create(
-                    &id,
-                    Some(&img),
-                    &CreateOpts {
-                        read_write: true,
-                        ..CreateOpts::default()
-                    },
-                )?)
-            })?;
-            d.remove(&id)?;
-            Ok(s)
-        },
-        base_name,
-        &mut |r| {
-            let dst = work.join(format!("copy-{r}"));
-            let (s, _) = time(|| run(cmd(flags).arg(&view).arg(&dst)))?;
-            remove(&dst)?;
-            Ok(s)
-        },
-    )?);
-    if reflink {
-        // and against a full copy, which is what reflinks save
-        let mut full = pair("child").run(
-            "create",
-            &mut |r| {
-                let id = lid(&format!("childf-{r}"));
-                let (s, _) = time(|| {
-                    Ok(d.create(
-                        &id,
-                        Some(&img),
-                        &CreateOpts {
-                            read_write: true,
-                            ..CreateOpts::default()
-                        },
-                    )?)
-                })?;
-                d.remove(&id)?;
-                Ok(s)
-            },
-            "cp -a --reflink=never",
-            &mut |r| {
-                let dst = work.join(format!("copyf-{r}"));
-                let (s, _) =
-                    time(|| run(cmd(&["cp", "-a", "--reflink=never"]).arg(&view).arg(&dst)))?;
+    let mut subject = |r: usize| -> Result<f64> {
+        let id = lid(&format!("ctr-{r}"));
+        let (s, _) = time(|| {
+            d.create(&id, Some(img), &rw())?;
+            d.get(&id, None)?;
+            d.put(&id)?;
+            Ok(())
+        })?;
+        d.remove(&id)?;
+        Ok(s)
+    };
+    match t.driver.as_str() {
+        "overlay2" => {
+            let lower = t.fs.path().join("root/overlay2/image/diff");
+            pair.run(
+                "create+mount+unmount",
+                &mut subject,
+                "mkdir + fsopen/fsmount + umount",
+                &mut |r| {
+                    let dir = work.join(format!("raw-{r}"));
+                    let (s, _) = time(|| raw_overlay_cycle(&lower, &dir))?;
+                    remove(&dir)?;
+                    Ok(s)
+                },
+            )
+        }
+        _ => {
+            let reflink = t.fs.fs() != "ext4";
+            let (name, flags): (&str, &[&str]) = if reflink {
+                ("cp -a --reflink=always", &["cp", "-a", "--reflink=always"])
+            } else {
+                ("cp -a", &["cp", "-a"])
+            };
+            let copy = |flags: &[&str], r: usize| -> Result<f64> {
+                let dst = work.join(format!("copy-{r}"));
+                let (s, _) = time(|| run(cmd(flags).arg(view).arg(&dst)))?;
                 remove(&dst)?;
                 Ok(s)
-            },
-        )?;
-        out.append(&mut full);
+            };
+            let mut out = pair.run("create+mount+unmount", &mut subject, name, &mut |r| {
+                copy(flags, r)
+            })?;
+            if reflink {
+                // and against a full copy, which is what reflinks save
+                out.extend(pair.run(
+                    "create+mount+unmount",
+                    &mut subject,
+                    "cp -a --reflink=never",
+                    &mut |r| copy(&["cp", "-a", "--reflink=never"], r),
+                )?);
+            }
+            Ok(out)
+        }
     }
-    d.put(&img)?;
-    d.cleanup()?;
+}
+
+/// What overlay2 does for a container, by hand: the directories and the mount syscalls.
+fn raw_overlay_cycle(lower: &Path, dir: &Path) -> Result<()> {
+    use rustix::mount::*;
+    for d in ["", "diff", "work", "merged"] {
+        std::fs::create_dir(dir.join(d))?;
+    }
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_set_string(&fs, "lowerdir+", lower)?;
+    fsconfig_set_string(&fs, "upperdir", dir.join("diff"))?;
+    fsconfig_set_string(&fs, "workdir", dir.join("work"))?;
+    fsconfig_create(&fs)?;
+    let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    move_mount(
+        m.as_fd(),
+        "",
+        rustix::fs::CWD,
+        dir.join("merged"),
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    drop(m);
+    unmount(dir.join("merged"), UnmountFlags::DETACH)?;
+    Ok(())
+}
+
+/// Change detection: a layer that changed 10 files over a 10,000-file image; `changes` and
+/// `diff` through the backend against the naive walk of both trees.
+fn changes(
+    t: &Target,
+    d: &dyn GraphDriver,
+    work: &Path,
+    reps: usize,
+    warmup: usize,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Measurement>> {
+    log("  changes: 10 files changed over a 10,000-file image");
+    let base = lid("tenk");
+    d.create(&base, None, &CreateOpts::default())?;
+    let p = d.get(&base, None)?;
+    for i in 0..10_000 {
+        let dir = p.join(format!("d{:02}", i / 200));
+        if i % 200 == 0 {
+            std::fs::create_dir(&dir)?;
+        }
+        std::fs::write(dir.join(format!("f{i:05}")), format!("file {i}\n"))?;
+    }
+    d.put(&base)?;
+    let top = lid("tenk-top");
+    d.create(&top, Some(&base), &rw())?;
+    let p = d.get(&top, None)?;
+    for i in 0..10 {
+        let f = p.join(format!("d{:02}/f{:05}", i * 5, i * 1000));
+        std::fs::write(&f, format!("changed {i}\n"))?;
+    }
+    d.put(&top)?;
+    let naive = |_r: usize| -> Result<f64> {
+        let (s, n) = time(|| {
+            let layer = d.get(&top, None)?;
+            let parent = d.get(&base, None)?;
+            let c = graphdriver_api::NaiveDiff::changes(&layer, &parent);
+            d.put(&base)?;
+            d.put(&top)?;
+            Ok(c?.len())
+        })?;
+        anyhow::ensure!(n > 0, "the naive walk found no changes");
+        Ok(s)
+    };
+    let pair = Pair {
+        workload: "changes",
+        backend: &t.label,
+        param: Some("10 of 10,000 files".into()),
+        reps,
+        warmup,
+    };
+    let mut out = pair.run(
+        "changes",
+        &mut |_| {
+            let (s, c) = time(|| Ok(d.changes(&top, None)?))?;
+            anyhow::ensure!(
+                c.len() == 20,
+                "changes found {} entries, want 20 (10 files, 10 directories)",
+                c.len()
+            );
+            Ok(s)
+        },
+        "naive walk",
+        &mut { naive },
+    )?;
+    let export = work.join("changes.tar");
+    out.extend(
+        Pair {
+            workload: "diff",
+            ..pair
+        }
+        .run(
+            "diff",
+            &mut |_| {
+                let (s, _) = time(|| {
+                    let mut w = BufWriter::new(File::create(&export)?);
+                    std::io::copy(&mut d.diff(&top, None)?, &mut w)?;
+                    Ok(())
+                })?;
+                Ok(s)
+            },
+            "naive walk",
+            &mut { naive },
+        )?,
+    );
+    remove(&export)?;
+    d.remove(&top)?;
+    d.remove(&base)?;
+    Ok(out)
+}
+
+/// Mount time by depth: a container layer over chains of 1 to 500 layers.
+fn depth(
+    t: &Target,
+    d: &dyn GraphDriver,
+    reps: usize,
+    warmup: usize,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Measurement>> {
+    log("  depth: mount time of a container over 1, 16, 64, 128, 256 and 500 layers");
+    let mut chain: Vec<LayerId> = Vec::new();
+    let mut out = Vec::new();
+    for depth in [1usize, 16, 64, 128, 256, 500] {
+        while chain.len() < depth {
+            let l = lid(&format!("depth-{:03}", chain.len()));
+            d.create(&l, chain.last(), &CreateOpts::default())?;
+            let tar = crate::conformance::support::TarBuilder::default()
+                .file(&format!("f{}", chain.len()), b"x")
+                .finish();
+            d.apply_diff(&l, None, &mut &tar[..])?;
+            chain.push(l);
+        }
+        let top = lid(&format!("depth-top-{depth}"));
+        // depth layers below the container: depth lowers (500 is the kernel's limit)
+        d.create(&top, chain.last(), &rw())?;
+        let mut v = Vec::new();
+        let mut lookup = Vec::new();
+        for round in 0..warmup + reps {
+            let (s, p) = time(|| Ok(d.get(&top, None)?))?;
+            let (l, _) = time(|| Ok(std::fs::metadata(p.join("f0"))?))?;
+            d.put(&top)?;
+            if round >= warmup {
+                v.push(s);
+                lookup.push(l);
+            }
+        }
+        d.remove(&top)?;
+        for (what, vals) in [
+            ("mount", &v),
+            ("first lookup of a bottom-layer file", &lookup),
+        ] {
+            let (median, min, max) = super::measure::summarize(vals);
+            out.push(Measurement {
+                workload: "depth".into(),
+                backend: t.label.clone(),
+                subject: what.into(),
+                param: Some(depth.to_string()),
+                unit: "s".into(),
+                n: vals.len(),
+                median,
+                min,
+                max,
+                ratio_to_baseline: None,
+                baseline: None,
+            });
+        }
+    }
+    for l in chain.iter().rev() {
+        d.remove(l)?;
+    }
     Ok(out)
 }
