@@ -167,7 +167,8 @@ fn the_id_of_the_short_link_directory_is_refused() {
     assert!(!d.exists(&id("l")));
 }
 
-/// This host's kernel has no quota support; run with --ignored on one that has (the VM).
+/// This host's kernel has no quota support: the test command runs this in the VM (`vm/run`)
+/// with `--ignored`.
 #[test]
 #[ignore = "needs a kernel with XFS quota support (run with --ignored there)"]
 fn a_50_mib_limit_holds_25_mib_and_refuses_50_more() {
