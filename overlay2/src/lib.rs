@@ -593,6 +593,10 @@ impl Backend for Overlay {
         ]
     }
 
+    fn native_diff_root(&self, id: &LayerId) -> Option<PathBuf> {
+        Some(self.diff(id))
+    }
+
     fn native_changes(
         &self,
         store: &LayerStore<Self>,

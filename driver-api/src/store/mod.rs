@@ -104,6 +104,13 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
         Ok(Vec::new())
     }
 
+    /// A directory holding every added and modified entry of `id`'s native change list at
+    /// its path (overlay's upper directory), so a diff can be read without mounting the
+    /// layer. Only consulted when [`native_changes`](Self::native_changes) answered.
+    fn native_diff_root(&self, _id: &LayerId) -> Option<PathBuf> {
+        None
+    }
+
     /// Native change list of `id` against its own parent, when the backend has one.
     fn native_changes(
         &self,
@@ -617,12 +624,23 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         parent: Option<&LayerId>,
     ) -> Result<Box<dyn Read + Send + 'a>> {
         let parent = self.resolve_parent(id, parent)?;
+        if let Some(native) = self.native(id, parent.as_ref()) {
+            let changes = native?;
+            // Read what changed from where the backend keeps it, when it can say: no mount.
+            if let Some(root) = self.backend.native_diff_root(id) {
+                let reader = archive::export_in_background(root, Some(changes), Box::new(()))?;
+                return Ok(Box::new(reader));
+            }
+            let layer = self.mounted_view(id)?;
+            let root = layer.path().to_owned();
+            let reader = archive::export_in_background(root, Some(changes), Box::new(layer))?;
+            return Ok(Box::new(reader));
+        }
         let layer = self.mounted_view(id)?;
         let base = parent.as_ref().map(|p| self.mounted_view(p)).transpose()?;
-        let changes = match (&base, self.native(id, parent.as_ref())) {
-            (_, Some(native)) => Some(native?),
-            (Some(b), None) => Some(NaiveDiff::changes(layer.path(), b.path())?),
-            (None, None) => None,
+        let changes = match &base {
+            Some(b) => Some(NaiveDiff::changes(layer.path(), b.path())?),
+            None => None,
         };
         let reader = archive::export_in_background(
             layer.path().to_owned(),
@@ -705,14 +723,21 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
 
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
         let parent = self.resolve_parent(id, parent)?;
+        if let Some(native) = self.native(id, parent.as_ref()) {
+            let changes = native?;
+            if let Some(root) = self.backend.native_diff_root(id) {
+                return NaiveDiff::size(&root, &changes);
+            }
+            let layer = self.mounted_view(id)?;
+            return NaiveDiff::size(layer.path(), &changes);
+        }
         let layer = self.mounted_view(id)?;
-        let changes = match (self.native(id, parent.as_ref()), &parent) {
-            (Some(native), _) => native?,
-            (None, Some(p)) => {
+        let changes = match &parent {
+            Some(p) => {
                 let base = self.mounted_view(p)?;
                 NaiveDiff::changes(layer.path(), base.path())?
             }
-            (None, None) => NaiveDiff::all_added(layer.path())?,
+            None => NaiveDiff::all_added(layer.path())?,
         };
         NaiveDiff::size(layer.path(), &changes)
     }

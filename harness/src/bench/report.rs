@@ -43,6 +43,7 @@ pub fn markdown(r: &BenchReport) -> String {
         let _ = writeln!(s, "\n## {w}\n\n| backend | what | param | median | min | max | n | ratio to baseline |\n|---|---|---|---|---|---|---|---|");
         for m in r.measurements.iter().filter(|m| m.workload == w) {
             let ratio = match (&m.ratio_to_baseline, &m.baseline) {
+                (Some(x), Some(b)) if *x < 0.5 => format!("{x:.3}x {b} ({:.0}x faster)", 1.0 / x),
                 (Some(x), Some(b)) => format!("{x:.2}x {b}"),
                 _ => String::new(),
             };
