@@ -541,6 +541,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             let read_only = !self.children(id)?.is_empty();
             let ancestors = self.ancestors(id)?;
             self.backend.mount(id, &ancestors, read_only, mount_label)?;
+            crate::failpoint::hit("get.after-mount");
         }
         let path = self.backend.mount_point(id);
         if let Err(e) = self.set_mount_count(id, count + 1) {

@@ -76,6 +76,10 @@ pub const CASES: &[Case] = &[
         name: "lifecycle::crash_during_remove_is_finished",
         run: crash_during_remove_is_finished,
     },
+    Case {
+        name: "lifecycle::crash_between_mount_and_count_is_unmounted",
+        run: crash_between_mount_and_count_is_unmounted,
+    },
 ];
 
 fn empty_layer_has_bare_root(ctx: &mut Ctx) -> Result<()> {
@@ -463,5 +467,34 @@ fn crash_during_remove_is_finished(ctx: &mut Ctx) -> Result<()> {
         view(ctx, &child)?.get("g").is_none(),
         "old data of a removed layer came back"
     );
+    Ok(())
+}
+
+fn crash_between_mount_and_count_is_unmounted(ctx: &mut Ctx) -> Result<()> {
+    let base = layer(ctx, "base", None, |p| write(&p.join("f"), "x"))?;
+    ctx.d().create(&id("ctr"), Some(&base), &rw())?;
+    ctx.close();
+    crash_at(ctx, "get.after-mount", &["mount", "ctr"])?;
+    let leaked: Vec<_> = MountTable::read()?
+        .below(&ctx.root)
+        .map(|p| p.to_owned())
+        .collect();
+    ensure!(
+        !leaked.is_empty(),
+        "the crashed mount left nothing to reconcile (the failpoint came too late)"
+    );
+    ctx.reopen()?;
+    ensure!(
+        MountTable::read()?.below(&ctx.root).next().is_none(),
+        "opening the driver left the crashed process's mount behind: {leaked:?}"
+    );
+    expect_err(
+        ctx.d().put(&id("ctr")),
+        "put of a layer nobody counted",
+        |e| matches!(e, DriverError::NotMounted(_)),
+    )?;
+    ctx.d()
+        .remove(&id("ctr"))
+        .context("remove after the reconciled crash")?;
     Ok(())
 }

@@ -321,3 +321,39 @@ pub fn unmount_below(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract's documentation names the case that checks each invariant: every name it
+    /// gives must be a case of the suite.
+    #[test]
+    fn every_case_the_contract_docs_name_exists() {
+        let docs = [
+            include_str!("../../../driver-api/src/lib.rs"),
+            include_str!("../../../driver-api/src/driver.rs"),
+        ];
+        let names: Vec<&str> = cases().iter().map(|c| c.name).collect();
+        let mut named = 0;
+        for doc in docs {
+            for word in
+                doc.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':' || c == '*'))
+            {
+                let group = word.split("::").next().unwrap_or("");
+                if !["lifecycle", "content", "diff", "bad_input", "concurrency"].contains(&group)
+                    || !word.contains("::")
+                {
+                    continue;
+                }
+                named += 1;
+                let ok = match word.strip_suffix('*') {
+                    Some(prefix) => names.iter().any(|n| n.starts_with(prefix)),
+                    None => names.contains(&word),
+                };
+                assert!(ok, "the docs name {word}, which is not a conformance case");
+            }
+        }
+        assert!(named > 20, "only {named} case names found in the docs");
+    }
+}
