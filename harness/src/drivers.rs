@@ -15,6 +15,9 @@ pub fn names() -> Vec<&'static str> {
     if cfg!(feature = "overlay2") {
         v.push("overlay2");
     }
+    if cfg!(feature = "btrfs") {
+        v.push("btrfs");
+    }
     v
 }
 
@@ -30,9 +33,19 @@ pub fn open(
         "vfs" => Ok(Box::new(graphdriver_vfs::open(root, opts)?)),
         #[cfg(feature = "overlay2")]
         "overlay2" => Ok(Box::new(graphdriver_overlay2::open(root, opts)?)),
+        #[cfg(feature = "btrfs")]
+        "btrfs" => Ok(Box::new(graphdriver_btrfs::open(root, opts)?)),
         other => bail!(
             "unknown driver {other:?} (this build has: {})",
             names().join(", ")
         ),
+    }
+}
+
+/// The filesystem a driver's scratch roots are made on, for the suite and the benchmarks.
+pub fn scratch_fs(name: &str) -> &'static str {
+    match name {
+        "btrfs" => "btrfs",
+        _ => "ext4",
     }
 }

@@ -38,6 +38,11 @@ use manifest::Manifest;
 
 use crate::{IoContext, Result};
 
+/// Staging directories are named with this prefix; a backend may put them inside the layer
+/// itself (btrfs: renames cannot leave a subvolume), so archive entries at the layer root
+/// that begin with it are refused.
+pub const STAGING_PREFIX: &str = ".graphdriver-apply.";
+
 /// Where an archive is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyTarget {

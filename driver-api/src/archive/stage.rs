@@ -138,6 +138,9 @@ impl Stager {
             let root = self.root.try_clone().op("duplicate fd")?;
             return self.dir_meta(root.as_fd(), &meta, Vec::new());
         };
+        if comps[0].starts_with(super::STAGING_PREFIX.as_bytes()) {
+            return invalid("the name is reserved for staging archives");
+        }
         let parent_path = parents.join(&b'/');
         match marker(base).or_else(invalid)? {
             Marker::AufsMeta => return Ok(()),

@@ -33,6 +33,10 @@ pub enum Operation {
         lowers: Vec<PathBuf>,
         /// Whether staging finished and the merge began.
         merging: bool,
+        /// The layer root's mtime before the apply, when staging happens inside the layer,
+        /// to restore when the apply is rolled back.
+        #[serde(default)]
+        root_mtime: Option<(i64, i64)>,
     },
 }
 

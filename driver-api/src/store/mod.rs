@@ -356,11 +356,15 @@ impl<B: Backend> LayerStore<B> {
                 target,
                 lowers,
                 merging,
+                root_mtime,
             } => {
                 if *merging {
                     archive::resume_merge(staging, target, lowers)?;
                 }
                 crate::tree::remove_tree(staging)?;
+                if let (false, Some((sec, nsec))) = (*merging, root_mtime) {
+                    set_mtime(target, *sec, *nsec)?;
+                }
             }
         }
         self.journal.finish(id)
@@ -421,6 +425,35 @@ impl<B: Backend> LayerStore<B> {
             None => Ok(rec.parent),
         }
     }
+}
+
+/// Removes a staging directory; when it lies inside the layer (btrfs), the layer root keeps
+/// the mtime it had before (`before`, after a failed apply) or that the archive gave it.
+fn remove_staging(staging: &Path, target: &Path, before: Option<rustix::fs::Stat>) -> Result<()> {
+    if !staging.starts_with(target) {
+        return crate::tree::remove_tree(staging);
+    }
+    let st = match before {
+        Some(st) => st,
+        None => rustix::fs::stat(target).ctx("stat", target)?,
+    };
+    crate::tree::remove_tree(staging)?;
+    set_mtime(target, st.st_mtime, st.st_mtime_nsec as i64)
+}
+
+fn set_mtime(path: &Path, sec: i64, nsec: i64) -> Result<()> {
+    let ts = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec as _,
+        },
+    };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &ts, rustix::fs::AtFlags::empty())
+        .ctx("set times of", path)
 }
 
 /// A layer held mounted until dropped.
@@ -689,7 +722,17 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             });
         }
         let target = self.backend.apply_target(id, &self.ancestors(id)?)?;
-        let staging = crate::tree::unique_dir(&target.staging_parent, id.as_str())?;
+        // Applies to one layer are serialised by its lock, so this name is free but for the
+        // leftovers of a crash, which the journal record written first lets recovery find.
+        let staging = target
+            .staging_parent
+            .join(format!("{}{id}", archive::STAGING_PREFIX));
+        // A staging directory inside the layer (btrfs) must not leave its trace on the root.
+        let root_before = if staging.starts_with(&target.dir) {
+            Some(rustix::fs::stat(&target.dir).ctx("stat", &target.dir)?)
+        } else {
+            None
+        };
         let mut entry = Entry {
             id: id.clone(),
             op: Operation::Apply {
@@ -697,9 +740,14 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
                 target: target.dir.clone(),
                 lowers: target.lowers.clone(),
                 merging: false,
+                root_mtime: root_before
+                    .as_ref()
+                    .map(|st| (st.st_mtime, st.st_mtime_nsec as i64)),
             },
         };
         self.journal.write(&entry)?;
+        crate::tree::remove_tree(&staging)?;
+        std::fs::create_dir_all(&staging).ctx("create directory", &staging)?;
         let result = archive::apply(tar, &target, &staging, &mut || {
             if let Operation::Apply { merging, .. } = &mut entry.op {
                 *merging = true;
@@ -710,7 +758,12 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             // Part-merged: the journal stays, so the next open finishes the merge.
             return result;
         }
-        let done = crate::tree::remove_tree(&staging).and_then(|()| self.journal.finish(id));
+        let done = remove_staging(
+            &staging,
+            &target.dir,
+            result.is_err().then_some(root_before).flatten(),
+        )
+        .and_then(|()| self.journal.finish(id));
         match (result, done) {
             (Ok(size), Ok(())) => Ok(size),
             (Err(e), Ok(())) => Err(e),

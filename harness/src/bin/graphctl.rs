@@ -334,26 +334,29 @@ fn check(
         vec![driver.to_owned()]
     };
     let graphctl = std::env::current_exe().context("find graphctl itself")?;
-    let (_fs, scratch) = match scratch {
-        Some(p) => (None, p),
-        None => {
-            let dir = Path::new("/var/tmp/graphdriver-check");
-            fixture::sweep(dir);
-            let fs = fixture::ScratchFs::new(dir, "ext4", 16 << 30, "")
-                .context("make the scratch filesystem (or pass --scratch DIR)")?;
-            let p = fs.path().to_owned();
-            (Some(fs), p)
-        }
-    };
+    let dir = Path::new("/var/tmp/graphdriver-check");
+    if scratch.is_none() {
+        fixture::sweep(dir);
+    }
     let mut total = conformance::Report::default();
     let mut reports = Vec::new();
     let stdout = io::stdout();
     for name in names {
+        // each driver on the filesystem it needs, unless one was given
+        let (_fs, scratch) = match &scratch {
+            Some(p) => (None, p.clone()),
+            None => {
+                let fs = fixture::ScratchFs::new(dir, drivers::scratch_fs(&name), 16 << 30, "")
+                    .context("make the scratch filesystem (or pass --scratch DIR)")?;
+                let p = fs.path().to_owned();
+                (Some(fs), p)
+            }
+        };
         let env = Env {
             required: Env::required_by_environment(&name),
             driver: name,
             opts: opts.clone(),
-            scratch: scratch.clone(),
+            scratch,
             graphctl: graphctl.clone(),
             filter: filter.clone(),
         };

@@ -1,0 +1,245 @@
+//! btrfs ioctls, called directly: no libbtrfsutil (and so no libclang or C headers at build
+//! time), and nothing a kernel since 4.x lacks. Each function is named after its ioctl.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+const BTRFS_IOCTL_MAGIC: u64 = 0x94;
+
+const fn ioc(dir: u64, nr: u64, size: usize) -> libc::c_ulong {
+    ((dir << 30) | ((size as u64) << 16) | (BTRFS_IOCTL_MAGIC << 8) | nr) as libc::c_ulong
+}
+const W: u64 = 1;
+const R: u64 = 2;
+
+/// `struct btrfs_ioctl_vol_args`.
+#[repr(C)]
+pub struct VolArgs {
+    pub fd: i64,
+    pub name: [u8; 4088],
+}
+
+/// `struct btrfs_ioctl_vol_args_v2`.
+#[repr(C)]
+pub struct VolArgsV2 {
+    pub fd: i64,
+    pub transid: u64,
+    pub flags: u64,
+    pub unused: [u64; 4],
+    pub name: [u8; 4040],
+}
+
+/// `struct btrfs_qgroup_limit` inside `struct btrfs_ioctl_qgroup_limit_args`.
+#[repr(C)]
+#[derive(Default)]
+pub struct QgroupLimitArgs {
+    pub qgroupid: u64,
+    pub flags: u64,
+    pub max_rfer: u64,
+    pub max_excl: u64,
+    pub rsv_rfer: u64,
+    pub rsv_excl: u64,
+}
+
+/// `struct btrfs_ioctl_quota_ctl_args`.
+#[repr(C)]
+pub struct QuotaCtlArgs {
+    pub cmd: u64,
+    pub status: u64,
+}
+
+/// `struct btrfs_ioctl_ino_lookup_args`.
+#[repr(C)]
+pub struct InoLookupArgs {
+    pub treeid: u64,
+    pub objectid: u64,
+    pub name: [u8; 4080],
+}
+
+/// `struct btrfs_ioctl_fs_info_args`.
+#[repr(C)]
+pub struct FsInfoArgs {
+    pub max_id: u64,
+    pub num_devices: u64,
+    pub fsid: [u8; 16],
+    pub rest: [u8; 992],
+}
+
+const IOC_SUBVOL_CREATE: libc::c_ulong = ioc(W, 14, std::mem::size_of::<VolArgs>());
+const IOC_SNAP_DESTROY: libc::c_ulong = ioc(W, 15, std::mem::size_of::<VolArgs>());
+const IOC_INO_LOOKUP: libc::c_ulong = ioc(W | R, 18, std::mem::size_of::<InoLookupArgs>());
+const IOC_SNAP_CREATE_V2: libc::c_ulong = ioc(W, 23, std::mem::size_of::<VolArgsV2>());
+const IOC_SUBVOL_GETFLAGS: libc::c_ulong = ioc(R, 25, 8);
+const IOC_SUBVOL_SETFLAGS: libc::c_ulong = ioc(W, 26, 8);
+const IOC_FS_INFO: libc::c_ulong = ioc(R, 31, std::mem::size_of::<FsInfoArgs>());
+const IOC_QUOTA_CTL: libc::c_ulong = ioc(W | R, 40, std::mem::size_of::<QuotaCtlArgs>());
+const IOC_QGROUP_LIMIT: libc::c_ulong = ioc(R, 43, std::mem::size_of::<QgroupLimitArgs>());
+
+/// `BTRFS_SUBVOL_RDONLY`: the subvolume (or snapshot) is read-only.
+pub const SUBVOL_RDONLY: u64 = 1 << 1;
+/// `BTRFS_QUOTA_CTL_ENABLE`.
+pub const QUOTA_CTL_ENABLE: u64 = 1;
+/// `BTRFS_QGROUP_LIMIT_MAX_EXCL`: limit the bytes only this subvolume holds.
+pub const QGROUP_LIMIT_MAX_EXCL: u64 = 1 << 1;
+/// The inode number of every subvolume's root directory (`BTRFS_FIRST_FREE_OBJECTID`).
+pub const SUBVOL_ROOT_INO: u64 = 256;
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn name_into(dst: &mut [u8], name: &CStr) -> io::Result<()> {
+    let b = name.to_bytes_with_nul();
+    if b.len() > dst.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    dst[..b.len()].copy_from_slice(b);
+    Ok(())
+}
+
+/// `ioctl(dir, BTRFS_IOC_SUBVOL_CREATE, {name})`: a new empty subvolume `name` in `dir`.
+/// See ioctl_btrfs(2), `<linux/btrfs.h>`.
+pub fn subvol_create(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let mut a = VolArgs {
+        fd: 0,
+        name: [0; 4088],
+    };
+    name_into(&mut a.name, name)?;
+    // SAFETY: `a` is a valid, initialised btrfs_ioctl_vol_args the kernel only reads.
+    check(unsafe { libc::ioctl(dir.as_raw_fd(), IOC_SUBVOL_CREATE, &a as *const VolArgs) })
+}
+
+/// `ioctl(dir, BTRFS_IOC_SNAP_CREATE_V2, {fd: source, flags, name})`: a snapshot of the
+/// subvolume open at `source`, named `name` in `dir`. See `<linux/btrfs.h>`.
+pub fn snap_create_v2(
+    dir: BorrowedFd<'_>,
+    source: BorrowedFd<'_>,
+    name: &CStr,
+    flags: u64,
+) -> io::Result<()> {
+    let mut a = VolArgsV2 {
+        fd: i64::from(source.as_raw_fd()),
+        transid: 0,
+        flags,
+        unused: [0; 4],
+        name: [0; 4040],
+    };
+    name_into(&mut a.name, name)?;
+    // SAFETY: `a` is a valid, initialised btrfs_ioctl_vol_args_v2; `source` stays open for
+    // the call; the kernel only writes `transid` back, inside the struct.
+    check(unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            IOC_SNAP_CREATE_V2,
+            &mut a as *mut VolArgsV2,
+        )
+    })
+}
+
+/// `ioctl(dir, BTRFS_IOC_SNAP_DESTROY, {name})`: deletes the subvolume `name` of `dir`
+/// (ENOTEMPTY while it holds other subvolumes). See `<linux/btrfs.h>`.
+pub fn snap_destroy(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let mut a = VolArgs {
+        fd: 0,
+        name: [0; 4088],
+    };
+    name_into(&mut a.name, name)?;
+    // SAFETY: `a` is a valid, initialised btrfs_ioctl_vol_args the kernel only reads.
+    check(unsafe { libc::ioctl(dir.as_raw_fd(), IOC_SNAP_DESTROY, &a as *const VolArgs) })
+}
+
+/// `ioctl(subvol, BTRFS_IOC_SUBVOL_GETFLAGS)`.
+pub fn subvol_getflags(subvol: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut f: u64 = 0;
+    // SAFETY: the kernel writes one u64 to `f`.
+    check(unsafe { libc::ioctl(subvol.as_raw_fd(), IOC_SUBVOL_GETFLAGS, &mut f as *mut u64) })?;
+    Ok(f)
+}
+
+/// `ioctl(subvol, BTRFS_IOC_SUBVOL_SETFLAGS, flags)`.
+pub fn subvol_setflags(subvol: BorrowedFd<'_>, flags: u64) -> io::Result<()> {
+    // SAFETY: the kernel reads one u64 from `flags`.
+    check(unsafe {
+        libc::ioctl(
+            subvol.as_raw_fd(),
+            IOC_SUBVOL_SETFLAGS,
+            &flags as *const u64,
+        )
+    })
+}
+
+/// `ioctl(fd, BTRFS_IOC_INO_LOOKUP, {treeid: 0, objectid: 256})`: the id of the subvolume
+/// holding `fd`.
+pub fn ino_lookup_tree_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut a = InoLookupArgs {
+        treeid: 0,
+        objectid: SUBVOL_ROOT_INO,
+        name: [0; 4080],
+    };
+    // SAFETY: `a` is a valid btrfs_ioctl_ino_lookup_args the kernel fills in.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_INO_LOOKUP, &mut a as *mut InoLookupArgs) })?;
+    Ok(a.treeid)
+}
+
+/// `ioctl(fd, BTRFS_IOC_FS_INFO)`: the filesystem's UUID.
+pub fn fs_info_fsid(fd: BorrowedFd<'_>) -> io::Result<[u8; 16]> {
+    let mut a = FsInfoArgs {
+        max_id: 0,
+        num_devices: 0,
+        fsid: [0; 16],
+        rest: [0; 992],
+    };
+    // SAFETY: `a` is a zeroed btrfs_ioctl_fs_info_args (1024 bytes) the kernel fills in.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_FS_INFO, &mut a as *mut FsInfoArgs) })?;
+    Ok(a.fsid)
+}
+
+/// `ioctl(fd, BTRFS_IOC_QUOTA_CTL, {cmd})`.
+pub fn quota_ctl(fd: BorrowedFd<'_>, cmd: u64) -> io::Result<()> {
+    let mut a = QuotaCtlArgs { cmd, status: 0 };
+    // SAFETY: `a` is a valid btrfs_ioctl_quota_ctl_args.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_QUOTA_CTL, &mut a as *mut QuotaCtlArgs) })
+}
+
+/// `ioctl(subvol, BTRFS_IOC_QGROUP_LIMIT, {qgroupid: 0, lim})`: limits the qgroup of the
+/// subvolume open at `subvol`.
+pub fn qgroup_limit(subvol: BorrowedFd<'_>, flags: u64, max_excl: u64) -> io::Result<()> {
+    let mut a = QgroupLimitArgs {
+        qgroupid: 0,
+        flags,
+        max_excl,
+        ..QgroupLimitArgs::default()
+    };
+    // SAFETY: `a` is a valid btrfs_ioctl_qgroup_limit_args the kernel reads.
+    check(unsafe {
+        libc::ioctl(
+            subvol.as_raw_fd(),
+            IOC_QGROUP_LIMIT,
+            &mut a as *mut QgroupLimitArgs,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_kernel_headers() {
+        assert_eq!(IOC_SUBVOL_CREATE, 0x5000_940e);
+        assert_eq!(IOC_SNAP_DESTROY, 0x5000_940f);
+        assert_eq!(IOC_SNAP_CREATE_V2, 0x5000_9417);
+        assert_eq!(IOC_SUBVOL_GETFLAGS, 0x8008_9419);
+        assert_eq!(IOC_SUBVOL_SETFLAGS, 0x4008_941a);
+        assert_eq!(IOC_QUOTA_CTL, 0xc010_9428);
+        assert_eq!(IOC_QGROUP_LIMIT, 0x8030_942b);
+        assert_eq!(IOC_INO_LOOKUP, 0xd000_9412);
+        assert_eq!(IOC_FS_INFO, 0x8400_941f);
+    }
+}
