@@ -28,7 +28,7 @@ stage "bench --quick (the main job, small)"
 done_stage
 
 # Backends this host's kernel runs; the suite must pass on each with nothing skipped.
-DRIVERS=vfs,overlay2
+DRIVERS=vfs,overlay2,btrfs
 stage "conformance suite ($DRIVERS)"
 GRAPHDRIVER_REQUIRE=$DRIVERS ./target/release/graphctl check --driver all
 done_stage

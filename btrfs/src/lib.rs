@@ -50,6 +50,9 @@ fn unsupported(reason: impl Into<String>) -> DriverError {
 /// Opens (creating if needed) the btrfs driver under `root`; `<root>/btrfs` must be on
 /// btrfs, or `btrfs.loopback=SIZE` (e.g. `8G`) makes it so with a loop-backed image.
 pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<BtrfsDriver> {
+    // canonical, so mount points compare equal to what /proc/self/mountinfo lists
+    std::fs::create_dir_all(root).ctx("create directory", root)?;
+    let root = &root.canonicalize().ctx("resolve", root)?;
     let home = root.join("btrfs");
     std::fs::create_dir_all(&home).ctx("create directory", &home)?;
     for (k, v) in opts {

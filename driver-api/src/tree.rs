@@ -55,6 +55,8 @@ pub fn remove_entry_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<(
                 Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
                     return rfs::unlinkat(dir, name, AtFlags::empty())
                 }
+                // removed meanwhile by someone else: what we wanted
+                Err(Errno::NOENT) => return Ok(()),
                 Err(e) => return Err(e),
             };
             empty_dir(sub.as_fd())?;

@@ -25,17 +25,37 @@ fn a_subvolume_created_inside_a_mounted_layer_is_gone_after_remove() {
     let base = id("base");
     d.create(&base, None, &CreateOpts::default()).unwrap();
     let ctr = id("ctr");
-    d.create(&ctr, Some(&base), &CreateOpts { read_write: true, ..CreateOpts::default() }).unwrap();
+    d.create(
+        &ctr,
+        Some(&base),
+        &CreateOpts {
+            read_write: true,
+            ..CreateOpts::default()
+        },
+    )
+    .unwrap();
     let p = d.get(&ctr, None).unwrap();
     // what a container running btrfs tools (or docker-in-docker) does
-    run(Command::new("btrfs").args(["subvolume", "create"]).arg(p.join("inner"))).unwrap();
+    run(Command::new("btrfs")
+        .args(["subvolume", "create"])
+        .arg(p.join("inner")))
+    .unwrap();
     std::fs::create_dir(p.join("inner/deeper")).unwrap();
-    run(Command::new("btrfs").args(["subvolume", "create"]).arg(p.join("inner/deeper/nested"))).unwrap();
+    run(Command::new("btrfs")
+        .args(["subvolume", "create"])
+        .arg(p.join("inner/deeper/nested")))
+    .unwrap();
     std::fs::write(p.join("inner/deeper/nested/file"), "x").unwrap();
     d.put(&ctr).unwrap();
     d.remove(&ctr).unwrap();
-    let listed = run(Command::new("btrfs").args(["subvolume", "list", "-o"]).arg(fs.path().join("btrfs/subvolumes"))).unwrap();
-    assert!(!listed.contains("inner"), "subvolumes left behind:\n{listed}");
+    let listed = run(Command::new("btrfs")
+        .args(["subvolume", "list", "-o"])
+        .arg(fs.path().join("btrfs/subvolumes")))
+    .unwrap();
+    assert!(
+        !listed.contains("inner"),
+        "subvolumes left behind:\n{listed}"
+    );
     assert!(!fs.path().join("btrfs/subvolumes/ctr").exists());
     d.remove(&base).unwrap();
 }
@@ -47,9 +67,19 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more_with_edquot() {
     let base = id("base");
     d.create(&base, None, &CreateOpts::default()).unwrap();
     let l = id("limited");
-    let opts = CreateOpts { read_write: true, size_limit: Some(50 << 20), ..CreateOpts::default() };
+    let opts = CreateOpts {
+        read_write: true,
+        size_limit: Some(50 << 20),
+        ..CreateOpts::default()
+    };
     d.create(&l, Some(&base), &opts).unwrap();
-    assert!(d.status().iter().any(|(k, v)| k == "Quota" && v.starts_with("on")), "{:?}", d.status());
+    assert!(
+        d.status()
+            .iter()
+            .any(|(k, v)| k == "Quota" && v.starts_with("on")),
+        "{:?}",
+        d.status()
+    );
     let p = d.get(&l, None).unwrap();
     let write = |name: &str, mib: usize| -> std::io::Result<()> {
         let mut f = std::fs::File::create(p.join(name))?;
@@ -64,6 +94,13 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more_with_edquot() {
     let e = write("b", 50).expect_err("50 MiB more must not fit");
     assert_eq!(e.raw_os_error(), Some(libc::EDQUOT), "{e}");
     d.put(&l).unwrap();
-    let used = d.backend().usage(&l).unwrap().expect("usage from the qgroup");
-    assert!(used >= 25 << 20 && used <= 51 << 20, "qgroup says {used} bytes");
+    let used = d
+        .backend()
+        .usage(&l)
+        .unwrap()
+        .expect("usage from the qgroup");
+    assert!(
+        (25 << 20..=51 << 20).contains(&used),
+        "qgroup says {used} bytes"
+    );
 }

@@ -183,6 +183,10 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more() {
     let d = graphdriver_overlay2::open(fs.path(), &Default::default()).unwrap();
     let base = id("base");
     d.create(&base, None, &CreateOpts::default()).unwrap();
+    let tar = TarBuilder::default()
+        .file("lower.txt", b"from the image\n")
+        .finish();
+    d.apply_diff(&base, None, &mut &tar[..]).unwrap();
     let l = id("limited");
     d.create(
         &l,
@@ -202,6 +206,14 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more() {
         }
         f.sync_all()
     };
+    // a copy-up inside the limited layer (xfs refuses renames across projects: the work and
+    // diff directories must share the layer's)
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(p.join("lower.txt"))
+        .unwrap()
+        .write_all(b"changed\n")
+        .unwrap();
     write("a", 25).unwrap();
     let e = write("b", 50).unwrap_err();
     assert!(

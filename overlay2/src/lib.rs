@@ -92,10 +92,19 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
             other => return Err(unsupported(format!("unknown option {other}"))),
         }
     }
+    // canonical, so mount points compare equal to what /proc/self/mountinfo lists
+    std::fs::create_dir_all(root).ctx("create directory", root)?;
+    let root = &root.canonicalize().ctx("resolve", root)?;
     let home = root.join("overlay2");
-    for d in ["l", "trash", "staging"] {
+    for d in ["l", "trash"] {
         let p = home.join(d);
         std::fs::create_dir_all(&p).ctx("create directory", &p)?;
+    }
+    // what a crash left in the trash (a concurrent remove's own entry vanishing meanwhile is
+    // fine: removal tolerates that)
+    let trash = home.join("trash");
+    for ent in std::fs::read_dir(&trash).ctx("read directory", &trash)? {
+        tree::remove_tree(&ent.ctx("read directory", &trash)?.path())?;
     }
     let fs = BackingFs::of(&home)?;
     if fs.name() == "overlayfs" {
@@ -167,7 +176,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
 
 /// Refuses a backing filesystem without `d_type` (overlay needs it to find whiteouts).
 fn probe_d_type(home: &Path) -> std::result::Result<(), String> {
-    let dir = tree::unique_dir(&home.join("trash"), "probe-dtype").map_err(|e| e.to_string())?;
+    let dir = tree::unique_dir(&home.join(".probe"), "dtype").map_err(|e| e.to_string())?;
     let r = (|| -> std::io::Result<bool> {
         std::fs::write(dir.join("f"), b"")?;
         let fd = tree::open_dir(&dir).map_err(std::io::Error::other)?;
@@ -194,7 +203,7 @@ fn probe_d_type(home: &Path) -> std::result::Result<(), String> {
 
 /// Mounts and unmounts a one-lower overlay with `api`.
 fn probe_mount(home: &Path, api: MountApi) -> std::result::Result<(), String> {
-    let dir = tree::unique_dir(&home.join("trash"), "probe-mount").map_err(|e| e.to_string())?;
+    let dir = tree::unique_dir(&home.join(".probe"), "mount").map_err(|e| e.to_string())?;
     let r = (|| -> std::result::Result<(), String> {
         for d in ["lower", "upper", "work", "merged"] {
             std::fs::create_dir(dir.join(d)).map_err(|e| e.to_string())?;
@@ -402,6 +411,12 @@ impl Backend for Overlay {
             .mode(0o700)
             .create(&dir)
             .ctx("create directory", &dir)?;
+        // The project goes on the layer's directory before anything is made in it: diff and
+        // work must share it, or xfs refuses overlay's copy-up renames between them (EXDEV).
+        let project = match quota {
+            Some((limit, q)) => Some(q.limit(&dir, limit)?),
+            None => None,
+        };
         let diff = self.diff(id);
         std::fs::DirBuilder::new()
             .mode(0o755)
@@ -433,8 +448,8 @@ impl Backend for Overlay {
         std::os::unix::fs::symlink(format!("../{id}/diff"), &link)
             .ctx("create short link", &link)?;
         let mut facts = BTreeMap::from([("diff".to_owned(), diff.display().to_string())]);
-        if let Some((limit, q)) = quota {
-            facts.insert("project_id".into(), q.limit(&diff, limit)?.to_string());
+        if let Some(p) = project {
+            facts.insert("project_id".into(), p.to_string());
         }
         Ok(facts)
     }
@@ -551,7 +566,8 @@ impl Backend for Overlay {
     fn apply_target(&self, id: &LayerId, ancestors: &[LayerId]) -> Result<ApplyTarget> {
         Ok(ApplyTarget {
             dir: self.diff(id),
-            staging_parent: self.home.join("staging"),
+            // inside the layer's directory: in its xfs project, on the same mount as diff
+            staging_parent: self.dir(id),
             lowers: ancestors.iter().map(|a| self.diff(a)).collect(),
         })
     }

@@ -41,6 +41,9 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<VfsDriver> {
             reason: format!("unknown option {k}"),
         });
     }
+    // canonical, so mount points compare equal to what /proc/self/mountinfo lists
+    std::fs::create_dir_all(root).ctx("create directory", root)?;
+    let root = &root.canonicalize().ctx("resolve", root)?;
     let home = root.join("vfs");
     for d in ["dir", "mnt", "trash"] {
         let p = home.join(d);
@@ -195,7 +198,9 @@ impl Backend for Vfs {
     fn apply_target(&self, id: &LayerId, _ancestors: &[LayerId]) -> Result<ApplyTarget> {
         Ok(ApplyTarget {
             dir: self.dir(id),
-            staging_parent: self.home.join("staging"),
+            // inside the layer: in its xfs project when it has a size limit (renames into a
+            // project from outside it fail with EXDEV); the name is reserved
+            staging_parent: self.dir(id),
             lowers: Vec::new(),
         })
     }

@@ -32,6 +32,14 @@ pub(crate) fn merge(
         target: open_dir(target)?,
         lowers: lowers.iter().map(|l| open_dir(l)).collect::<Result<_>>()?,
         trash: open_dir(&staging.join("trash"))?,
+        attempt: format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ),
         trashed: 0,
         implicit: manifest.implicit.iter().cloned().collect(),
     };
@@ -63,6 +71,8 @@ struct Merger {
     /// Layers below the target, closest first (overlay upper directories only).
     lowers: Vec<OwnedFd>,
     trash: OwnedFd,
+    /// Names this attempt's trash slots apart from an interrupted attempt's.
+    attempt: String,
     trashed: u64,
     implicit: HashSet<Vec<u8>>,
 }
@@ -88,7 +98,9 @@ impl Merger {
     /// Moves `dir/name` into the trash; nothing if it does not exist.
     fn trash(&mut self, dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<()> {
         self.trashed += 1;
-        let slot = CString::new(self.trashed.to_string()).map_err(|_| Errno::INVAL)?;
+        // unique across attempts too: a resumed merge must not rename onto an earlier slot
+        let slot =
+            CString::new(format!("{}.{}", self.attempt, self.trashed)).map_err(|_| Errno::INVAL)?;
         match rfs::renameat(dir, name, &self.trash, &slot) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(Errno::XDEV) => tree::remove_entry_at(dir, name),
@@ -310,7 +322,17 @@ impl Merger {
             Ok(()) => Ok(()),
             Err(Errno::ISDIR) | Err(Errno::NOTDIR) | Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => {
                 self.trash(dst, name)?;
-                rfs::renameat(src, name, dst, name)
+                rfs::renameat(src, name, dst, name)?;
+                // Over lower layers, a directory that replaces something else (a whiteout, a
+                // file) must hide what the lower layers have at that path, as the kernel's
+                // own replacement would.
+                if !self.lowers.is_empty()
+                    && FileType::from_raw_mode(st.st_mode) == FileType::Directory
+                {
+                    let d = tree::open_dir_at(dst, name)?;
+                    rfs::fsetxattr(&d, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())?;
+                }
+                Ok(())
             }
             Err(e) => Err(e),
         }

@@ -58,6 +58,9 @@ impl std::fmt::Display for ReadError {
 }
 
 const BLOCK: usize = 512;
+/// Members larger than this are refused (1 PiB: no layer holds such a file; it keeps sizes
+/// far from overflow).
+const MAX_MEMBER: u64 = 1 << 50;
 /// Extended headers larger than this are refused (a name or xattr set is never this big).
 const MAX_EXTENDED: u64 = 64 << 20;
 
@@ -98,6 +101,9 @@ impl<R: Read> TarReader<R> {
             }
             verify_checksum(&h)?;
             let size = number(&h[124..136]).ok_or_else(|| bad("size"))?;
+            if size > MAX_MEMBER {
+                return Err(ReadError::Malformed(format!("member of {size} bytes")));
+            }
             let flag = h[156];
             match flag {
                 b'x' | b'g' | b'L' | b'K' => {
@@ -152,7 +158,12 @@ impl<R: Read> TarReader<R> {
                 match k.as_slice() {
                     b"path" => e.path = v,
                     b"linkpath" => e.link = v,
-                    b"size" => e.size = text().and_then(|t| t.parse().ok()).ok_or_else(|| bad("PAX size"))?,
+                    b"size" => {
+                        e.size = text()
+                            .and_then(|t| t.parse().ok())
+                            .filter(|s| *s <= MAX_MEMBER)
+                            .ok_or_else(|| bad("PAX size"))?
+                    }
                     b"uid" => e.uid = text().and_then(|t| t.parse().ok()).ok_or_else(|| bad("PAX uid"))?,
                     b"gid" => e.gid = text().and_then(|t| t.parse().ok()).ok_or_else(|| bad("PAX gid"))?,
                     b"mtime" => {
@@ -213,7 +224,7 @@ impl<R: Read> TarReader<R> {
     }
 
     fn skip_rest(&mut self) -> Result<(), ReadError> {
-        let mut n = self.left + self.pad;
+        let mut n = self.left.saturating_add(self.pad);
         self.left = 0;
         self.pad = 0;
         let mut buf = [0u8; 8192];

@@ -350,7 +350,7 @@ impl Stager {
                     return invalid(format!("hard link to {display}, a directory"))
                 }
                 // an overlay whiteout: deleted in this layer
-                FileType::CharacterDevice if st.st_rdev == 0 && i > 0 => break,
+                FileType::CharacterDevice if st.st_rdev == 0 && self.bases.len() > 1 => break,
                 _ => {}
             }
             if i == 0 {

@@ -19,7 +19,15 @@ pub fn write_durable(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 fn write_with(path: &Path, data: &[u8], durable: bool) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    // A name no other file of the directory can have: layer ids never begin with '.', and
+    // the pid and counter keep concurrent writers of one file apart.
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
     {
         let mut f = File::create(&tmp).ctx("create", &tmp)?;
         f.write_all(data).ctx("write", &tmp)?;

@@ -65,7 +65,8 @@ impl Journal {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Writes (or replaces) the record for `entry.id`; it is durable when this returns.
+    /// Writes (or replaces) the record for `entry.id`, atomically: a crashed process leaves
+    /// the old record or the new one. (Not flushed to disk: see the crate docs on power loss.)
     pub fn write(&self, entry: &Entry) -> Result<()> {
         let data = serde_json::to_vec(entry).map_err(|e| DriverError::Corrupt {
             path: self.path(&entry.id),
@@ -101,9 +102,8 @@ impl Journal {
         for ent in std::fs::read_dir(&self.dir).ctx("read journal", &self.dir)? {
             let ent = ent.ctx("read journal", &self.dir)?;
             let name = ent.file_name();
+            // temporaries of writes in flight (or of a crash) end in ".tmp" and begin with "."
             let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-                // leftovers of an interrupted atomic write
-                let _ = std::fs::remove_file(ent.path());
                 continue;
             };
             let id = LayerId::new(stem).map_err(|_| DriverError::Corrupt {

@@ -16,16 +16,30 @@ pub struct FileLock {
 }
 
 impl FileLock {
-    /// Blocks until the exclusive lock on `path` (created if absent) is held.
-    pub fn exclusive(path: &Path) -> Result<FileLock> {
-        let file = OpenOptions::new()
+    /// The exclusive lock on `path` if no one holds it, else `None`.
+    pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>> {
+        let file = Self::open(path)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(FileLock { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e).ctx("lock", path),
+        }
+    }
+
+    fn open(path: &Path) -> Result<File> {
+        OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
-            .ctx("open lock file", path)?;
+            .ctx("open lock file", path)
+    }
+
+    /// Blocks until the exclusive lock on `path` (created if absent) is held.
+    pub fn exclusive(path: &Path) -> Result<FileLock> {
+        let file = Self::open(path)?;
         loop {
             match flock(&file, FlockOperation::LockExclusive) {
                 Ok(()) => return Ok(FileLock { _file: file }),

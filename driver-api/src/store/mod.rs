@@ -16,7 +16,6 @@
 //! mounts/<id>            "<boot id> <count>": the mount count, void after a reboot
 //! locks/<id>.lock        flock: mounting, unmounting and applying to one layer
 //! journal/<id>.json      the operation in flight on that layer, if any
-//! staging/               archives being applied (backends may stage elsewhere)
 //! ```
 //!
 //! Lock order: the store lock before a layer lock, never the reverse. `get`, `put` and
@@ -133,9 +132,7 @@ pub struct LayerStore<B: Backend> {
     backend: B,
 }
 
-const DIRS: [&str; 6] = [
-    "layers", "children", "mounts", "locks", "journal", "staging",
-];
+const DIRS: [&str; 5] = ["layers", "children", "mounts", "locks", "journal"];
 
 impl<B: Backend> LayerStore<B> {
     /// Opens the store at `home` (created if absent), finishing or rolling back any operation
@@ -322,18 +319,23 @@ impl<B: Backend> LayerStore<B> {
                 self.backend.destroy(&id)?;
             }
         }
-        // Staging directories without a journal record belong to an apply that died before
-        // it wrote its record: nothing refers to them.
-        let staging = self.meta.join("staging");
-        for ent in std::fs::read_dir(&staging).ctx("read directory", &staging)? {
-            let ent = ent.ctx("read directory", &staging)?;
-            crate::tree::remove_tree(&ent.path())?;
-        }
         Ok(())
     }
 
     fn recover_one(&self, entry: &Entry) -> Result<()> {
         let id = &entry.id;
+        // Creates and removes hold the store lock, which we hold; an apply holds only its
+        // layer's lock: if that is taken, the apply is running, not crashed.
+        let _layer = match &entry.op {
+            Operation::Apply { .. } => {
+                match FileLock::try_exclusive(&self.meta.join("locks").join(format!("{id}.lock")))?
+                {
+                    Some(l) => Some(l),
+                    None => return Ok(()),
+                }
+            }
+            _ => None,
+        };
         match &entry.op {
             Operation::Create => {
                 if self.record(id)?.is_none() {
@@ -562,7 +564,8 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         }
         self.backend.destroy(id)?;
         remove_optional(&self.count_path(id))?;
-        remove_optional(&self.meta.join("locks").join(format!("{id}.lock")))?;
+        // The layer's lock file stays: a process waiting on it must lock the same inode a
+        // later layer of the same id will use.
         self.journal.finish(id)
     }
 

@@ -154,6 +154,7 @@ fn fs_for(driver: &str, quick: bool) -> Vec<&'static str> {
     match driver {
         "vfs" if quick => vec!["xfs"],
         "vfs" => vec!["ext4", "xfs"],
+        "btrfs" => vec!["btrfs"],
         _ => vec!["ext4"],
     }
 }

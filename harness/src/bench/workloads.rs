@@ -221,6 +221,21 @@ fn container(
                 },
             )
         }
+        "btrfs" => {
+            let src = t.fs.path().join("root/btrfs/subvolumes/image");
+            pair.run(
+                "create+mount+unmount",
+                &mut subject,
+                "btrfs subvolume snapshot",
+                &mut |r| {
+                    let dst = work.join(format!("snap-{r}"));
+                    let (s, _) =
+                        time(|| run(cmd(&["btrfs", "subvolume", "snapshot"]).arg(&src).arg(&dst)))?;
+                    run(cmd(&["btrfs", "subvolume", "delete"]).arg(&dst))?;
+                    Ok(s)
+                },
+            )
+        }
         _ => {
             let reflink = t.fs.fs() != "ext4";
             let (name, flags): (&str, &[&str]) = if reflink {
