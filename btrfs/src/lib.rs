@@ -33,9 +33,8 @@ use graphdriver_api::archive::ApplyTarget;
 use graphdriver_api::mountinfo::MountTable;
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
-    tree, BackingFs, CreateOpts, DriverError, IoContext, LayerId, Result, Status,
+    layer_mount, tree, BackingFs, CreateOpts, DriverError, IoContext, LayerId, Result, Status,
 };
-use rustix::mount::{self as rmount, MountFlags, MountPropagationFlags, UnmountFlags};
 
 /// The btrfs driver: the shared layer store over [`Btrfs`].
 pub type BtrfsDriver = LayerStore<Btrfs>;
@@ -310,11 +309,7 @@ impl Backend for Btrfs {
     }
 
     fn destroy(&self, id: &LayerId) -> Result<()> {
-        let mnt = self.mount_point(id);
-        if mnt.exists() {
-            let _ = rmount::unmount(&mnt, UnmountFlags::DETACH);
-            let _ = std::fs::remove_dir(&mnt);
-        }
+        layer_mount::unmount_and_remove(&self.mount_point(id))?;
         let name = CString::new(id.as_str()).map_err(|_| unsupported("NUL in an id"))?;
         self.delete_subvolume(&self.subvols, &name)
     }
@@ -331,39 +326,11 @@ impl Backend for Btrfs {
         _mount_label: Option<&str>,
     ) -> Result<()> {
         self.set_read_only(id, read_only)?;
-        let mnt = self.mount_point(id);
-        match std::fs::create_dir(&mnt) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).ctx("create mount point", &mnt),
-        }
-        rmount::mount_bind(self.subvol(id), &mnt).ctx("bind mount layer at", &mnt)?;
-        let finish = (|| {
-            rmount::mount_change(&mnt, MountPropagationFlags::PRIVATE)?;
-            if read_only {
-                rmount::mount_remount(&mnt, MountFlags::BIND | MountFlags::RDONLY, "")?;
-            }
-            Ok::<_, rustix::io::Errno>(())
-        })();
-        if let Err(e) = finish {
-            let _ = rmount::unmount(&mnt, UnmountFlags::DETACH);
-            return Err(e).ctx("set up mount at", &mnt);
-        }
-        Ok(())
+        layer_mount::bind(&self.subvol(id), &self.mount_point(id), read_only)
     }
 
     fn unmount(&self, id: &LayerId) -> Result<()> {
-        let mnt = self.mount_point(id);
-        match rmount::unmount(&mnt, UnmountFlags::DETACH) {
-            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(e).ctx("unmount", &mnt),
-        }
-        match std::fs::remove_dir(&mnt) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
-            Err(e) => Err(e).ctx("remove mount point", &mnt),
-        }
+        layer_mount::unmount_and_remove(&self.mount_point(id))
     }
 
     fn is_mounted(&self, id: &LayerId, mounts: &MountTable) -> bool {
@@ -382,14 +349,7 @@ impl Backend for Btrfs {
     }
 
     fn stored_ids(&self) -> Result<Vec<LayerId>> {
-        let mut out = Vec::new();
-        for ent in std::fs::read_dir(&self.subvols).ctx("read directory", &self.subvols)? {
-            let ent = ent.ctx("read directory", &self.subvols)?;
-            if let Some(id) = ent.file_name().to_str().and_then(|n| LayerId::new(n).ok()) {
-                out.push(id);
-            }
-        }
-        Ok(out)
+        tree::layer_ids_in(&self.subvols, |_| true)
     }
 
     fn status(&self) -> Status {

@@ -46,6 +46,7 @@ mod driver;
 mod error;
 pub mod failpoint;
 mod layer_id;
+pub mod layer_mount;
 pub mod mountinfo;
 mod naive;
 pub mod quota;

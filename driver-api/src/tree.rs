@@ -304,3 +304,40 @@ pub fn copy_entry_at(
     };
     rfs::utimensat(dst, dst_name, &ts, AtFlags::SYMLINK_NOFOLLOW)
 }
+
+/// Removes the tree at `path` by first renaming it into `trash` (same filesystem), so that a
+/// crash never leaves a half-deleted tree under its name. A missing `path` is fine.
+pub fn remove_via_trash(path: &Path, trash: &Path, prefix: &str) -> Result<()> {
+    let doomed = unique_dir(trash, prefix)?;
+    match std::fs::rename(path, &doomed) {
+        Ok(()) => remove_tree(&doomed),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => remove_tree(&doomed),
+        Err(e) => Err(e).ctx("move to trash", path),
+    }
+}
+
+/// Empties `trash` (what a crash left there).
+pub fn sweep(trash: &Path) -> Result<()> {
+    for ent in std::fs::read_dir(trash).ctx("read directory", trash)? {
+        remove_tree(&ent.ctx("read directory", trash)?.path())?;
+    }
+    Ok(())
+}
+
+/// The entries of `dir` that are layer ids and satisfy `keep`.
+pub fn layer_ids_in(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<crate::LayerId>> {
+    let mut out = Vec::new();
+    for ent in std::fs::read_dir(dir).ctx("read directory", dir)? {
+        let ent = ent.ctx("read directory", dir)?;
+        if let Some(id) = ent
+            .file_name()
+            .to_str()
+            .and_then(|n| crate::LayerId::new(n).ok())
+        {
+            if keep(&ent.path()) {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
+}

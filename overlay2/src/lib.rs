@@ -44,8 +44,8 @@ use graphdriver_api::mountinfo::MountTable;
 use graphdriver_api::quota::ProjectQuota;
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
-    tree, BackingFs, Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId, NaiveDiff,
-    Result, Status,
+    layer_mount, tree, BackingFs, Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId,
+    NaiveDiff, Result, Status,
 };
 use rustix::mount::{self as rmount, MountPropagationFlags, UnmountFlags};
 
@@ -102,10 +102,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
     }
     // what a crash left in the trash (a concurrent remove's own entry vanishing meanwhile is
     // fine: removal tolerates that)
-    let trash = home.join("trash");
-    for ent in std::fs::read_dir(&trash).ctx("read directory", &trash)? {
-        tree::remove_tree(&ent.ctx("read directory", &trash)?.path())?;
-    }
+    tree::sweep(&home.join("trash"))?;
     let fs = BackingFs::of(&home)?;
     if fs.name() == "overlayfs" {
         return Err(unsupported(format!(
@@ -462,12 +459,7 @@ impl Backend for Overlay {
         if let Some(name) = self.short_name(id) {
             let _ = std::fs::remove_file(self.home.join("l").join(name));
         }
-        let doomed = tree::unique_dir(&self.home.join("trash"), id.as_str())?;
-        match std::fs::rename(&dir, &doomed) {
-            Ok(()) => tree::remove_tree(&doomed),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => tree::remove_tree(&doomed),
-            Err(e) => Err(e).ctx("move to trash", &dir),
-        }
+        tree::remove_via_trash(&dir, &self.home.join("trash"), id.as_str())
     }
 
     fn mount_point(&self, id: &LayerId) -> PathBuf {
@@ -543,20 +535,7 @@ impl Backend for Overlay {
     }
 
     fn unmount(&self, id: &LayerId) -> Result<()> {
-        let target = self.mount_point(id);
-        match rmount::unmount(&target, UnmountFlags::DETACH) {
-            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(e).ctx("unmount", &target),
-        }
-        // Gone, not just unmounted: a copy of the mount held in another namespace then pins
-        // nothing we will ever mount on or remove again (mount() makes it anew).
-        match std::fs::remove_dir(&target) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            // still a mount point in this namespace (mounted again meanwhile): leave it
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
-            Err(e) => Err(e).ctx("remove mount point", &target),
-        }
+        layer_mount::unmount_and_remove(&self.mount_point(id))
     }
 
     fn is_mounted(&self, id: &LayerId, mounts: &MountTable) -> bool {
@@ -573,16 +552,7 @@ impl Backend for Overlay {
     }
 
     fn stored_ids(&self) -> Result<Vec<LayerId>> {
-        let mut out = Vec::new();
-        for ent in std::fs::read_dir(&self.home).ctx("read directory", &self.home)? {
-            let ent = ent.ctx("read directory", &self.home)?;
-            if let Some(id) = ent.file_name().to_str().and_then(|n| LayerId::new(n).ok()) {
-                if ent.path().join("diff").is_dir() {
-                    out.push(id);
-                }
-            }
-        }
-        Ok(out)
+        tree::layer_ids_in(&self.home, |p| p.join("diff").is_dir())
     }
 
     fn status(&self) -> Status {

@@ -23,9 +23,8 @@ use graphdriver_api::archive::ApplyTarget;
 use graphdriver_api::quota::ProjectQuota;
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
-    tree, BackingFs, CreateOpts, DriverError, IoContext, LayerId, Result, Status,
+    layer_mount, tree, BackingFs, CreateOpts, DriverError, IoContext, LayerId, Result, Status,
 };
-use rustix::mount::{self as rmount, MountFlags, MountPropagationFlags, UnmountFlags};
 
 pub use copy::{copy_tree, CopyStats};
 
@@ -49,10 +48,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<VfsDriver> {
         let p = home.join(d);
         std::fs::create_dir_all(&p).ctx("create directory", &p)?;
     }
-    let trash = home.join("trash");
-    for ent in std::fs::read_dir(&trash).ctx("read directory", &trash)? {
-        tree::remove_tree(&ent.ctx("read directory", &trash)?.path())?;
-    }
+    tree::sweep(&home.join("trash"))?;
     let quota = ProjectQuota::probe(&home.join("dir"), home.join("quota-projid"))?;
     LayerStore::open(
         &home,
@@ -136,21 +132,8 @@ impl Backend for Vfs {
     }
 
     fn destroy(&self, id: &LayerId) -> Result<()> {
-        let mnt = self.mount_point(id);
-        let _ = rmount::unmount(&mnt, UnmountFlags::DETACH);
-        match std::fs::remove_dir(&mnt) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).ctx("remove mount point", &mnt),
-        }
-        let dir = self.dir(id);
-        // Rename first, so a crash never leaves a half-deleted tree under the layer's name.
-        let doomed = tree::unique_dir(&self.home.join("trash"), id.as_str())?;
-        match std::fs::rename(&dir, &doomed) {
-            Ok(()) => tree::remove_tree(&doomed),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => tree::remove_tree(&doomed),
-            Err(e) => Err(e).ctx("move to trash", &dir),
-        }
+        layer_mount::unmount_and_remove(&self.mount_point(id))?;
+        tree::remove_via_trash(&self.dir(id), &self.home.join("trash"), id.as_str())
     }
 
     fn mount_point(&self, id: &LayerId) -> PathBuf {
@@ -164,35 +147,11 @@ impl Backend for Vfs {
         read_only: bool,
         _mount_label: Option<&str>,
     ) -> Result<()> {
-        let mnt = self.mount_point(id);
-        match std::fs::create_dir(&mnt) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).ctx("create mount point", &mnt),
-        }
-        let dir = self.dir(id);
-        rmount::mount_bind(&dir, &mnt).ctx("bind mount layer at", &mnt)?;
-        let finish = (|| {
-            // Private: the mount must not propagate into other namespaces.
-            rmount::mount_change(&mnt, MountPropagationFlags::PRIVATE)?;
-            if read_only {
-                rmount::mount_remount(&mnt, MountFlags::BIND | MountFlags::RDONLY, "")?;
-            }
-            Ok::<_, rustix::io::Errno>(())
-        })();
-        if let Err(e) = finish {
-            let _ = rmount::unmount(&mnt, UnmountFlags::DETACH);
-            return Err(e).ctx("set up mount at", &mnt);
-        }
-        Ok(())
+        layer_mount::bind(&self.dir(id), &self.mount_point(id), read_only)
     }
 
     fn unmount(&self, id: &LayerId) -> Result<()> {
-        let mnt = self.mount_point(id);
-        match rmount::unmount(&mnt, UnmountFlags::DETACH) {
-            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
-            Err(e) => Err(e).ctx("unmount", &mnt),
-        }
+        layer_mount::unmount_and_remove(&self.mount_point(id))
     }
 
     fn apply_target(&self, id: &LayerId, _ancestors: &[LayerId]) -> Result<ApplyTarget> {
@@ -206,15 +165,7 @@ impl Backend for Vfs {
     }
 
     fn stored_ids(&self) -> Result<Vec<LayerId>> {
-        let dir = self.home.join("dir");
-        let mut out = Vec::new();
-        for ent in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let ent = ent.ctx("read directory", &dir)?;
-            if let Some(id) = ent.file_name().to_str().and_then(|n| LayerId::new(n).ok()) {
-                out.push(id);
-            }
-        }
-        Ok(out)
+        tree::layer_ids_in(&self.home.join("dir"), |_| true)
     }
 
     fn status(&self) -> Status {
