@@ -226,6 +226,160 @@ pub fn qgroup_limit(subvol: BorrowedFd<'_>, flags: u64, max_excl: u64) -> io::Re
     })
 }
 
+/// `struct btrfs_ioctl_get_subvol_info_args` (504 bytes); only the fields used are named.
+#[repr(C)]
+struct SubvolInfoArgs {
+    treeid: u64,
+    name: [u8; 256],
+    parent_id: u64,
+    dirid: u64,
+    generation: u64,
+    flags: u64,
+    uuids: [u8; 48],
+    ctransid: u64,
+    otransid: u64,
+    stransid: u64,
+    rtransid: u64,
+    times: [u8; 64],
+    reserved: [u64; 8],
+}
+
+const IOC_GET_SUBVOL_INFO: libc::c_ulong = ioc(R, 60, std::mem::size_of::<SubvolInfoArgs>());
+const IOC_TREE_SEARCH_V2: libc::c_ulong = ioc(W | R, 17, 112);
+const IOC_INO_PATHS: libc::c_ulong = ioc(W | R, 35, 56);
+
+/// `ioctl(subvol, BTRFS_IOC_GET_SUBVOL_INFO)`: the transaction that created the subvolume
+/// (`otransid`): for a snapshot, every inode changed since has a later `transid`.
+pub fn get_subvol_info_otransid(subvol: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: an all-zero SubvolInfoArgs is a valid value of this plain-data struct.
+    let mut a: SubvolInfoArgs = unsafe { std::mem::zeroed() };
+    // SAFETY: `a` is a btrfs_ioctl_get_subvol_info_args (504 bytes) the kernel fills in.
+    check(unsafe {
+        libc::ioctl(
+            subvol.as_raw_fd(),
+            IOC_GET_SUBVOL_INFO,
+            &mut a as *mut SubvolInfoArgs,
+        )
+    })?;
+    Ok(a.otransid)
+}
+
+/// `BTRFS_INODE_ITEM_KEY`.
+pub const INODE_ITEM_KEY: u32 = 1;
+
+/// One item found by [`tree_search_v2`].
+#[derive(Debug, Clone)]
+pub struct SearchItem {
+    /// Key objectid (the inode number for inode items).
+    pub objectid: u64,
+    /// The item's bytes.
+    pub data: Vec<u8>,
+}
+
+/// `ioctl(fd, BTRFS_IOC_TREE_SEARCH_V2)` over the tree of the subvolume holding `fd`: every
+/// item with `min_type <= type <= max_type` in leaves written after transaction
+/// `min_transid - 1`, from `min_objectid` on. Loops until the tree is exhausted.
+pub fn tree_search_v2(
+    fd: BorrowedFd<'_>,
+    min_objectid: u64,
+    min_type: u32,
+    max_type: u32,
+    min_transid: u64,
+) -> io::Result<Vec<SearchItem>> {
+    const BUF: usize = 64 * 1024;
+    // struct btrfs_ioctl_search_args_v2: key (104 bytes), buf_size (8), then the buffer
+    let mut args = vec![0u64; (112 + BUF) / 8];
+    let (mut obj, mut typ, mut off) = (min_objectid, 0u32, 0u64);
+    let mut out = Vec::new();
+    loop {
+        {
+            let k = &mut args[..14];
+            k[0] = 0; // tree_id: the fd's subvolume
+            k[1] = obj; // min_objectid
+            k[2] = u64::MAX; // max_objectid
+            k[3] = off; // min_offset
+            k[4] = u64::MAX; // max_offset
+            k[5] = min_transid;
+            k[6] = u64::MAX; // max_transid
+            k[7] = u64::from(typ) | (u64::from(u32::MAX) << 32); // min_type, max_type
+            k[8] = 4096; // nr_items, unused
+            k[9..13].fill(0);
+            k[13] = BUF as u64; // buf_size
+        }
+        // SAFETY: `args` is a btrfs_ioctl_search_args_v2 with buf_size set to the BUF bytes
+        // that follow it in the same allocation; the kernel writes at most that many.
+        check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_TREE_SEARCH_V2, args.as_mut_ptr()) })?;
+        let nr = (args[8] & 0xffff_ffff) as usize;
+        if nr == 0 {
+            return Ok(out);
+        }
+        let bytes: Vec<u8> = args[14..].iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut pos = 0;
+        let mut last = (0u64, 0u32, 0u64);
+        for _ in 0..nr {
+            let h = &bytes[pos..pos + 32];
+            let word = |i: usize| u64::from_ne_bytes(h[i..i + 8].try_into().unwrap_or([0; 8]));
+            let objectid = word(8);
+            let offset = word(16);
+            let item_type = u32::from_ne_bytes(h[24..28].try_into().unwrap_or([0; 4]));
+            let len = u32::from_ne_bytes(h[28..32].try_into().unwrap_or([0; 4])) as usize;
+            pos += 32;
+            if (min_type..=max_type).contains(&item_type) {
+                out.push(SearchItem {
+                    objectid,
+                    data: bytes[pos..pos + len].to_vec(),
+                });
+            }
+            pos += len;
+            last = (objectid, item_type, offset);
+        }
+        // continue right after the last key
+        (obj, typ, off) = match last {
+            (o, t, u64::MAX) if t == u32::from(u8::MAX) => (o + 1, 0, 0),
+            (o, t, u64::MAX) => (o, t + 1, 0),
+            (o, t, x) => (o, t, x + 1),
+        };
+        if obj == u64::MAX {
+            return Ok(out);
+        }
+    }
+}
+
+/// `ioctl(fd, BTRFS_IOC_INO_PATHS, {inum})`: every path of inode `inum`, relative to the root
+/// of the subvolume holding `fd`.
+pub fn ino_paths(fd: BorrowedFd<'_>, inum: u64) -> io::Result<Vec<Vec<u8>>> {
+    const SIZE: usize = 64 * 1024;
+    // struct btrfs_data_container: bytes_left, bytes_missing, elem_cnt, elem_missed (u32),
+    // then val[] (u64 offsets from &val[0] to NUL-terminated paths)
+    let mut buf = vec![0u64; SIZE / 8];
+    // struct btrfs_ioctl_ino_path_args: inum, size, reserved[4], fspath
+    let mut args = [0u64; 7];
+    args[0] = inum;
+    args[1] = SIZE as u64;
+    args[6] = buf.as_mut_ptr() as u64;
+    // SAFETY: `args` is a btrfs_ioctl_ino_path_args whose fspath points to SIZE writable
+    // bytes (`buf`), which outlive the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_INO_PATHS, args.as_mut_ptr()) })?;
+    let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let elem_cnt = u32::from_ne_bytes(bytes[8..12].try_into().unwrap_or([0; 4])) as usize;
+    let vals = 16;
+    let mut out = Vec::with_capacity(elem_cnt);
+    for i in 0..elem_cnt {
+        let at = vals + i * 8;
+        let off = u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8])) as usize;
+        let start = vals + off;
+        if start >= bytes.len() {
+            break;
+        }
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(bytes.len(), |e| start + e);
+        out.push(bytes[start..end].to_vec());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +395,8 @@ mod tests {
         assert_eq!(IOC_QGROUP_LIMIT, 0x8030_942b);
         assert_eq!(IOC_INO_LOOKUP, 0xd000_9412);
         assert_eq!(IOC_FS_INFO, 0x8400_941f);
+        assert_eq!(IOC_GET_SUBVOL_INFO, 0x81f8_943c);
+        assert_eq!(IOC_TREE_SEARCH_V2, 0xc070_9411);
+        assert_eq!(IOC_INO_PATHS, 0xc038_9423);
     }
 }

@@ -56,6 +56,29 @@ impl NaiveDiff {
         Self::walk(upper, Some(parent), true)
     }
 
+    /// The changes of `layer` against `parent` when only the paths in `may_differ` (relative,
+    /// `/`-separated, with every ancestor, `""` for the root) can differ: the walk visits
+    /// those and nothing else, so it costs what changed. For backends that can tell which
+    /// inodes changed (btrfs generations).
+    pub fn changes_within(
+        layer: &Path,
+        parent: &Path,
+        may_differ: &HashSet<Vec<u8>>,
+    ) -> Result<Vec<Change>> {
+        let new = open_dir(layer)?;
+        let old = open_dir(parent)?;
+        let mut w = Walker {
+            out: Vec::new(),
+            display: layer,
+            upper: false,
+            only: Some(may_differ),
+        };
+        if may_differ.contains(&Vec::new()) {
+            w.walk(new.as_fd(), Some(old.as_fd()), &mut Vec::new(), true)?;
+        }
+        Ok(w.out)
+    }
+
     fn walk(layer: &Path, parent: Option<&Path>, upper: bool) -> Result<Vec<Change>> {
         let new = open_dir(layer)?;
         let old = parent.map(open_dir).transpose()?;
@@ -63,6 +86,7 @@ impl NaiveDiff {
             out: Vec::new(),
             display: layer,
             upper,
+            only: None,
         };
         let full = !upper || is_opaque(new.as_fd());
         w.walk(
@@ -142,6 +166,9 @@ struct Walker<'a> {
     /// `new` is an overlay upper directory: only its names matter (plus everything of the
     /// parent below an opaque directory), and character devices 0:0 are deletions.
     upper: bool,
+    /// Paths (relative, `/`-separated) that may differ; entries on both sides outside it are
+    /// known to be equal and are not compared.
+    only: Option<&'a HashSet<Vec<u8>>>,
 }
 
 impl Walker<'_> {
@@ -236,6 +263,11 @@ impl Walker<'_> {
                     self.entry(new, None, name, rel, full)?;
                     changed = true;
                     i += 1;
+                }
+                Ordering::Equal if self.only.is_some_and(|o| !o.contains(rel.as_slice())) => {
+                    // known unchanged
+                    i += 1;
+                    j += 1;
                 }
                 Ordering::Equal => {
                     changed |= self.entry(new, old, name, rel, full)?;
@@ -384,13 +416,15 @@ fn contents_differ(
     old: BorrowedFd<'_>,
     name: &CStr,
 ) -> rustix::io::Result<bool> {
+    // O_NOATIME: comparing must not touch the inodes (a generation-based change list would
+    // then see every compared file as changed); refused for files the caller does not own
+    // unless privileged, so fall back.
     let open = |d: BorrowedFd<'_>| -> rustix::io::Result<OwnedFd> {
-        rfs::openat(
-            d,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rfs::openat(d, name, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(rustix::io::Errno::PERM) => rfs::openat(d, name, flags, Mode::empty()),
+            r => r,
+        }
     };
     let (mut a, mut b) = (File::from(open(new)?), File::from(open(old)?));
     let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);

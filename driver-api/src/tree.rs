@@ -14,22 +14,28 @@ use crate::{DriverError, IoContext, Result};
 /// Opens the directory `path` (not following a final symlink) as an `O_PATH`-less fd usable
 /// for `*at` calls and `readdir`.
 pub fn open_dir(path: &Path) -> Result<OwnedFd> {
-    rfs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
+    open_dir_at(
+        rfs::CWD,
+        &CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+            DriverError::io(
+                "open directory",
+                path,
+                std::io::Error::from_raw_os_error(libc::EINVAL),
+            )
+        })?,
     )
     .ctx("open directory", path)
 }
 
 /// Opens `name` inside `dir` as a directory, not following symlinks.
+/// With `O_NOATIME` where allowed: walking a layer must not touch its directories (btrfs's
+/// generation-based change list would see them as changed).
 pub fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<OwnedFd> {
-    rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rfs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rfs::openat(dir, name, flags, Mode::empty()),
+        r => r,
+    }
 }
 
 /// Removes `path` and everything below it; a missing path is not an error. Symlinks are
