@@ -156,6 +156,7 @@ pub fn run_all(
 
     out.extend(container(t, d, &img, &view, &work, reps, warmup, log)?);
     d.put(&img)?;
+    out.extend(children_by_parent_size(t, d, reps, warmup, log)?);
     out.extend(changes(t, d, &work, reps, warmup, log)?);
     if t.driver == "overlay2" {
         out.extend(depth(t, d, reps, warmup, log)?);
@@ -288,6 +289,68 @@ fn raw_overlay_cycle(lower: &Path, dir: &Path) -> Result<()> {
     drop(m);
     unmount(dir.join("merged"), UnmountFlags::DETACH)?;
     Ok(())
+}
+
+/// Child creation over parents of 10 and 10,000 files: constant time is what copy-on-write
+/// promises (vfs copies, so it grows).
+fn children_by_parent_size(
+    t: &Target,
+    d: &dyn GraphDriver,
+    reps: usize,
+    warmup: usize,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Measurement>> {
+    log("  child: create a layer over parents of 10 and 10,000 files");
+    let mut out = Vec::new();
+    for files in [10usize, 10_000] {
+        let parent = lid(&format!("parent-{files}"));
+        d.create(&parent, None, &CreateOpts::default())?;
+        let p = d.get(&parent, None)?;
+        for i in 0..files {
+            let dir = p.join(format!("d{:02}", i / 200));
+            if i % 200 == 0 {
+                std::fs::create_dir(&dir)?;
+            }
+            std::fs::write(dir.join(format!("f{i:05}")), b"x")?;
+        }
+        d.put(&parent)?;
+        // children stay until all are made (many containers on one image), so no removal's
+        // background work lands in a later creation
+        let mut v = Vec::new();
+        let mut made = Vec::new();
+        for round in 0..warmup + reps {
+            let child = lid(&format!("child-{files}-{round}"));
+            let (s, _) = time(|| Ok(d.create(&child, Some(&parent), &rw())?))?;
+            made.push(child);
+            if round >= warmup {
+                v.push(s);
+            }
+        }
+        for child in made {
+            d.remove(&child)?;
+        }
+        let (median, min, max) = super::measure::summarize(&v);
+        out.push(Measurement {
+            workload: "child".into(),
+            backend: t.label.clone(),
+            subject: "create".into(),
+            param: Some(format!("parent of {files} files")),
+            unit: "s".into(),
+            n: v.len(),
+            median,
+            min,
+            max,
+            ratio_to_baseline: None,
+            baseline: None,
+        });
+        d.remove(&parent)?;
+    }
+    // the larger parent against the smaller: 1.0 means constant in the parent's size
+    if let [small, large] = &mut out[..] {
+        large.ratio_to_baseline = Some(large.median / small.median);
+        large.baseline = Some("the same over a parent of 10 files".into());
+    }
+    Ok(out)
 }
 
 /// Change detection: a layer that changed 10 files over a 10,000-file image; `changes` and
