@@ -336,6 +336,12 @@ impl<B: Backend> LayerStore<B> {
             }
             _ => None,
         };
+        self.settle_entry(entry)
+    }
+
+    /// Finishes what a journal record says was left half-done (its locks held).
+    fn settle_entry(&self, entry: &Entry) -> Result<()> {
+        let id = &entry.id;
         match &entry.op {
             Operation::Create => {
                 if self.record(id)?.is_none() {
@@ -370,6 +376,18 @@ impl<B: Backend> LayerStore<B> {
             }
         }
         self.journal.finish(id)
+    }
+
+    /// Finishes an apply to `id` whose merge failed part-way in a process that is still
+    /// running (this one): the layer must not be used half-merged until the next open. The
+    /// caller holds the layer lock.
+    fn settle(&self, id: &LayerId) -> Result<()> {
+        match self.journal.get(id)? {
+            Some(entry) if matches!(entry.op, Operation::Apply { merging: true, .. }) => {
+                self.settle_entry(&entry)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Removes edges naming `id` as a child (its record is gone).
@@ -494,6 +512,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             Some(p) => {
                 let l = self.lock_layer(p)?;
                 self.require(p)?;
+                self.settle(p)?;
                 Some(l)
             }
             None => None,
@@ -574,6 +593,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         self.require(id)?;
         let count = self.mount_count(id)?;
         if count == 0 {
+            self.settle(id)?;
             let read_only = !self.children(id)?.is_empty();
             let ancestors = self.ancestors(id)?;
             self.backend.mount(id, &ancestors, read_only, mount_label)?;
@@ -710,6 +730,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
     ) -> Result<u64> {
         let _layer = self.lock_layer(id)?;
         self.require(id)?;
+        self.settle(id)?;
         let children = self.children(id)?;
         if !children.is_empty() {
             return Err(DriverError::HasChildren {
