@@ -6,6 +6,7 @@
 //! by round, after a warm-up, with the page cache warm. The report is `report.json` (every
 //! measurement; schema in `docs/bench-schema.md`) and `report.md` (tables).
 
+mod html;
 pub mod measure;
 mod report;
 mod workloads;

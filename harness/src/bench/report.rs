@@ -7,10 +7,11 @@ use anyhow::Result;
 
 use super::BenchReport;
 
-/// Writes `report.json` and `report.md` into `dir`.
+/// Writes `report.json`, `report.md` and `report.html` into `dir`.
 pub fn write_reports(r: &BenchReport, dir: &Path) -> Result<()> {
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(r)?)?;
     std::fs::write(dir.join("report.md"), markdown(r))?;
+    std::fs::write(dir.join("report.html"), super::html::page(r))?;
     Ok(())
 }
 
