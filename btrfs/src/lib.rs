@@ -37,8 +37,8 @@ use graphdriver_api::archive::ApplyTarget;
 use graphdriver_api::mountinfo::MountTable;
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
-    layer_mount, tree, BackingFs, Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId,
-    NaiveDiff, Result, Status,
+    layer_mount, tree, BackingFs, Change, CreateOpts, DriverError, IoContext, LayerId, NaiveDiff,
+    Result, Status,
 };
 
 /// The btrfs driver: the shared layer store over [`Btrfs`].
@@ -416,16 +416,11 @@ impl Backend for Btrfs {
 
     fn native_changes(
         &self,
-        store: &LayerStore<Self>,
+        _store: &LayerStore<Self>,
         id: &LayerId,
+        parent: &LayerId,
     ) -> Option<Result<Vec<Change>>> {
-        // A layer without parent is a whole tree: the generic path exports it with its root.
-        let parent = match store.parent(id) {
-            Ok(Some(p)) => p,
-            Ok(None) => return None,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(self.changed_since_snapshot(id, &parent))
+        Some(self.changed_since_snapshot(id, parent))
     }
 
     fn stored_ids(&self) -> Result<Vec<LayerId>> {

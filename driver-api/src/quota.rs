@@ -49,6 +49,23 @@ impl ProjectQuota {
         Ok(Ok(ProjectQuota { counter }))
     }
 
+    /// What a create asking for `size_limit` gets from `quota` (a probe's outcome): nothing
+    /// to do, the quota to set, or `Unsupported` with the probe's reason.
+    pub fn for_request<'a>(
+        quota: &'a std::result::Result<ProjectQuota, String>,
+        size_limit: Option<u64>,
+        driver: &'static str,
+    ) -> Result<Option<(u64, &'a ProjectQuota)>> {
+        match (size_limit, quota) {
+            (None, _) => Ok(None),
+            (Some(limit), Ok(q)) => Ok(Some((limit, q))),
+            (Some(_), Err(reason)) => Err(DriverError::Unsupported {
+                driver,
+                reason: reason.clone(),
+            }),
+        }
+    }
+
     fn next_id(&self) -> Result<u32> {
         let last = std::fs::read_to_string(&self.counter)
             .ok()

@@ -393,16 +393,7 @@ impl Backend for Overlay {
                 reason: format!("unknown storage option {k}"),
             });
         }
-        let quota = match (opts.size_limit, &self.quota) {
-            (None, _) => None,
-            (Some(limit), Ok(q)) => Some((limit, q)),
-            (Some(_), Err(reason)) => {
-                return Err(DriverError::Unsupported {
-                    driver: "overlay2",
-                    reason: reason.clone(),
-                })
-            }
-        };
+        let quota = ProjectQuota::for_request(&self.quota, opts.size_limit, "overlay2")?;
         let dir = self.dir(id);
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -587,17 +578,12 @@ impl Backend for Overlay {
         &self,
         store: &LayerStore<Self>,
         id: &LayerId,
+        parent: &LayerId,
     ) -> Option<Result<Vec<Change>>> {
-        // A layer without parent is a whole tree: the generic path exports it with its root.
-        let parent = match store.parent(id) {
-            Ok(Some(p)) => p,
-            Ok(None) => return None,
-            Err(e) => return Some(Err(e)),
-        };
         Some((|| {
-            let view = store.get(&parent, None)?;
+            let view = store.get(parent, None)?;
             let r = NaiveDiff::upper_changes(&self.diff(id), &view);
-            store.put(&parent)?;
+            store.put(parent)?;
             r
         })())
     }

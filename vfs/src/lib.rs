@@ -85,16 +85,7 @@ impl Backend for Vfs {
         parent: Option<&LayerId>,
         opts: &CreateOpts,
     ) -> Result<BTreeMap<String, String>> {
-        let quota = match (opts.size_limit, &self.quota) {
-            (None, _) => None,
-            (Some(limit), Ok(q)) => Some((limit, q)),
-            (Some(_), Err(reason)) => {
-                return Err(DriverError::Unsupported {
-                    driver: "vfs",
-                    reason: reason.clone(),
-                })
-            }
-        };
+        let quota = ProjectQuota::for_request(&self.quota, opts.size_limit, "vfs")?;
         if let Some(k) = opts.storage_opts.keys().next() {
             return Err(DriverError::Unsupported {
                 driver: "vfs",

@@ -110,11 +110,13 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
         None
     }
 
-    /// Native change list of `id` against its own parent, when the backend has one.
+    /// Native change list of `id` against `parent`, its own parent, when the backend has one.
+    /// (A layer without parent is a whole tree: the store walks and exports it itself.)
     fn native_changes(
         &self,
         _store: &LayerStore<Self>,
         _id: &LayerId,
+        _parent: &LayerId,
     ) -> Option<Result<Vec<Change>>> {
         None
     }
@@ -831,6 +833,6 @@ impl<B: Backend> LayerStore<B> {
         if own.as_ref() != parent || std::env::var_os("GRAPHDRIVER_NAIVE_DIFF").is_some() {
             return None;
         }
-        self.backend.native_changes(self, id)
+        self.backend.native_changes(self, id, own.as_ref()?)
     }
 }
