@@ -18,6 +18,9 @@ pub fn names() -> Vec<&'static str> {
     if cfg!(feature = "btrfs") {
         v.push("btrfs");
     }
+    if cfg!(feature = "zfs") {
+        v.push("zfs");
+    }
     v
 }
 
@@ -35,6 +38,8 @@ pub fn open(
         "overlay2" => Ok(Box::new(graphdriver_overlay2::open(root, opts)?)),
         #[cfg(feature = "btrfs")]
         "btrfs" => Ok(Box::new(graphdriver_btrfs::open(root, opts)?)),
+        #[cfg(feature = "zfs")]
+        "zfs" => Ok(Box::new(graphdriver_zfs::open(root, opts)?)),
         other => bail!(
             "unknown driver {other:?} (this build has: {})",
             names().join(", ")
@@ -46,6 +51,27 @@ pub fn open(
 pub fn scratch_fs(name: &str) -> &'static str {
     match name {
         "btrfs" => "btrfs",
+        "zfs" => "zfs",
         _ => "ext4",
     }
+}
+
+/// Makes `dir`, the directory of one conformance case, ready for a fresh driver of `name`.
+/// For zfs on a zfs scratch filesystem: a dataset of its own mounted at `dir`, so the case's
+/// layers (datasets below the one holding the root) are its own; destroyed when the value
+/// is dropped. Nothing for the other drivers.
+pub fn case_dir(name: &str, dir: &Path) -> Result<Option<crate::fixture::ZfsDataset>> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(feature = "zfs")]
+    if name == "zfs" {
+        let parent = dir.parent().unwrap_or(dir).canonicalize()?;
+        let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+        if let Some((t, source)) = graphdriver_zfs::mount_holding(&info, &parent) {
+            if t == "zfs" {
+                return Ok(Some(crate::fixture::ZfsDataset::new(&source, dir)?));
+            }
+        }
+    }
+    let _ = name;
+    Ok(None)
 }

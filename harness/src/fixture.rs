@@ -15,22 +15,28 @@ pub struct ScratchFs {
     image: PathBuf,
     mount: PathBuf,
     fs: String,
+    /// The pool, for `zfs` (a pool on the image file, its root dataset mounted at `mount`).
+    pool: Option<String>,
 }
 
 impl ScratchFs {
-    /// Makes a `size`-byte image of filesystem `fs` (`ext4`, `xfs`, `btrfs`) under `dir` and
-    /// mounts it; `mount_opts` are passed to `mount -o`.
+    /// Makes a `size`-byte image of filesystem `fs` (`ext4`, `xfs`, `btrfs`, `zfs`) under
+    /// `dir` and mounts it; `mount_opts` are passed to `mount -o` (for `zfs`: `zpool create
+    /// -O`, comma-separated, e.g. `compression=lz4`).
     pub fn new(dir: &Path, fs: &str, size: u64, mount_opts: &str) -> Result<ScratchFs> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let unique = format!("{fs}-{}-{}", std::process::id(), next_serial());
         let image = dir.join(format!("{unique}.img"));
-        let mount = dir.join(unique);
+        let mount = dir.join(&unique);
         std::fs::create_dir(&mount).with_context(|| format!("create {}", mount.display()))?;
         let f =
             std::fs::File::create(&image).with_context(|| format!("create {}", image.display()))?;
         f.set_len(size)
             .with_context(|| format!("size {}", image.display()))?;
         drop(f);
+        if fs == "zfs" {
+            return ScratchFs::zpool(image, mount, unique, mount_opts);
+        }
         let mkfs: Vec<&str> = match fs {
             "ext4" => vec!["mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-I", "256"],
             "xfs" => vec!["mkfs.xfs", "-q", "-f", "-K", "-m", "reflink=1"],
@@ -41,6 +47,7 @@ impl ScratchFs {
             image: image.clone(),
             mount: mount.clone(),
             fs: fs.to_owned(),
+            pool: None,
         };
         run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image))
             .with_context(|| format!("{} (install {})", mkfs[0], package_of(fs)))?;
@@ -56,6 +63,31 @@ impl ScratchFs {
         Ok(scratch)
     }
 
+    /// A pool named after `unique` on the image file, its root dataset mounted at `mount`.
+    fn zpool(image: PathBuf, mount: PathBuf, unique: String, opts: &str) -> Result<ScratchFs> {
+        let pool = unique.replace('-', "_");
+        let scratch = ScratchFs {
+            image: image.clone(),
+            mount: mount.clone(),
+            fs: "zfs".into(),
+            pool: Some(pool.clone()),
+        };
+        let mut cmd = Command::new("zpool");
+        cmd.args(["create", "-f", "-o", "cachefile=none", "-m"])
+            .arg(&mount);
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            cmd.args(["-O", o]);
+        }
+        cmd.arg(&pool).arg(&image);
+        run(&mut cmd).context("zpool create (load the zfs module; install zfsutils-linux)")?;
+        Ok(scratch)
+    }
+
+    /// The pool, for a `zfs` scratch filesystem.
+    pub fn pool(&self) -> Option<&str> {
+        self.pool.as_deref()
+    }
+
     /// Where the filesystem is mounted.
     pub fn path(&self) -> &Path {
         &self.mount
@@ -69,10 +101,55 @@ impl ScratchFs {
 
 impl Drop for ScratchFs {
     fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            let _ = run(Command::new("zpool").args(["destroy", "-f", pool]));
+        }
         // Lazy: a mount still referenced by a straggler must not keep the image alive.
         let _ = rustix::mount::unmount(&self.mount, rustix::mount::UnmountFlags::DETACH);
         let _ = std::fs::remove_dir(&self.mount);
         let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// A zfs dataset mounted at a directory for the lifetime of the value (`zfs create` with
+/// `mountpoint=legacy`, then `mount(2)`); destroyed with everything below it on drop.
+#[derive(Debug)]
+pub struct ZfsDataset {
+    name: String,
+    mount: PathBuf,
+}
+
+impl ZfsDataset {
+    /// Makes a dataset with a unique name below `parent` and mounts it at `dir`.
+    pub fn new(parent: &str, dir: &Path) -> Result<ZfsDataset> {
+        let name = format!("{parent}/case-{}-{}", std::process::id(), next_serial());
+        run(Command::new("zfs").args(["create", "-o", "mountpoint=legacy", &name]))?;
+        let ds = ZfsDataset {
+            name,
+            mount: dir.to_owned(),
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        rustix::mount::mount(
+            ds.name.as_str(),
+            dir,
+            "zfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .with_context(|| format!("mount {} at {}", ds.name, dir.display()))?;
+        Ok(ds)
+    }
+
+    /// The dataset's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ZfsDataset {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.mount, rustix::mount::UnmountFlags::DETACH);
+        let _ = run(Command::new("zfs").args(["destroy", "-R", "-f", &self.name]));
     }
 }
 
@@ -86,6 +163,7 @@ fn package_of(fs: &str) -> &'static str {
     match fs {
         "xfs" => "xfsprogs",
         "btrfs" => "btrfs-progs",
+        "zfs" => "zfsutils-linux",
         _ => "e2fsprogs",
     }
 }
@@ -111,7 +189,7 @@ pub fn sweep(dir: &Path) {
     for ent in rd.flatten() {
         let p = ent.path();
         let name = ent.file_name().to_string_lossy().into_owned();
-        let ours = ["ext4-", "xfs-", "btrfs-"]
+        let ours = ["ext4-", "xfs-", "btrfs-", "zfs-"]
             .iter()
             .any(|f| name.starts_with(f));
         if !ours {

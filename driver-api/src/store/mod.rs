@@ -93,6 +93,22 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
     /// [`mount`](Self::mount).
     fn apply_target(&self, id: &LayerId, ancestors: &[LayerId]) -> Result<ApplyTarget>;
 
+    /// Releases what [`apply_target`](Self::apply_target) set up for the apply (a backend
+    /// whose layer is reachable only through a mount unmounts it), once the apply is over,
+    /// successful or not. Not called after a merge that failed part-way: its journal record
+    /// still needs the target, and the store calls this once it has finished the merge.
+    fn release_apply_target(&self, _id: &LayerId) -> Result<()> {
+        Ok(())
+    }
+
+    /// Makes the target of an apply that a crash (or a merge failed part-way) left in the
+    /// journal reachable again at the path the record names, before the store finishes it;
+    /// [`release_apply_target`](Self::release_apply_target) follows. Must succeed when the
+    /// target is reachable already.
+    fn restore_apply_target(&self, _id: &LayerId) -> Result<()> {
+        Ok(())
+    }
+
     /// Backend-specific status lines.
     fn status(&self) -> Status;
 
@@ -368,6 +384,7 @@ impl<B: Backend> LayerStore<B> {
                 merging,
                 root_mtime,
             } => {
+                self.backend.restore_apply_target(id)?;
                 if *merging {
                     archive::resume_merge(staging, target, lowers)?;
                 }
@@ -375,6 +392,7 @@ impl<B: Backend> LayerStore<B> {
                 if let (false, Some((sec, nsec))) = (*merging, root_mtime) {
                     set_mtime(target, *sec, *nsec)?;
                 }
+                self.backend.release_apply_target(id)?;
             }
         }
         self.journal.finish(id)
@@ -748,51 +766,13 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             });
         }
         let target = self.backend.apply_target(id, &self.ancestors(id)?)?;
-        // Applies to one layer are serialised by its lock, so this name is free but for the
-        // leftovers of a crash, which the journal record written first lets recovery find.
-        let staging = target
-            .staging_parent
-            .join(format!("{}{id}", archive::STAGING_PREFIX));
-        // A staging directory inside the layer (btrfs) must not leave its trace on the root.
-        let root_before = if staging.starts_with(&target.dir) {
-            Some(rustix::fs::stat(&target.dir).ctx("stat", &target.dir)?)
-        } else {
-            None
-        };
-        let mut entry = Entry {
-            id: id.clone(),
-            op: Operation::Apply {
-                staging: staging.clone(),
-                target: target.dir.clone(),
-                lowers: target.lowers.clone(),
-                merging: false,
-                root_mtime: root_before
-                    .as_ref()
-                    .map(|st| (st.st_mtime, st.st_mtime_nsec as i64)),
-            },
-        };
-        self.journal.write(&entry)?;
-        crate::tree::remove_tree(&staging)?;
-        std::fs::create_dir_all(&staging).ctx("create directory", &staging)?;
-        let result = archive::apply(tar, &target, &staging, &mut || {
-            if let Operation::Apply { merging, .. } = &mut entry.op {
-                *merging = true;
-            }
-            self.journal.write(&entry)
-        });
-        if result.is_err() && matches!(entry.op, Operation::Apply { merging: true, .. }) {
-            // Part-merged: the journal stays, so the next open finishes the merge.
+        let result = self.apply_to(id, &target, tar);
+        if matches!(&result, Err(e) if self.journal.get(id).is_ok_and(|j| j.is_some())) {
+            // Part-merged: the target stays for the journal record (see `settle`).
             return result;
         }
-        let done = remove_staging(
-            &staging,
-            &target.dir,
-            result.is_err().then_some(root_before).flatten(),
-        )
-        .and_then(|()| self.journal.finish(id));
-        match (result, done) {
-            (Ok(size), Ok(())) => Ok(size),
-            (Err(e), Ok(())) => Err(e),
+        match (result, self.backend.release_apply_target(id)) {
+            (r, Ok(())) => r,
             (Ok(_), Err(e)) => Err(e),
             (Err(error), Err(rb)) => Err(DriverError::RollbackFailed {
                 error: Box::new(error),
@@ -824,6 +804,62 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
 }
 
 impl<B: Backend> LayerStore<B> {
+    /// Applies `tar` to `target` (the layer lock held, the layer checked): stages, journals,
+    /// merges, and removes the staging directory.
+    fn apply_to(&self, id: &LayerId, target: &ApplyTarget, tar: &mut dyn Read) -> Result<u64> {
+        // Applies to one layer are serialised by its lock, so this name is free but for the
+        // leftovers of a crash, which the journal record written first lets recovery find.
+        let staging = target
+            .staging_parent
+            .join(format!("{}{id}", archive::STAGING_PREFIX));
+        // A staging directory inside the layer (btrfs) must not leave its trace on the root.
+        let root_before = if staging.starts_with(&target.dir) {
+            Some(rustix::fs::stat(&target.dir).ctx("stat", &target.dir)?)
+        } else {
+            None
+        };
+        let mut entry = Entry {
+            id: id.clone(),
+            op: Operation::Apply {
+                staging: staging.clone(),
+                target: target.dir.clone(),
+                lowers: target.lowers.clone(),
+                merging: false,
+                root_mtime: root_before
+                    .as_ref()
+                    .map(|st| (st.st_mtime, st.st_mtime_nsec as i64)),
+            },
+        };
+        self.journal.write(&entry)?;
+        crate::tree::remove_tree(&staging)?;
+        std::fs::create_dir_all(&staging).ctx("create directory", &staging)?;
+        let result = archive::apply(tar, target, &staging, &mut || {
+            if let Operation::Apply { merging, .. } = &mut entry.op {
+                *merging = true;
+            }
+            self.journal.write(&entry)
+        });
+        if result.is_err() && matches!(entry.op, Operation::Apply { merging: true, .. }) {
+            // Part-merged: the journal stays, so the next open finishes the merge.
+            return result;
+        }
+        let done = remove_staging(
+            &staging,
+            &target.dir,
+            result.is_err().then_some(root_before).flatten(),
+        )
+        .and_then(|()| self.journal.finish(id));
+        match (result, done) {
+            (Ok(size), Ok(())) => Ok(size),
+            (Err(e), Ok(())) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(error), Err(rb)) => Err(DriverError::RollbackFailed {
+                error: Box::new(error),
+                rollback: Box::new(rb),
+            }),
+        }
+    }
+
     /// The native change list, when the backend has one and `parent` is the layer's own.
     fn native(&self, id: &LayerId, parent: Option<&LayerId>) -> Option<Result<Vec<Change>>> {
         let own = match self.require(id) {

@@ -259,6 +259,15 @@ fn run_case(env: &Env, base: &Path, case: Case) -> (Outcome, Option<String>) {
     let dir = base.join(case.name.replace("::", "."));
     let root = dir.join("root");
     let work = dir.join("work");
+    let case_fs = match drivers::case_dir(&env.driver, &dir) {
+        Ok(fs) => fs,
+        Err(e) => {
+            return (
+                Outcome::Fail,
+                Some(format!("cannot make the case's scratch filesystem: {e:#}")),
+            )
+        }
+    };
     for d in [&root, &work] {
         if let Err(e) = std::fs::create_dir_all(d) {
             return (
@@ -294,6 +303,7 @@ fn run_case(env: &Env, base: &Path, case: Case) -> (Outcome, Option<String>) {
     drop(ctx);
     unmount_below(&dir);
     let _ = graphdriver_api::tree::remove_tree(&dir);
+    drop(case_fs);
     match result {
         Ok(Ok(())) => (Outcome::Pass, None),
         Ok(Err(e)) => match e.downcast_ref::<Skip>() {

@@ -1,0 +1,68 @@
+//! What the zfs backend fails with, under [`DriverError::Backend`].
+
+use std::io;
+
+use graphdriver_api::DriverError;
+
+/// A failed ZFS call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ZfsError {
+    /// A libzfs_core call failed with an errno.
+    #[error("failed to {op} {name}")]
+    Core {
+        /// The operation, as a verb phrase ("create dataset").
+        op: &'static str,
+        /// The dataset or snapshot it acted on.
+        name: String,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// A libzfs call failed; libzfs reports a description, not an errno.
+    #[error("failed to {op} {name}: {description}")]
+    Lib {
+        /// The operation.
+        op: &'static str,
+        /// The dataset or pool it acted on.
+        name: String,
+        /// libzfs's description of the failure.
+        description: String,
+    },
+}
+
+impl From<ZfsError> for DriverError {
+    fn from(e: ZfsError) -> Self {
+        DriverError::Backend(Box::new(e))
+    }
+}
+
+/// Adds the operation and dataset to a libzfs_core result.
+pub(crate) trait CoreContext<T> {
+    fn zctx(self, op: &'static str, name: &str) -> Result<T, ZfsError>;
+}
+
+impl<T> CoreContext<T> for io::Result<T> {
+    fn zctx(self, op: &'static str, name: &str) -> Result<T, ZfsError> {
+        self.map_err(|source| ZfsError::Core {
+            op,
+            name: name.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Adds the operation and dataset to a libzfs result.
+pub(crate) trait LibContext<T> {
+    fn lctx(self, op: &'static str, name: &str) -> Result<T, ZfsError>;
+}
+
+impl<T> LibContext<T> for Result<T, String> {
+    fn lctx(self, op: &'static str, name: &str) -> Result<T, ZfsError> {
+        self.map_err(|description| ZfsError::Lib {
+            op,
+            name: name.to_owned(),
+            description,
+        })
+    }
+}

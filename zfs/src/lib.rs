@@ -1,0 +1,494 @@
+//! The zfs graph driver: every layer is a dataset `<fsname>/<id>`, and a child is a clone of
+//! a snapshot of its parent, made in constant time whatever the parent holds.
+//!
+//! Datasets are made, snapshotted, cloned and destroyed through libzfs_core (one ioctl each,
+//! no `zfs` process), and read or set through libzfs (properties, listing): `sys.rs`. Every
+//! layer dataset has `mountpoint=legacy`, so ZFS never mounts it by itself; the driver mounts
+//! it with `mount(2)` (type `zfs`) at `<root>/zfs/mnt/<id>` while it is in use or being
+//! applied to. Layer datasets carry the user property `org.graphdriver:root` naming the driver
+//! home that owns them, so two driver roots sharing one parent dataset never sweep each
+//! other's layers.
+//!
+//! The parent dataset (`fsname`) is given with `--opt zfs.fsname=POOL/DATASET`, or is the
+//! dataset mounted where the driver root is (as docker does). It must exist.
+//!
+//! - A child of `p` is `<fsname>/<child>`, a clone of the snapshot `<fsname>/<p>@<child>`;
+//!   the parent is then marked `readonly=on` (lifted when it is next mounted or applied to
+//!   without children).
+//! - `remove` destroys the clone first and its origin snapshot after, so no clone ever loses
+//!   its origin; a crash between the two leaves a snapshot that the journal's replay finds
+//!   and destroys.
+//! - Size limits are the `quota` property: what the layer itself holds (a clone's `used`
+//!   counts only the blocks it does not share with its origin), so a limited container layer
+//!   can hold that much whatever its image holds. (`refquota` would count the shared image
+//!   blocks too.) Writes past it fail with `EDQUOT`.
+//! - [`Zfs::usage`] is the layer's `used`: not counting the parent.
+//!
+//! Change lists and diffs use the shared naive walk over the mounted layers.
+
+mod dataset_name;
+mod error;
+mod sys;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use graphdriver_api::archive::ApplyTarget;
+use graphdriver_api::mountinfo::MountTable;
+use graphdriver_api::store::{Backend, LayerStore};
+use graphdriver_api::{layer_mount, CreateOpts, DriverError, IoContext, LayerId, Result, Status};
+use rustix::mount::{self as rmount, MountFlags, MountPropagationFlags, UnmountFlags};
+
+pub use dataset_name::{mount_holding, DatasetName};
+pub use error::ZfsError;
+
+use error::{CoreContext, LibContext};
+use sys::{LibZfs, NvList, Prop};
+
+/// The zfs driver: the shared layer store over [`Zfs`].
+pub type ZfsDriver = LayerStore<Zfs>;
+
+/// The user property naming the driver home that owns a layer dataset.
+pub const OWNER_PROPERTY: &str = "org.graphdriver:root";
+
+fn unsupported(reason: impl Into<String>) -> DriverError {
+    DriverError::Unsupported {
+        driver: "zfs",
+        reason: reason.into(),
+    }
+}
+
+/// Opens (creating if needed) the zfs driver under `root`. The layers go below the dataset
+/// `zfs.fsname=POOL/DATASET`, or below the dataset mounted where `<root>/zfs` is.
+pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
+    std::fs::create_dir_all(root).ctx("create directory", root)?;
+    // canonical, so mount points compare equal to what /proc/self/mountinfo lists
+    let root = &root.canonicalize().ctx("resolve", root)?;
+    let home = root.join("zfs");
+    std::fs::create_dir_all(&home).ctx("create directory", &home)?;
+    let mut fsname = None;
+    for (k, v) in opts {
+        match k.as_str() {
+            "zfs.fsname" => {
+                fsname = Some(
+                    DatasetName::new(v).map_err(|e| unsupported(format!("zfs.fsname={v}: {e}")))?,
+                );
+            }
+            other => return Err(unsupported(format!("unknown option {other}"))),
+        }
+    }
+    sys::core_init().map_err(|e| {
+        unsupported(format!(
+            "cannot open /dev/zfs ({e}): load the zfs module (Debian: zfs-dkms from contrib)"
+        ))
+    })?;
+    let lib = LibZfs::init().map_err(|e| unsupported(format!("libzfs_init failed: {e}")))?;
+    let fsname = match fsname {
+        Some(f) => f,
+        None => {
+            let info = "/proc/self/mountinfo";
+            let text = std::fs::read_to_string(info).ctx("read", info)?;
+            match mount_holding(&text, &home) {
+                Some((t, source)) if t == "zfs" => DatasetName::new(&source).map_err(|e| {
+                    unsupported(format!("the dataset {source} mounted at the root: {e}"))
+                })?,
+                other => {
+                    return Err(unsupported(format!(
+                        "{} is on {}, not a zfs dataset: put the root on one, or pass --opt zfs.fsname=POOL/DATASET",
+                        home.display(),
+                        other.map(|(t, _)| t).unwrap_or_else(|| "nothing".into())
+                    )))
+                }
+            }
+        }
+    };
+    let props = Props::look_up()?;
+    let mnt = home.join("mnt");
+    std::fs::create_dir_all(&mnt).ctx("create directory", &mnt)?;
+    let backend = Zfs {
+        owner: home.display().to_string(),
+        home: home.clone(),
+        mnt,
+        fsname,
+        lib: Mutex::new(lib),
+        props,
+    };
+    backend.dataset(&backend.fsname, |_| Ok(())).map_err(|e| {
+        unsupported(format!(
+            "the dataset {} is not usable (create it with zfs create): {e}",
+            backend.fsname
+        ))
+    })?;
+    LayerStore::open(&home, backend)
+}
+
+/// The numbers of the properties used, looked up by name (they move between releases).
+#[derive(Debug, Clone, Copy)]
+struct Props {
+    used: Prop,
+    referenced: Prop,
+    origin: Prop,
+    readonly: Prop,
+    compression: Prop,
+    quota: Prop,
+    pool_free: Prop,
+    pool_size: Prop,
+}
+
+impl Props {
+    fn look_up() -> Result<Props> {
+        let ds = |n: &str| {
+            LibZfs::dataset_prop(n).ok_or_else(|| unsupported(format!("libzfs lacks property {n}")))
+        };
+        let pool = |n: &str| {
+            LibZfs::pool_prop(n)
+                .ok_or_else(|| unsupported(format!("libzfs lacks pool property {n}")))
+        };
+        Ok(Props {
+            used: ds("used")?,
+            referenced: ds("referenced")?,
+            origin: ds("origin")?,
+            readonly: ds("readonly")?,
+            compression: ds("compression")?,
+            quota: ds("quota")?,
+            pool_free: pool("free")?,
+            pool_size: pool("size")?,
+        })
+    }
+}
+
+/// The zfs backend.
+#[derive(Debug)]
+pub struct Zfs {
+    home: PathBuf,
+    /// `home` as text, the value of [`OWNER_PROPERTY`] on this driver's layers.
+    owner: String,
+    mnt: PathBuf,
+    fsname: DatasetName,
+    /// libzfs handles are not thread-safe.
+    lib: Mutex<LibZfs>,
+    props: Props,
+}
+
+/// What a layer's dataset holds, from its properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// `used`: the bytes only this layer holds (not those it shares with its parent).
+    pub used: u64,
+    /// `referenced`: every byte the layer's tree refers to, shared ones included.
+    pub referenced: u64,
+    /// `quota`, when one is set.
+    pub quota: Option<u64>,
+}
+
+impl Zfs {
+    /// The dataset layers are made below.
+    pub fn fsname(&self) -> &DatasetName {
+        &self.fsname
+    }
+
+    /// The dataset of layer `id`.
+    pub fn layer_dataset(&self, id: &LayerId) -> DatasetName {
+        self.fsname.layer(id)
+    }
+
+    fn lib(&self) -> MutexGuard<'_, LibZfs> {
+        // a panic while holding the handle leaves nothing half-done in it
+        self.lib.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the open dataset `name`.
+    fn dataset<T>(
+        &self,
+        name: &DatasetName,
+        f: impl FnOnce(&mut sys::Dataset<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut lib = self.lib();
+        let mut ds = lib
+            .open_fs(name.as_str())
+            .lctx("open dataset", name.as_str())?;
+        f(&mut ds)
+    }
+
+    /// Sets `readonly` of `name` to `on` when it differs; returns the value it has after.
+    fn set_readonly(&self, name: &DatasetName, on: bool) -> Result<bool> {
+        let p = self.props.readonly;
+        self.dataset(name, |ds| {
+            if (ds.get_u64(p) != 0) != on {
+                ds.set("readonly", if on { "on" } else { "off" })
+                    .lctx("set readonly of", name.as_str())?;
+            }
+            Ok(on)
+        })
+    }
+
+    /// What layer `id` holds, after waiting for the pool's writes to be accounted.
+    pub fn usage(&self, id: &LayerId) -> Result<Usage> {
+        let name = self.layer_dataset(id);
+        sys::lzc_sync_pool(self.fsname.pool()).zctx("sync pool", self.fsname.pool())?;
+        let p = self.props;
+        self.dataset(&name, |ds| {
+            let quota = ds.get_u64(p.quota);
+            Ok(Usage {
+                used: ds.get_u64(p.used),
+                referenced: ds.get_u64(p.referenced),
+                quota: (quota != 0).then_some(quota),
+            })
+        })
+    }
+
+    /// Mounts the dataset of `id` at its mount point (made if missing; anything mounted there
+    /// before is detached first), private, and read-only when asked.
+    fn mount_dataset(&self, id: &LayerId, read_only: bool) -> Result<()> {
+        let name = self.layer_dataset(id);
+        // a layer without children may write again
+        let frozen = if read_only {
+            self.dataset(&name, |ds| Ok(ds.get_u64(self.props.readonly) != 0))?
+        } else {
+            self.set_readonly(&name, false)?
+        };
+        let mnt = self.mount_point(id);
+        layer_mount::make_mount_point(&mnt)?;
+        if is_mount_point(&mnt)? {
+            let _ = rmount::unmount(&mnt, UnmountFlags::DETACH);
+        }
+        // the flags must match the dataset's: an active superblock refuses a mount that
+        // differs from it in read-only
+        let flags = if frozen {
+            MountFlags::RDONLY
+        } else {
+            MountFlags::empty()
+        };
+        rmount::mount(name.as_str(), &mnt, "zfs", flags, None)
+            .map_err(std::io::Error::from)
+            .zctx("mount", name.as_str())?;
+        let finish = (|| {
+            rmount::mount_change(&mnt, MountPropagationFlags::PRIVATE)?;
+            if read_only && !frozen {
+                rmount::mount_remount(&mnt, MountFlags::BIND | MountFlags::RDONLY, "")?;
+            }
+            Ok::<_, rustix::io::Errno>(())
+        })();
+        if let Err(e) = finish {
+            let _ = rmount::unmount(&mnt, UnmountFlags::DETACH);
+            return Err(e).ctx("set up mount at", &mnt);
+        }
+        Ok(())
+    }
+
+    /// Destroys the origin snapshots named after `id` that a crash left on any layer of this
+    /// driver (a create that died between snapshot and clone, a remove between clone and
+    /// snapshot). Only needed when the layer's own dataset is gone, so rarely.
+    fn destroy_stray_origins(&self, id: &LayerId) -> Result<()> {
+        let tags = dataset_name::snapshot_tags(id);
+        for other in self.owned_layers()? {
+            for tag in &tags {
+                let snap = format!("{}@{tag}", self.layer_dataset(&other));
+                if sys::lzc_exists_ds(&snap) {
+                    destroy_snapshot(&snap)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The layers below `fsname` that this driver home owns.
+    fn owned_layers(&self) -> Result<Vec<LayerId>> {
+        let children = self.dataset(&self.fsname, |ds| {
+            Ok(ds
+                .children_with(OWNER_PROPERTY)
+                .lctx("list datasets below", self.fsname.as_str())?)
+        })?;
+        Ok(children
+            .into_iter()
+            .filter(|(_, owner)| owner.as_deref() == Some(self.owner.as_str()))
+            .filter_map(|(name, _)| self.fsname.layer_of(&name))
+            .collect())
+    }
+}
+
+/// Destroys snapshot `snap`; one that still has a clone (which cannot happen through the
+/// store's rules) is destroyed by ZFS when its last clone goes.
+fn destroy_snapshot(snap: &str) -> Result<()> {
+    match sys::lzc_destroy_one(snap) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::EBUSY)) => {
+            Ok(sys::lzc_destroy_snap_deferred(snap).zctx("destroy (deferred) snapshot", snap)?)
+        }
+        Err(e) => Err(e).zctx("destroy snapshot", snap)?,
+    }
+}
+
+/// Whether `path` is a mount point: it is on another device than its parent directory.
+fn is_mount_point(path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(parent) = path.parent() else {
+        return Ok(true);
+    };
+    let a = std::fs::symlink_metadata(path).ctx("stat", path)?;
+    let b = std::fs::symlink_metadata(parent).ctx("stat", parent)?;
+    Ok(a.dev() != b.dev())
+}
+
+impl Backend for Zfs {
+    fn name(&self) -> &'static str {
+        "zfs"
+    }
+
+    fn make(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<BTreeMap<String, String>> {
+        if let Some(k) = opts.storage_opts.keys().next() {
+            return Err(unsupported(format!("unknown storage option {k}")));
+        }
+        let name = self.layer_dataset(id);
+        let mut props = NvList::new();
+        let nv = |r: std::io::Result<()>| r.zctx("build the properties of", name.as_str());
+        nv(props.add_string("mountpoint", "legacy"))?;
+        nv(props.add_string(OWNER_PROPERTY, &self.owner))?;
+        if let Some(limit) = opts.size_limit {
+            nv(props.add_u64("quota", limit))?;
+        }
+        match parent {
+            None => {
+                sys::lzc_create_fs(name.as_str(), &props).zctx("create dataset", name.as_str())?
+            }
+            Some(p) => {
+                let origin = self.layer_dataset(p).origin_for(id);
+                sys::lzc_snapshot_one(&origin).zctx("snapshot", &origin)?;
+                if let Err(e) = sys::lzc_clone_fs(name.as_str(), &origin, &props) {
+                    let error = ZfsError::Core {
+                        op: "clone",
+                        name: origin.clone(),
+                        source: e,
+                    };
+                    return match destroy_snapshot(&origin) {
+                        Ok(()) => Err(error.into()),
+                        Err(rb) => Err(DriverError::RollbackFailed {
+                            error: Box::new(error.into()),
+                            rollback: Box::new(rb),
+                        }),
+                    };
+                }
+                // the parent is frozen while it has children
+                self.set_readonly(&self.layer_dataset(p), true)?;
+            }
+        }
+        Ok(BTreeMap::from([("dataset".to_owned(), name.to_string())]))
+    }
+
+    fn destroy(&self, id: &LayerId) -> Result<()> {
+        layer_mount::unmount_and_remove(&self.mount_point(id))?;
+        let name = self.layer_dataset(id);
+        if !sys::lzc_exists_ds(name.as_str()) {
+            return self.destroy_stray_origins(id);
+        }
+        let p = self.props;
+        let origin = self.dataset(&name, |ds| Ok(ds.get_string(p.origin)))?;
+        match sys::lzc_destroy_one(name.as_str()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                return Err(DriverError::Busy {
+                    id: id.clone(),
+                    reason: format!(
+                        "dataset {name} is still mounted (a mount held in another mount namespace?)"
+                    ),
+                })
+            }
+            Err(e) => return Err(e).zctx("destroy dataset", name.as_str())?,
+        }
+        match origin {
+            // only snapshots this driver made; a layer is never a clone of anything else
+            Some(o) if o.starts_with(&format!("{}/", self.fsname)) => destroy_snapshot(&o),
+            _ => Ok(()),
+        }
+    }
+
+    fn mount_point(&self, id: &LayerId) -> PathBuf {
+        self.mnt.join(id.as_str())
+    }
+
+    fn mount(
+        &self,
+        id: &LayerId,
+        _ancestors: &[LayerId],
+        read_only: bool,
+        _mount_label: Option<&str>,
+    ) -> Result<()> {
+        self.mount_dataset(id, read_only)
+    }
+
+    fn unmount(&self, id: &LayerId) -> Result<()> {
+        layer_mount::unmount_and_remove(&self.mount_point(id))
+    }
+
+    fn is_mounted(&self, id: &LayerId, mounts: &MountTable) -> bool {
+        mounts.contains(&self.mount_point(id))
+    }
+
+    fn apply_target(&self, id: &LayerId, _ancestors: &[LayerId]) -> Result<ApplyTarget> {
+        // no children (the store checked): writable
+        self.mount_dataset(id, false)?;
+        let dir = self.mount_point(id);
+        // renames cannot leave the dataset: stage inside it (the name is reserved)
+        Ok(ApplyTarget {
+            staging_parent: dir.clone(),
+            dir,
+            lowers: Vec::new(),
+        })
+    }
+
+    fn release_apply_target(&self, id: &LayerId) -> Result<()> {
+        self.unmount(id)
+    }
+
+    fn restore_apply_target(&self, id: &LayerId) -> Result<()> {
+        let mnt = self.mount_point(id);
+        if mnt.exists() && is_mount_point(&mnt)? {
+            return Ok(());
+        }
+        self.mount_dataset(id, false)
+    }
+
+    fn stored_ids(&self) -> Result<Vec<LayerId>> {
+        self.owned_layers()
+    }
+
+    fn status(&self) -> Status {
+        let p = self.props;
+        let pool = self.fsname.pool().to_owned();
+        let compression = self
+            .dataset(&self.fsname, |ds| Ok(ds.get_string(p.compression)))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "unknown".into());
+        let (free, size) = {
+            let mut lib = self.lib();
+            (
+                lib.pool_prop_u64(&pool, p.pool_free),
+                lib.pool_prop_u64(&pool, p.pool_size),
+            )
+        };
+        let show =
+            |r: std::result::Result<u64, String>| r.map(|v| v.to_string()).unwrap_or_else(|e| e);
+        vec![
+            ("Backing Filesystem".into(), "zfs".into()),
+            ("Zpool".into(), pool),
+            ("Parent Dataset".into(), self.fsname.to_string()),
+            ("Compression".into(), compression),
+            ("Zpool Free".into(), show(free)),
+            ("Zpool Size".into(), show(size)),
+            ("Mounts".into(), self.home.join("mnt").display().to_string()),
+            (
+                "Native Diff".into(),
+                "false (naive walk of the mounted layers)".into(),
+            ),
+        ]
+    }
+}
