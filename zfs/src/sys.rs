@@ -56,6 +56,7 @@ extern "C" {
     fn fnvlist_add_boolean(nvl: *mut nvlist_t, name: *const c_char);
     fn fnvlist_add_string(nvl: *mut nvlist_t, name: *const c_char, val: *const c_char);
     fn fnvlist_add_uint64(nvl: *mut nvlist_t, name: *const c_char, val: u64);
+    fn fnvlist_add_boolean_value(nvl: *mut nvlist_t, name: *const c_char, val: BooleanT);
     fn nvlist_lookup_nvlist(
         nvl: *mut nvlist_t,
         name: *const c_char,
@@ -256,8 +257,11 @@ pub fn lzc_exists_ds(name: &str) -> bool {
 /// accounting (`used`, `referenced`) includes every write made before the call.
 pub fn lzc_sync_pool(pool: &str) -> io::Result<()> {
     let p = cstring(pool)?;
-    // an empty list rather than NULL: the ioctl checks its input against a schema
+    // the ioctl requires "force" (ZFS_ERR_IOC_ARG_REQUIRED without it); false: no new
+    // transaction group is forced when nothing is dirty
     let inl = NvList::new();
+    // SAFETY: inl is a live list; the name is a NUL-terminated literal, copied.
+    unsafe { fnvlist_add_boolean_value(inl.0, c"force".as_ptr(), B_FALSE) };
     // SAFETY: p and inl live across the call; no output list is asked for.
     errno(unsafe { lzc_sync(p.as_ptr(), inl.0, ptr::null_mut()) })
 }
