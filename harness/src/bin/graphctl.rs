@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::IsTerminal;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -145,6 +146,9 @@ enum Cmd {
         /// Fewer repetitions (for CI).
         #[arg(long)]
         quick: bool,
+        /// Measure nothing: write report.md and report.html again from OUT/report.json.
+        #[arg(long)]
+        render: bool,
         /// The image tar (default: the Debian rootfs made by scripts/debian-rootfs.sh;
         /// env GRAPHDRIVER_ROOTFS_TAR).
         #[arg(long, env = "GRAPHDRIVER_ROOTFS_TAR")]
@@ -196,10 +200,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         drivers,
         out,
         quick,
+        render,
         image,
         scratch,
     } = &cli.cmd
     {
+        if *render {
+            graphdriver_harness::bench::render(out)?;
+            eprintln!(
+                "bench: wrote {0}/report.md and {0}/report.html",
+                out.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         return bench(drivers, out, *quick, image.clone(), scratch);
     }
     let d = drivers::open(&cli.driver, &cli.root, &opts)
@@ -419,13 +432,58 @@ fn bench(
         scratch_dir: scratch.to_owned(),
     };
     let started = std::time::Instant::now();
-    graphdriver_harness::bench::run(&opts, &mut |line| eprintln!("{line}"))?;
+    if std::io::stderr().is_terminal() {
+        graphdriver_harness::bench::run(&opts, &mut Bar::default())?;
+    } else {
+        graphdriver_harness::bench::run(
+            &opts,
+            &mut graphdriver_harness::bench::Lines(std::time::Instant::now()),
+        )?;
+    }
     eprintln!(
         "bench: done in {:.0} s; reports in {}/report.md and report.json",
         started.elapsed().as_secs_f64(),
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar for `bench` on a terminal: the step count, the elapsed time and what runs.
+#[derive(Default)]
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl graphdriver_harness::bench::Progress for Bar {
+    fn start(&mut self, total: usize) {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} {wide_msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(500));
+        self.0 = Some(bar);
+    }
+    fn step(&mut self, target: &str, what: &str) {
+        if let Some(b) = &self.0 {
+            if !b.message().is_empty() {
+                b.inc(1);
+            }
+            b.set_message(format!("{target}: {what}"));
+        }
+    }
+    fn note(&mut self, line: &str) {
+        match &self.0 {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish_with_message("done");
+        }
+    }
 }
 
 /// `$GRAPHDRIVER_CACHE`, or `~/.cache/graphdriver` (where scripts/debian-rootfs.sh writes).
