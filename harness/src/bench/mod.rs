@@ -178,10 +178,11 @@ pub fn run(opts: &BenchOpts, progress: &mut dyn Progress) -> Result<BenchReport>
             .iter()
             .map(|t| {
                 format!(
-                    "{}: {} on a loop device, mounted at {}",
+                    "{}: {} on a loop device, mounted at {} with {}; driver options: none",
                     t.label,
                     t.fs.fs(),
-                    t.fs.path().display()
+                    t.fs.path().display(),
+                    mount_options(t.fs.path())
                 )
             })
             .collect(),
@@ -212,6 +213,19 @@ fn fs_for(driver: &str, quick: bool) -> Vec<&'static str> {
         "btrfs" => vec!["btrfs"],
         _ => vec!["ext4"],
     }
+}
+
+/// The options `path` is mounted with, from /proc/self/mounts.
+fn mount_options(path: &Path) -> String {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 3 && Path::new(f[1]) == path).then(|| f[3].to_owned())
+        })
+        .last()
+        .unwrap_or_else(|| "unknown options".into())
 }
 
 fn cpu_model() -> String {

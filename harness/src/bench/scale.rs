@@ -9,7 +9,7 @@ use graphdriver_api::{CreateOpts, LayerId};
 
 use super::measure::{time, Measurement};
 use super::percentile;
-use super::workloads::{cmd, lid, raw_container, raw_container_name, rw, Ctx, Image};
+use super::workloads::{cmd, lid, raw_container, raw_container_name, rw, untar, Ctx, Image};
 use crate::fixture::run;
 
 /// What a container writes in this workload, like a process's state file.
@@ -28,7 +28,7 @@ pub fn many(
     image_disk: u64,
 ) -> Result<Vec<Measurement>> {
     let d = cx.d;
-    let counts: &[usize] = if cx.quick { &[5, 10] } else { &[5, 50] };
+    let counts: &[usize] = if cx.quick { &[2, 5] } else { &[5, 50] };
     let mut out = Vec::new();
     for &n in counts {
         let param = Some(format!("{n} containers"));
@@ -249,16 +249,7 @@ pub fn removal(cx: &Ctx, image: &Image) -> Result<Vec<Measurement>> {
         &mut |r| {
             let dir = cx.work.join(format!("removal-img-{r}"));
             std::fs::create_dir(&dir)?;
-            run(cmd(&[
-                "tar",
-                "--xattrs",
-                "--xattrs-include=*",
-                "--numeric-owner",
-                "-xpf",
-            ])
-            .arg(&image.tar)
-            .arg("-C")
-            .arg(&dir))?;
+            untar(&image.tar, &dir)?;
             cx.used_bytes()?;
             rm(&dir)
         },

@@ -56,6 +56,21 @@ pub(super) fn lid(s: &str) -> LayerId {
     LayerId::new(s).expect("bench ids are valid")
 }
 
+/// `tar -xpf TAR -C DIR` by GNU tar, keeping xattrs and numeric owners.
+pub(super) fn untar(tar: &Path, dir: &Path) -> Result<()> {
+    run(cmd(&[
+        "tar",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--numeric-owner",
+        "-xpf",
+    ])
+    .arg(tar)
+    .arg("-C")
+    .arg(dir))?;
+    Ok(())
+}
+
 pub(super) fn cmd(args: &[&str]) -> Command {
     let mut c = Command::new(args[0]);
     c.args(&args[1..]);
@@ -130,7 +145,7 @@ impl Ctx<'_> {
         Measurement::of(workload, &self.t.label, subject, param, unit, values)
     }
 
-    /// A baseline measurement for this backend.
+    /// The same, as this backend's baseline.
     pub fn baseline(
         &self,
         workload: &str,
@@ -139,8 +154,10 @@ impl Ctx<'_> {
         unit: &str,
         values: &[f64],
     ) -> Measurement {
-        let backend = format!("baseline for {}", self.t.label);
-        Measurement::of(workload, &backend, subject, param, unit, values)
+        Measurement {
+            backend: format!("baseline for {}", self.t.label),
+            ..self.measurement(workload, subject, param, unit, values)
+        }
     }
 }
 
@@ -285,18 +302,7 @@ fn import(cx: &Ctx, image: &Image, param: Option<String>) -> Result<Vec<Measurem
             if cold {
                 drop_caches()?;
             }
-            let (s, _) = time(|| {
-                run(cmd(&[
-                    "tar",
-                    "--xattrs",
-                    "--xattrs-include=*",
-                    "--numeric-owner",
-                    "-xpf",
-                ])
-                .arg(&image.tar)
-                .arg("-C")
-                .arg(&dir))
-            })?;
+            let (s, _) = time(|| untar(&image.tar, &dir))?;
             remove(&dir)?;
             Ok(s)
         },
