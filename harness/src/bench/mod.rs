@@ -220,11 +220,11 @@ fn mount_options(path: &Path) -> String {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     mounts
         .lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             (f.len() > 3 && Path::new(f[1]) == path).then(|| f[3].to_owned())
         })
-        .last()
         .unwrap_or_else(|| "unknown options".into())
 }
 
