@@ -113,10 +113,11 @@ pub fn copy_up(cx: &Ctx) -> Result<Vec<Measurement>> {
         vec![vec![]; n],
     );
     // a fresh container per operation and round, each copying up to 1 GiB
-    let (reps, warmup) = if cx.quick {
-        (2, 0)
-    } else {
-        (cx.reps.min(5), cx.warmup)
+    let (reps, warmup) = match (cx.quick, cx.copies()) {
+        (true, _) => (2, 0),
+        // vfs copies the whole image (1 GiB of it) per container
+        (false, true) => (cx.heavy_reps(), 0),
+        (false, false) => (cx.reps.min(5), cx.warmup),
     };
     for round in 0..warmup + reps {
         for (oi, &op) in ops.iter().enumerate() {

@@ -115,6 +115,12 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether each layer is a full copy of its parent (vfs): the many-layer workloads run
+    /// fewer rounds there.
+    pub fn copies(&self) -> bool {
+        self.t.driver == "vfs"
+    }
+
     /// Untimed rounds before [`heavy_reps`](Self::heavy_reps) ones: none with `--quick`.
     pub fn heavy_warmup(&self) -> usize {
         if self.quick {
