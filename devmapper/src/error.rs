@@ -11,7 +11,9 @@ use crate::sys::DmCmd;
 #[non_exhaustive]
 pub enum DevmapperError {
     /// `/dev/mapper/control` cannot be opened: no device-mapper in this kernel.
-    #[error("cannot open /dev/mapper/control (is device-mapper in the kernel? modprobe dm-thin-pool)")]
+    #[error(
+        "cannot open /dev/mapper/control (is device-mapper in the kernel? modprobe dm-thin-pool)"
+    )]
     NoDeviceMapper(#[source] io::Error),
     /// A device-mapper ioctl failed.
     #[error("device-mapper {op:?} of {device:?}{} failed", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]

@@ -54,9 +54,7 @@ use std::path::{Path, PathBuf};
 use graphdriver_api::archive::ApplyTarget;
 use graphdriver_api::mountinfo::MountTable;
 use graphdriver_api::store::{Backend, LayerStore};
-use graphdriver_api::{
-    layer_mount, CreateOpts, DriverError, IoContext, LayerId, Result, Status,
-};
+use graphdriver_api::{layer_mount, CreateOpts, DriverError, IoContext, LayerId, Result, Status};
 
 pub use error::DevmapperError;
 use filesystem::Fs;
@@ -115,12 +113,15 @@ impl Options {
                 other => return Err(unsupported(format!("unknown option {other}"))),
             }
         }
-        if o.block_size < 64 << 10 || o.block_size % (64 << 10) != 0 || o.block_size > 1 << 30 {
+        if o.block_size < 64 << 10
+            || !o.block_size.is_multiple_of(64 << 10)
+            || o.block_size > 1 << 30
+        {
             return Err(unsupported(
                 "dm.blocksize must be a multiple of 64K between 64K and 1G",
             ));
         }
-        if o.base_size < 64 << 20 || o.base_size % 512 != 0 {
+        if o.base_size < 64 << 20 || !o.base_size.is_multiple_of(512) {
             return Err(unsupported(
                 "dm.basesize must be at least 64M and a multiple of 512",
             ));
@@ -448,7 +449,12 @@ impl Devmapper {
 
     /// Live device-mapper devices of this driver (thin devices, not the pool), by id.
     pub fn live_devices(&self) -> Result<Vec<u32>> {
-        Ok(self.pool.live_thins()?.into_iter().map(|(id, _)| id).collect())
+        Ok(self
+            .pool
+            .live_thins()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
     }
 
     fn human(bytes: u64) -> String {
@@ -652,7 +658,10 @@ impl Backend for Devmapper {
                 let bs = self.pool.block_size;
                 s.push(("Data Space Used".into(), Self::human(st.data_used * bs)));
                 s.push(("Data Space Total".into(), Self::human(st.data_total * bs)));
-                s.push(("Metadata Space Used".into(), Self::human(st.meta_used * 4096)));
+                s.push((
+                    "Metadata Space Used".into(),
+                    Self::human(st.meta_used * 4096),
+                ));
                 s.push((
                     "Metadata Space Total".into(),
                     Self::human(st.meta_total * 4096),
@@ -677,7 +686,12 @@ impl Backend for Devmapper {
         let deferred = self
             .pool
             .live_thins()
-            .map(|v| v.iter().filter(|(_, i)| i.deferred_remove).count().to_string())
+            .map(|v| {
+                v.iter()
+                    .filter(|(_, i)| i.deferred_remove)
+                    .count()
+                    .to_string()
+            })
             .unwrap_or_else(|e| e.to_string());
         s.push(("Deferred Removals".into(), deferred));
         s.push(("Deferred Deletions".into(), meta.deleting.len().to_string()));
@@ -687,7 +701,10 @@ impl Backend for Devmapper {
             Err(e) => e.to_string(),
         };
         s.push(("Unknown Devices".into(), unknown));
-        s.push(("Udev Sync Supported".into(), "false (nodes made by the driver)".into()));
+        s.push((
+            "Udev Sync Supported".into(),
+            "false (nodes made by the driver)".into(),
+        ));
         s
     }
 }

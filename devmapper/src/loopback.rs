@@ -38,7 +38,8 @@ pub fn make_sparse_file(path: &Path, size: u64, zero_head: bool) -> Result<bool>
     f.set_len(size).ctx("size", &tmp)?;
     if zero_head {
         use std::os::unix::fs::FileExt;
-        f.write_all_at(&[0u8; 4096], 0).ctx("zero the head of", &tmp)?;
+        f.write_all_at(&[0u8; 4096], 0)
+            .ctx("zero the head of", &tmp)?;
     }
     f.sync_all().ctx("flush", &tmp)?;
     std::fs::rename(&tmp, path).ctx("rename into place", path)?;
@@ -50,12 +51,13 @@ pub fn attach(file: &Path) -> Result<LoopDevice> {
     let control_path = Path::new("/dev/loop-control");
     let control = rustix::fs::open(control_path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         .ctx("open", control_path)?;
-    let backing = rustix::fs::open(file, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-        .ctx("open", file)?;
+    let backing =
+        rustix::fs::open(file, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).ctx("open", file)?;
     // Loop devices are shared with other processes: one may take "our" free device first.
     let mut last = None;
     for _ in 0..20 {
-        let n = sys::loop_ctl_get_free(control.as_fd()).ctx("find a free loop device", control_path)?;
+        let n =
+            sys::loop_ctl_get_free(control.as_fd()).ctx("find a free loop device", control_path)?;
         let dev = PathBuf::from(format!("/dev/loop{n}"));
         let fd = match rustix::fs::open(&dev, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
             Ok(fd) => fd,
@@ -70,17 +72,18 @@ pub fn attach(file: &Path) -> Result<LoopDevice> {
                 let rdev = st.st_rdev;
                 return Ok(LoopDevice {
                     fd,
-                    major_minor: format!(
-                        "{}:{}",
-                        rustix::fs::major(rdev),
-                        rustix::fs::minor(rdev)
-                    ),
+                    major_minor: format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev)),
                 });
             }
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = Some((dev, e)),
             Err(e) => return Err(e).ctx("attach a loop device to", file),
         }
     }
-    let (dev, e) = last.unwrap_or_else(|| (control_path.to_owned(), std::io::Error::from_raw_os_error(libc::EBUSY)));
+    let (dev, e) = last.unwrap_or_else(|| {
+        (
+            control_path.to_owned(),
+            std::io::Error::from_raw_os_error(libc::EBUSY),
+        )
+    });
     Err(e).ctx("attach a loop device to", dev)
 }

@@ -159,9 +159,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = MetadataFile::new(dir.path());
         assert_eq!(f.load().unwrap(), Metadata::default());
-        let mut m = Metadata::default();
-        m.transaction_id = 3;
-        m.deleting.push(9);
+        let m = Metadata {
+            transaction_id: 3,
+            deleting: vec![9],
+            ..Metadata::default()
+        };
         f.save(&m).unwrap();
         assert_eq!(f.load().unwrap(), m);
     }

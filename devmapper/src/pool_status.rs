@@ -154,7 +154,10 @@ mod tests {
 
     #[test]
     fn thin_status_is_mapped_sectors_or_dash() {
-        assert_eq!("2048 4095".parse::<ThinStatus>().unwrap().mapped_sectors, 2048);
+        assert_eq!(
+            "2048 4095".parse::<ThinStatus>().unwrap().mapped_sectors,
+            2048
+        );
         assert_eq!("-".parse::<ThinStatus>().unwrap().mapped_sectors, 0);
         assert!("".parse::<ThinStatus>().is_err());
     }

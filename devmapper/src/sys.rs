@@ -91,7 +91,10 @@ const fn dm_request(cmd: DmCmd) -> libc::c_ulong {
 /// `ioctl(control, DM_*, buf)`: `buf` starts with a [`DmIoctl`] whose `data_size` is the
 /// buffer's length; the kernel writes its answer into the same buffer.
 pub fn dm_ioctl(control: BorrowedFd<'_>, cmd: DmCmd, buf: &mut [u64]) -> io::Result<()> {
-    assert!(buf.len() * 8 >= DM_IOCTL_SIZE, "buffer smaller than struct dm_ioctl");
+    assert!(
+        buf.len() * 8 >= DM_IOCTL_SIZE,
+        "buffer smaller than struct dm_ioctl"
+    );
     // SAFETY: buf is valid, 8-byte aligned, and at least as long as the data_size the caller
     // set in its header (checked by DmBuffer, which owns every call), so the kernel reads and
     // writes only inside it.
@@ -145,7 +148,11 @@ pub const LO_FLAGS_AUTOCLEAR: u32 = 4;
 
 /// `ioctl(loop, LOOP_CONFIGURE, &config)` (Linux 5.8): attaches `file` to the loop device
 /// with `flags`, in one step.
-pub fn loop_configure(loop_dev: BorrowedFd<'_>, file: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
+pub fn loop_configure(
+    loop_dev: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    flags: u32,
+) -> io::Result<()> {
     let config = LoopConfig {
         fd: file.as_raw_fd() as u32,
         block_size: 0,

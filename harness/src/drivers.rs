@@ -18,6 +18,9 @@ pub fn names() -> Vec<&'static str> {
     if cfg!(feature = "btrfs") {
         v.push("btrfs");
     }
+    if cfg!(feature = "devmapper") {
+        v.push("devmapper");
+    }
     v
 }
 
@@ -35,6 +38,8 @@ pub fn open(
         "overlay2" => Ok(Box::new(graphdriver_overlay2::open(root, opts)?)),
         #[cfg(feature = "btrfs")]
         "btrfs" => Ok(Box::new(graphdriver_btrfs::open(root, opts)?)),
+        #[cfg(feature = "devmapper")]
+        "devmapper" => Ok(Box::new(graphdriver_devmapper::open(root, opts)?)),
         other => bail!(
             "unknown driver {other:?} (this build has: {})",
             names().join(", ")
