@@ -120,14 +120,25 @@ impl Dm {
         let control = match open() {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => {
-                // misc device 10:236, what devtmpfs names mapper/control
+                // No node (a /dev without devtmpfs or udev): make it, if the kernel has
+                // device-mapper at all (a misc device, listed with its minor in /proc/misc).
+                let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
+                let minor = misc.lines().find_map(|l| {
+                    let (minor, name) = l.trim().split_once(' ')?;
+                    (name == "device-mapper").then(|| minor.parse::<u32>().ok())?
+                });
+                let Some(minor) = minor else {
+                    return Err(DevmapperError::NoDeviceMapper(
+                        std::io::Error::from_raw_os_error(libc::ENOENT),
+                    ));
+                };
                 let _ = std::fs::create_dir_all("/dev/mapper");
                 let _ = rustix::fs::mknodat(
                     rustix::fs::CWD,
                     path,
                     rustix::fs::FileType::CharacterDevice,
                     rustix::fs::Mode::from_raw_mode(0o600),
-                    rustix::fs::makedev(10, 236),
+                    rustix::fs::makedev(10, minor),
                 );
                 open().map_err(|e| DevmapperError::NoDeviceMapper(e.into()))?
             }
@@ -227,7 +238,8 @@ impl Dm {
     pub fn status(&self, name: &str) -> Result<String> {
         let mut capacity = 4096;
         loop {
-            let mut buf = DmBuffer::new(name, 0, capacity)?;
+            // no flush: a thin pool would commit its metadata for every status asked
+            let mut buf = DmBuffer::new(name, sys::DM_NOFLUSH_FLAG, capacity)?;
             self.call(DmCmd::TableStatus, name, &mut buf)?;
             let hdr = buf.header();
             if hdr.flags & sys::DM_BUFFER_FULL_FLAG != 0 {

@@ -225,10 +225,14 @@ impl Devmapper {
     /// Advances the pool's transaction id and commits `meta` with it: the commit point of a
     /// step that changed the pool.
     fn commit(&self, meta: &mut Metadata) -> Result<()> {
-        let current = self.pool.status()?.transaction_id;
-        let next = current.max(meta.transaction_id) + 1;
-        self.pool.set_transaction_id(current, next)?;
-        meta.transaction_id = next;
+        // After recovery the pool has the metadata's transaction id; ask the pool only when
+        // that is not so (the pool refuses an old id that is not its own).
+        let mut current = meta.transaction_id;
+        if self.pool.set_transaction_id(current, current + 1).is_err() {
+            current = self.pool.status()?.transaction_id;
+            self.pool.set_transaction_id(current, current + 1)?;
+        }
+        meta.transaction_id = current + 1;
         self.meta.save(meta)
     }
 
@@ -505,7 +509,9 @@ impl Backend for Devmapper {
         };
         let dev_id = meta.allocate().map_err(DriverError::from)?;
         meta.pending.insert(id.as_str().to_owned(), dev_id);
-        self.meta.save(&meta)?;
+        // not flushed: a process crash keeps it; after a power loss that took it, the
+        // snapshot is a device the metadata does not know (status lists it, cleanup deletes it)
+        self.meta.save_unflushed(&meta)?;
         self.pool.snapshot(dev_id, origin.device_id)?;
         graphdriver_api::failpoint::hit("devmapper.after-snapshot");
         meta.pending.remove(id.as_str());

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use graphdriver_api::store::{write_durable, FileLock};
+use graphdriver_api::store::{write_atomic, write_durable, FileLock};
 use graphdriver_api::{DriverError, IoContext, Result};
 use serde::{Deserialize, Serialize};
 
@@ -120,11 +120,20 @@ impl MetadataFile {
 
     /// Writes the record, on disk when this returns. Call with the lock held.
     pub fn save(&self, meta: &Metadata) -> Result<()> {
-        let data = serde_json::to_vec_pretty(meta).map_err(|e| DriverError::Corrupt {
+        write_durable(&self.path, &self.encode(meta)?)
+    }
+
+    /// Writes the record atomically, without waiting for the disk (it survives a crash of
+    /// the process, not necessarily a power loss). Call with the lock held.
+    pub fn save_unflushed(&self, meta: &Metadata) -> Result<()> {
+        write_atomic(&self.path, &self.encode(meta)?)
+    }
+
+    fn encode(&self, meta: &Metadata) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(meta).map_err(|e| DriverError::Corrupt {
             path: self.path.clone(),
             reason: e.to_string(),
-        })?;
-        write_durable(&self.path, &data)
+        })
     }
 }
 

@@ -56,6 +56,8 @@ pub const DM_SUSPEND_FLAG: u32 = 1 << 1;
 pub const DM_ACTIVE_PRESENT_FLAG: u32 = 1 << 5;
 /// `DM_BUFFER_FULL_FLAG`: the answer did not fit; call again with a bigger buffer.
 pub const DM_BUFFER_FULL_FLAG: u32 = 1 << 8;
+/// `DM_NOFLUSH_FLAG`: for a status, do not commit the pool's metadata first.
+pub const DM_NOFLUSH_FLAG: u32 = 1 << 11;
 /// `DM_DEFERRED_REMOVE`: remove the device when its last opener closes it.
 pub const DM_DEFERRED_REMOVE: u32 = 1 << 17;
 

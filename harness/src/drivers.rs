@@ -54,3 +54,17 @@ pub fn scratch_fs(name: &str) -> &'static str {
         _ => "ext4",
     }
 }
+
+/// Whether this machine's kernel offers what driver `name` needs, found by trying the
+/// cheapest real thing (opening `/dev/mapper/control` for devmapper). For choosing default
+/// benchmark targets; the suite and the drivers find out for themselves.
+pub fn kernel_offers(name: &str) -> bool {
+    match name {
+        "devmapper" => std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/mapper/control")
+            .is_ok(),
+        _ => true,
+    }
+}

@@ -441,7 +441,11 @@ fn bench(
         }
     };
     let drivers = if drivers.is_empty() {
-        drivers::names().into_iter().map(String::from).collect()
+        drivers::names()
+            .into_iter()
+            .filter(|d| drivers::kernel_offers(d))
+            .map(String::from)
+            .collect()
     } else {
         drivers.to_vec()
     };
