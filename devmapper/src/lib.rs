@@ -47,6 +47,7 @@ pub mod metadata;
 mod pool;
 mod pool_status;
 mod sys;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,7 @@ pub use error::DevmapperError;
 use filesystem::Fs;
 use metadata::{BaseDevice, Metadata, MetadataFile, ThinDevice, BASE_KEY};
 use pool::{Deleted, Pool, PoolSource};
+use trace::Trace;
 
 /// The devmapper driver: the shared layer store over [`Devmapper`].
 pub type DevmapperDriver = LayerStore<Devmapper>;
@@ -379,6 +381,7 @@ impl Devmapper {
 
     /// Activates `id`'s device and mounts it at its mount point (unless it is mounted).
     fn mount_layer(&self, id: &LayerId, read_only: bool) -> Result<()> {
+        let mut t = Trace::start("mount");
         self.pool_up()?;
         let meta = self.meta.load()?;
         let dev = self.device(&meta, id)?;
@@ -387,13 +390,16 @@ impl Devmapper {
         if MountTable::read()?.contains(&mnt) {
             return Ok(());
         }
+        t.step("metadata");
         let node = self.pool.activate(dev.device_id, dev.size)?;
+        t.step("activate");
         layer_mount::make_mount_point(&mnt)?;
         if let Err(e) = fs.mount(&node, &mnt, read_only) {
             let _ = filesystem::unmount(&mnt);
             let _ = self.pool.deactivate_thin(dev.device_id);
             return Err(e);
         }
+        t.step("mount");
         Ok(())
     }
 
@@ -487,11 +493,13 @@ impl Backend for Devmapper {
         if let Some(k) = opts.storage_opts.keys().next() {
             return Err(unsupported(format!("unknown storage option {k}")));
         }
+        let mut t = Trace::start("create");
         self.pool_up()?;
         let _lock = self.meta.lock()?;
         let mut meta = self.meta.load()?;
         self.retry_deletions(&mut meta, false)?;
         self.pool.check_writable()?;
+        t.step("check");
         let base = self.base(&meta)?;
         let origin = match parent {
             Some(p) => self.device(&meta, p)?,
@@ -512,7 +520,9 @@ impl Backend for Devmapper {
         // not flushed: a process crash keeps it; after a power loss that took it, the
         // snapshot is a device the metadata does not know (status lists it, cleanup deletes it)
         self.meta.save_unflushed(&meta)?;
+        t.step("pending");
         self.pool.snapshot(dev_id, origin.device_id)?;
+        t.step("snapshot");
         graphdriver_api::failpoint::hit("devmapper.after-snapshot");
         meta.pending.remove(id.as_str());
         meta.devices.insert(
@@ -523,6 +533,7 @@ impl Backend for Devmapper {
             },
         );
         self.commit(&mut meta)?;
+        t.step("commit");
         if size > origin.size {
             // grow the device, then its filesystem, online; the store's journal rolls the
             // layer back if this fails or the process dies
@@ -585,13 +596,16 @@ impl Backend for Devmapper {
     }
 
     fn unmount(&self, id: &LayerId) -> Result<()> {
+        let mut t = Trace::start("unmount");
         let mnt = self.mnt(id);
         layer_mount::unmount_and_remove(&mnt)?;
+        t.step("unmount");
         let meta = self.meta.load()?;
         if let Some(dev) = meta.devices.get(id.as_str()) {
             // deferred when a leaked mount still holds it
             self.pool.deactivate_thin(dev.device_id)?;
         }
+        t.step("deactivate");
         Ok(())
     }
 

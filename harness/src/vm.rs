@@ -129,6 +129,25 @@ impl ModuleIndex {
         self.deps.contains_key(&name.replace('-', "_"))
     }
 
+    /// `name` and every module it needs, dependencies first (names normalised).
+    fn load_order(&self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        self.visit(&name.replace('-', "_"), &mut out, 0);
+        out
+    }
+
+    fn visit(&self, name: &str, out: &mut Vec<String>, depth: usize) {
+        if depth > 64 || out.iter().any(|m| m == name) {
+            return;
+        }
+        if let Some((_, deps)) = self.deps.get(name) {
+            for d in deps {
+                self.visit(&module_name(d), out, depth + 1);
+            }
+        }
+        out.push(name.to_owned());
+    }
+
     /// The module's file, or `None` when it is built in (or absent).
     fn file(&self, name: &str) -> Option<PathBuf> {
         self.deps
@@ -258,10 +277,12 @@ fn module_bytes(path: &Path) -> Result<Vec<u8>> {
     }
 }
 
-/// The initramfs for `kver` (cached by kernel and init script).
-fn initramfs(kver: &str, cache: &Path) -> Result<PathBuf> {
+/// The initramfs for `kver` with `modules` (and what they need) to load at boot: loading
+/// them from RAM there is seconds faster under emulation than `modprobe` reading the
+/// host's modules over 9p. Cached by kernel, init script and modules.
+fn initramfs(kver: &str, cache: &Path, modules: &[String]) -> Result<PathBuf> {
     let busybox = which("busybox").context("no busybox: run vm/setup.sh")?;
-    let key = fnv(format!("{INIT}{kver}{}", busybox.display()).as_bytes());
+    let key = fnv(format!("{INIT}{kver}{}{}", busybox.display(), modules.join(",")).as_bytes());
     let path = cache.join(format!("initrd-{kver}-{key:016x}.cpio"));
     if path.exists() {
         return Ok(path);
@@ -284,6 +305,20 @@ fn initramfs(kver: &str, cache: &Path) -> Result<PathBuf> {
         c.file(&format!("m/{m}.ko"), false, &module_bytes(&file)?);
         order.push_str(m);
         order.push('\n');
+    }
+    let mut loaded: Vec<String> = BOOT_MODULES.iter().map(|m| m.to_string()).collect();
+    for m in modules {
+        for dep in index.load_order(m) {
+            if loaded.contains(&dep) {
+                continue;
+            }
+            if let Some(file) = index.file(&dep) {
+                c.file(&format!("m/{dep}.ko"), false, &module_bytes(&file)?);
+                order.push_str(&dep);
+                order.push('\n');
+            }
+            loaded.push(dep);
+        }
     }
     c.file("m/order", false, order.as_bytes());
     let tmp = path.with_extension("tmp");
@@ -351,12 +386,12 @@ pub fn run(opts: &VmOpts, cmd: &[String], out: &mut dyn Write) -> Result<VmOutco
     let kver = kernel_version()?;
     let cache = cache_dir();
     std::fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
-    let initrd = initramfs(&kver, &cache)?;
-    let kernel = kernel_image(&kver, &cache)?;
     let modules = match &opts.modules {
         Some(m) => m.clone(),
         None => default_modules(&kver),
     };
+    let initrd = initramfs(&kver, &cache, &modules)?;
+    let kernel = kernel_image(&kver, &cache)?;
 
     let job = tempfile_dir()?;
     let _cleanup = RemoveOnDrop(job.clone());
@@ -525,6 +560,42 @@ mod tests {
             "dm_thin_pool"
         );
         assert_eq!(module_name("updates/dkms/zfs.ko.xz"), "zfs");
+    }
+
+    #[test]
+    fn modules_load_after_what_they_need() {
+        let mut deps = std::collections::HashMap::new();
+        let dep = |f: &str, d: &[&str]| (f.to_owned(), d.iter().map(|s| s.to_string()).collect());
+        deps.insert(
+            "dm_thin_pool".to_owned(),
+            dep(
+                "kernel/drivers/md/dm-thin-pool.ko",
+                &[
+                    "kernel/drivers/md/persistent-data/dm-persistent-data.ko",
+                    "kernel/drivers/md/dm-mod.ko",
+                ],
+            ),
+        );
+        deps.insert(
+            "dm_persistent_data".to_owned(),
+            dep(
+                "kernel/drivers/md/persistent-data/dm-persistent-data.ko",
+                &["kernel/drivers/md/dm-bufio.ko"],
+            ),
+        );
+        deps.insert(
+            "dm_bufio".to_owned(),
+            dep("kernel/drivers/md/dm-bufio.ko", &[]),
+        );
+        deps.insert("dm_mod".to_owned(), dep("kernel/drivers/md/dm-mod.ko", &[]));
+        let index = ModuleIndex {
+            dir: PathBuf::from("/lib/modules/x"),
+            deps,
+        };
+        assert_eq!(
+            index.load_order("dm-thin-pool"),
+            ["dm_bufio", "dm_persistent_data", "dm_mod", "dm_thin_pool"]
+        );
     }
 
     #[test]
