@@ -17,7 +17,7 @@ G=$PWD/target/release/graphctl
 [ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
 for b in $bins; do
   echo "--- in the VM: $(basename "$b") --ignored"
-  "$G" vm -- "$b" --ignored --test-threads=1
+  "$G" vm --modules loop,dm-thin-pool -- "$b" --ignored --test-threads=1
 done
 echo "--- in the VM: conformance suite on devmapper"
-GRAPHDRIVER_REQUIRE=devmapper "$G" vm -- "$G" check --driver devmapper
+GRAPHDRIVER_REQUIRE=devmapper "$G" vm --modules loop,dm-thin-pool -- "$G" check --driver devmapper
