@@ -18,6 +18,9 @@ pub fn names() -> Vec<&'static str> {
     if cfg!(feature = "btrfs") {
         v.push("btrfs");
     }
+    if cfg!(feature = "devmapper") {
+        v.push("devmapper");
+    }
     v
 }
 
@@ -35,6 +38,8 @@ pub fn open(
         "overlay2" => Ok(Box::new(graphdriver_overlay2::open(root, opts)?)),
         #[cfg(feature = "btrfs")]
         "btrfs" => Ok(Box::new(graphdriver_btrfs::open(root, opts)?)),
+        #[cfg(feature = "devmapper")]
+        "devmapper" => Ok(Box::new(graphdriver_devmapper::open(root, opts)?)),
         other => bail!(
             "unknown driver {other:?} (this build has: {})",
             names().join(", ")
@@ -47,5 +52,19 @@ pub fn scratch_fs(name: &str) -> &'static str {
     match name {
         "btrfs" => "btrfs",
         _ => "ext4",
+    }
+}
+
+/// Whether this machine's kernel offers what driver `name` needs, found by trying the
+/// cheapest real thing (opening `/dev/mapper/control` for devmapper). For choosing default
+/// benchmark targets; the suite and the drivers find out for themselves.
+pub fn kernel_offers(name: &str) -> bool {
+    match name {
+        "devmapper" => std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/mapper/control")
+            .is_ok(),
+        _ => true,
     }
 }

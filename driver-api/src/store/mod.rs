@@ -93,8 +93,21 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
     /// [`mount`](Self::mount).
     fn apply_target(&self, id: &LayerId, ancestors: &[LayerId]) -> Result<ApplyTarget>;
 
+    /// Called when an apply to `id` ended, failed or was settled after a crash, with the
+    /// layer's lock held: a backend that mounted the layer for
+    /// [`apply_target`](Self::apply_target) lets go of it here.
+    fn apply_finished(&self, _id: &LayerId) -> Result<()> {
+        Ok(())
+    }
+
     /// Backend-specific status lines.
     fn status(&self) -> Status;
+
+    /// Called by [`GraphDriver::cleanup`] after every layer is unmounted (store lock held):
+    /// releases what the backend holds beyond mounts (devices, pools).
+    fn cleanup(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Every layer the backend holds data for, so that data no record names (left by a
     /// crash, or a power loss that took an unflushed journal record with it) is removed when
@@ -368,13 +381,23 @@ impl<B: Backend> LayerStore<B> {
                 merging,
                 root_mtime,
             } => {
-                if *merging {
-                    archive::resume_merge(staging, target, lowers)?;
+                // the backend makes the target reachable again (devmapper mounts it)
+                if self.record(id)?.is_some() {
+                    self.backend.apply_target(id, &self.ancestors(id)?)?;
                 }
-                crate::tree::remove_tree(staging)?;
-                if let (false, Some((sec, nsec))) = (*merging, root_mtime) {
-                    set_mtime(target, *sec, *nsec)?;
-                }
+                let settled = (|| {
+                    if *merging {
+                        archive::resume_merge(staging, target, lowers)?;
+                    }
+                    crate::tree::remove_tree(staging)?;
+                    if let (false, Some((sec, nsec))) = (*merging, root_mtime) {
+                        set_mtime(target, *sec, *nsec)?;
+                    }
+                    Ok(())
+                })();
+                let finished = self.backend.apply_finished(id);
+                settled?;
+                finished?;
             }
         }
         self.journal.finish(id)
@@ -674,7 +697,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
                 self.set_mount_count(&id, 0)?;
             }
         }
-        Ok(())
+        self.backend.cleanup()
     }
 
     fn diff<'a>(
@@ -748,6 +771,40 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             });
         }
         let target = self.backend.apply_target(id, &self.ancestors(id)?)?;
+        let result = self.apply_into(id, &target, tar);
+        let finished = self.backend.apply_finished(id);
+        match (result, finished) {
+            (Ok(size), Ok(())) => Ok(size),
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+        }
+    }
+
+    fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        let parent = self.resolve_parent(id, parent)?;
+        if let Some(native) = self.native(id, parent.as_ref()) {
+            let changes = native?;
+            if let Some(root) = self.backend.native_diff_root(id) {
+                return NaiveDiff::size(&root, &changes);
+            }
+            let layer = self.mounted_view(id)?;
+            return NaiveDiff::size(layer.path(), &changes);
+        }
+        let layer = self.mounted_view(id)?;
+        let changes = match &parent {
+            Some(p) => {
+                let base = self.mounted_view(p)?;
+                NaiveDiff::changes(layer.path(), base.path())?
+            }
+            None => NaiveDiff::all_added(layer.path())?,
+        };
+        NaiveDiff::size(layer.path(), &changes)
+    }
+}
+
+impl<B: Backend> LayerStore<B> {
+    /// Applies `tar` to `target` (the layer lock held, the target reachable).
+    fn apply_into(&self, id: &LayerId, target: &ApplyTarget, tar: &mut dyn Read) -> Result<u64> {
         // Applies to one layer are serialised by its lock, so this name is free but for the
         // leftovers of a crash, which the journal record written first lets recovery find.
         let staging = target
@@ -774,7 +831,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         self.journal.write(&entry)?;
         crate::tree::remove_tree(&staging)?;
         std::fs::create_dir_all(&staging).ctx("create directory", &staging)?;
-        let result = archive::apply(tar, &target, &staging, &mut || {
+        let result = archive::apply(tar, target, &staging, &mut || {
             if let Operation::Apply { merging, .. } = &mut entry.op {
                 *merging = true;
             }
@@ -799,27 +856,6 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
                 rollback: Box::new(rb),
             }),
         }
-    }
-
-    fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        let parent = self.resolve_parent(id, parent)?;
-        if let Some(native) = self.native(id, parent.as_ref()) {
-            let changes = native?;
-            if let Some(root) = self.backend.native_diff_root(id) {
-                return NaiveDiff::size(&root, &changes);
-            }
-            let layer = self.mounted_view(id)?;
-            return NaiveDiff::size(layer.path(), &changes);
-        }
-        let layer = self.mounted_view(id)?;
-        let changes = match &parent {
-            Some(p) => {
-                let base = self.mounted_view(p)?;
-                NaiveDiff::changes(layer.path(), base.path())?
-            }
-            None => NaiveDiff::all_added(layer.path())?,
-        };
-        NaiveDiff::size(layer.path(), &changes)
     }
 }
 

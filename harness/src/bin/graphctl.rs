@@ -157,6 +157,28 @@ enum Cmd {
         #[arg(long, default_value = "/var/tmp/graphdriver-bench")]
         scratch: PathBuf,
     },
+    /// Run a command as root in a throw-away VM on Debian's kernel (for device-mapper, ZFS,
+    /// quotas); streams its output and exits with its status. Install the VM with
+    /// vm/setup.sh first.
+    Vm {
+        /// Modules to load first (default: loop, dm-thin-pool, and zfs when built for the
+        /// guest kernel).
+        #[arg(long, value_delimiter = ',')]
+        modules: Option<Vec<String>>,
+        /// Guest memory (the guest's files live in it).
+        #[arg(long, default_value = "3G")]
+        mem: String,
+        /// Virtual CPUs (default: this machine's).
+        #[arg(long)]
+        cpus: Option<usize>,
+        /// Share this host directory read-write at the same path (repeatable); everything
+        /// else the guest writes stays in its memory.
+        #[arg(long = "share")]
+        shared: Vec<PathBuf>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Test helper: mount a layer N times and exit without unmounting.
     #[command(name = "__hold", hide = true)]
     Hold { id: String, n: u32 },
@@ -214,6 +236,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         return bench(drivers, out, *quick, image.clone(), scratch);
+    }
+    if let Cmd::Vm {
+        modules,
+        mem,
+        cpus,
+        shared,
+        command,
+    } = &cli.cmd
+    {
+        return vm(modules, mem, *cpus, shared, command);
     }
     let d = drivers::open(&cli.driver, &cli.root, &opts)
         .with_context(|| format!("open {} driver at {}", cli.driver, cli.root.display()))?;
@@ -329,7 +361,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 d.put(&id)?;
             }
         }
-        Cmd::Check { .. } | Cmd::Bench { .. } => unreachable!("handled above"),
+        Cmd::Check { .. } | Cmd::Bench { .. } | Cmd::Vm { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -420,7 +454,11 @@ fn bench(
         }
     };
     let drivers = if drivers.is_empty() {
-        drivers::names().into_iter().map(String::from).collect()
+        drivers::names()
+            .into_iter()
+            .filter(|d| drivers::kernel_offers(d))
+            .map(String::from)
+            .collect()
     } else {
         drivers.to_vec()
     };
@@ -484,6 +522,37 @@ impl graphdriver_harness::bench::Progress for Bar {
             b.finish_with_message("done");
         }
     }
+}
+
+fn vm(
+    modules: &Option<Vec<String>>,
+    mem: &str,
+    cpus: Option<usize>,
+    shared: &[PathBuf],
+    command: &[String],
+) -> Result<ExitCode> {
+    let mut opts = graphdriver_harness::vm::VmOpts {
+        modules: modules.clone(),
+        mem: mem.to_owned(),
+        shared: shared.to_vec(),
+        ..Default::default()
+    };
+    if let Some(c) = cpus {
+        opts.cpus = c;
+    }
+    let outcome = graphdriver_harness::vm::run(&opts, command, &mut io::stdout())?;
+    let secs = |d: Option<std::time::Duration>| {
+        d.map(|d| format!("{:.1} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "?".into())
+    };
+    eprintln!(
+        "graphctl vm: boot {}, boot to command {} (modules loaded), total {:.1} s, exit {}",
+        secs(outcome.boot),
+        secs(outcome.to_command),
+        outcome.total.as_secs_f64(),
+        outcome.status
+    );
+    Ok(ExitCode::from(u8::try_from(outcome.status).unwrap_or(125)))
 }
 
 /// `$GRAPHDRIVER_CACHE`, or `~/.cache/graphdriver` (where scripts/debian-rootfs.sh writes).
