@@ -474,7 +474,8 @@ fn raw_overlay_cycle(lower: &Path, dir: &Path) -> Result<()> {
         std::fs::create_dir(dir.join(d))?;
     }
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    fsconfig_set_string(&fs, "lowerdir+", lower)?;
+    // one lower: `lowerdir` (kernels before 6.8, such as the test VM's, lack `lowerdir+`)
+    fsconfig_set_string(&fs, "lowerdir", lower)?;
     fsconfig_set_string(&fs, "upperdir", dir.join("diff"))?;
     fsconfig_set_string(&fs, "workdir", dir.join("work"))?;
     fsconfig_create(&fs)?;
