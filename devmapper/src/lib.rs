@@ -490,9 +490,6 @@ impl Backend for Devmapper {
         parent: Option<&LayerId>,
         opts: &CreateOpts,
     ) -> Result<BTreeMap<String, String>> {
-        if let Some(k) = opts.storage_opts.keys().next() {
-            return Err(unsupported(format!("unknown storage option {k}")));
-        }
         let mut t = Trace::start("create");
         self.pool_up()?;
         let _lock = self.meta.lock()?;

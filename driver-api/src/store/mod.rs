@@ -528,6 +528,13 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
     }
 
     fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+        // No backend takes per-layer storage options yet: refused before anything is written.
+        if let Some(k) = opts.storage_opts.keys().next() {
+            return Err(DriverError::Unsupported {
+                driver: self.backend.name(),
+                reason: format!("unknown storage option {k}"),
+            });
+        }
         let _lock = self.lock()?;
         if self.record(id)?.is_some() {
             return Err(DriverError::AlreadyExists(id.clone()));
