@@ -2,7 +2,7 @@
 # Installs what building and testing graphdriver needs on Debian 12. Safe to run twice: it
 # only calls apt when a package is missing.
 set -euo pipefail
-PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux tar mount)
+PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux tar mount chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -325,9 +325,6 @@ impl Backend for Btrfs {
         parent: Option<&LayerId>,
         opts: &CreateOpts,
     ) -> Result<BTreeMap<String, String>> {
-        if let Some(k) = opts.storage_opts.keys().next() {
-            return Err(unsupported(format!("unknown storage option {k}")));
-        }
         let dir = tree::open_dir(&self.subvols)?;
         let name = CString::new(id.as_str()).map_err(|_| unsupported("NUL in an id"))?;
         let path = self.subvol(id);

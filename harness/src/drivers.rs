@@ -18,6 +18,9 @@ pub fn names() -> Vec<&'static str> {
     if cfg!(feature = "btrfs") {
         v.push("btrfs");
     }
+    if cfg!(feature = "devmapper") {
+        v.push("devmapper");
+    }
     if cfg!(feature = "zfs") {
         v.push("zfs");
     }
@@ -38,6 +41,8 @@ pub fn open(
         "overlay2" => Ok(Box::new(graphdriver_overlay2::open(root, opts)?)),
         #[cfg(feature = "btrfs")]
         "btrfs" => Ok(Box::new(graphdriver_btrfs::open(root, opts)?)),
+        #[cfg(feature = "devmapper")]
+        "devmapper" => Ok(Box::new(graphdriver_devmapper::open(root, opts)?)),
         #[cfg(feature = "zfs")]
         "zfs" => Ok(Box::new(graphdriver_zfs::open(root, opts)?)),
         other => bail!(
@@ -53,6 +58,21 @@ pub fn scratch_fs(name: &str) -> &'static str {
         "btrfs" => "btrfs",
         "zfs" => "zfs",
         _ => "ext4",
+    }
+}
+
+/// Whether this machine's kernel offers what driver `name` needs, found by trying the
+/// cheapest real thing (opening `/dev/mapper/control` for devmapper, `/dev/zfs` existing for zfs). For choosing default
+/// benchmark targets; the suite and the drivers find out for themselves.
+pub fn kernel_offers(name: &str) -> bool {
+    match name {
+        "devmapper" => std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/mapper/control")
+            .is_ok(),
+        "zfs" => Path::new("/dev/zfs").exists(),
+        _ => true,
     }
 }
 

@@ -387,12 +387,6 @@ impl Backend for Overlay {
                 reason: "\"l\" is the directory of overlay2's short links",
             });
         }
-        if let Some(k) = opts.storage_opts.keys().next() {
-            return Err(DriverError::Unsupported {
-                driver: "overlay2",
-                reason: format!("unknown storage option {k}"),
-            });
-        }
         let quota = ProjectQuota::for_request(&self.quota, opts.size_limit, "overlay2")?;
         let dir = self.dir(id);
         std::fs::DirBuilder::new()

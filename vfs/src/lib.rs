@@ -86,12 +86,6 @@ impl Backend for Vfs {
         opts: &CreateOpts,
     ) -> Result<BTreeMap<String, String>> {
         let quota = ProjectQuota::for_request(&self.quota, opts.size_limit, "vfs")?;
-        if let Some(k) = opts.storage_opts.keys().next() {
-            return Err(DriverError::Unsupported {
-                driver: "vfs",
-                reason: format!("unknown storage option {k}"),
-            });
-        }
         let dir = self.dir(id);
         match parent {
             Some(p) => {

@@ -343,9 +343,6 @@ impl Backend for Zfs {
         parent: Option<&LayerId>,
         opts: &CreateOpts,
     ) -> Result<BTreeMap<String, String>> {
-        if let Some(k) = opts.storage_opts.keys().next() {
-            return Err(unsupported(format!("unknown storage option {k}")));
-        }
         let name = self.layer_dataset(id);
         let mut props = NvList::new();
         let nv = |r: std::io::Result<()>| r.zctx("build the properties of", name.as_str());
@@ -444,16 +441,8 @@ impl Backend for Zfs {
         })
     }
 
-    fn release_apply_target(&self, id: &LayerId) -> Result<()> {
+    fn apply_finished(&self, id: &LayerId) -> Result<()> {
         self.unmount(id)
-    }
-
-    fn restore_apply_target(&self, id: &LayerId) -> Result<()> {
-        let mnt = self.mount_point(id);
-        if mnt.exists() && is_mount_point(&mnt)? {
-            return Ok(());
-        }
-        self.mount_dataset(id, false)
     }
 
     fn stored_ids(&self) -> Result<Vec<LayerId>> {

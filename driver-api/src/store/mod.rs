@@ -93,24 +93,21 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
     /// [`mount`](Self::mount).
     fn apply_target(&self, id: &LayerId, ancestors: &[LayerId]) -> Result<ApplyTarget>;
 
-    /// Releases what [`apply_target`](Self::apply_target) set up for the apply (a backend
-    /// whose layer is reachable only through a mount unmounts it), once the apply is over,
-    /// successful or not. Not called after a merge that failed part-way: its journal record
-    /// still needs the target, and the store calls this once it has finished the merge.
-    fn release_apply_target(&self, _id: &LayerId) -> Result<()> {
-        Ok(())
-    }
-
-    /// Makes the target of an apply that a crash (or a merge failed part-way) left in the
-    /// journal reachable again at the path the record names, before the store finishes it;
-    /// [`release_apply_target`](Self::release_apply_target) follows. Must succeed when the
-    /// target is reachable already.
-    fn restore_apply_target(&self, _id: &LayerId) -> Result<()> {
+    /// Called when an apply to `id` ended, failed or was settled after a crash, with the
+    /// layer's lock held: a backend that mounted the layer for
+    /// [`apply_target`](Self::apply_target) lets go of it here.
+    fn apply_finished(&self, _id: &LayerId) -> Result<()> {
         Ok(())
     }
 
     /// Backend-specific status lines.
     fn status(&self) -> Status;
+
+    /// Called by [`GraphDriver::cleanup`] after every layer is unmounted (store lock held):
+    /// releases what the backend holds beyond mounts (devices, pools).
+    fn cleanup(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Every layer the backend holds data for, so that data no record names (left by a
     /// crash, or a power loss that took an unflushed journal record with it) is removed when
@@ -384,15 +381,23 @@ impl<B: Backend> LayerStore<B> {
                 merging,
                 root_mtime,
             } => {
-                self.backend.restore_apply_target(id)?;
-                if *merging {
-                    archive::resume_merge(staging, target, lowers)?;
+                // the backend makes the target reachable again (devmapper mounts it)
+                if self.record(id)?.is_some() {
+                    self.backend.apply_target(id, &self.ancestors(id)?)?;
                 }
-                crate::tree::remove_tree(staging)?;
-                if let (false, Some((sec, nsec))) = (*merging, root_mtime) {
-                    set_mtime(target, *sec, *nsec)?;
-                }
-                self.backend.release_apply_target(id)?;
+                let settled = (|| {
+                    if *merging {
+                        archive::resume_merge(staging, target, lowers)?;
+                    }
+                    crate::tree::remove_tree(staging)?;
+                    if let (false, Some((sec, nsec))) = (*merging, root_mtime) {
+                        set_mtime(target, *sec, *nsec)?;
+                    }
+                    Ok(())
+                })();
+                let finished = self.backend.apply_finished(id);
+                settled?;
+                finished?;
             }
         }
         self.journal.finish(id)
@@ -523,6 +528,13 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
     }
 
     fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+        // No backend takes per-layer storage options yet: refused before anything is written.
+        if let Some(k) = opts.storage_opts.keys().next() {
+            return Err(DriverError::Unsupported {
+                driver: self.backend.name(),
+                reason: format!("unknown storage option {k}"),
+            });
+        }
         let _lock = self.lock()?;
         if self.record(id)?.is_some() {
             return Err(DriverError::AlreadyExists(id.clone()));
@@ -692,7 +704,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
                 self.set_mount_count(&id, 0)?;
             }
         }
-        Ok(())
+        self.backend.cleanup()
     }
 
     fn diff<'a>(
@@ -766,18 +778,12 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             });
         }
         let target = self.backend.apply_target(id, &self.ancestors(id)?)?;
-        let result = self.apply_to(id, &target, tar);
-        if matches!(&result, Err(e) if self.journal.get(id).is_ok_and(|j| j.is_some())) {
-            // Part-merged: the target stays for the journal record (see `settle`).
-            return result;
-        }
-        match (result, self.backend.release_apply_target(id)) {
-            (r, Ok(())) => r,
+        let result = self.apply_into(id, &target, tar);
+        let finished = self.backend.apply_finished(id);
+        match (result, finished) {
+            (Ok(size), Ok(())) => Ok(size),
+            (Err(e), _) => Err(e),
             (Ok(_), Err(e)) => Err(e),
-            (Err(error), Err(rb)) => Err(DriverError::RollbackFailed {
-                error: Box::new(error),
-                rollback: Box::new(rb),
-            }),
         }
     }
 
@@ -804,9 +810,8 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
 }
 
 impl<B: Backend> LayerStore<B> {
-    /// Applies `tar` to `target` (the layer lock held, the layer checked): stages, journals,
-    /// merges, and removes the staging directory.
-    fn apply_to(&self, id: &LayerId, target: &ApplyTarget, tar: &mut dyn Read) -> Result<u64> {
+    /// Applies `tar` to `target` (the layer lock held, the target reachable).
+    fn apply_into(&self, id: &LayerId, target: &ApplyTarget, tar: &mut dyn Read) -> Result<u64> {
         // Applies to one layer are serialised by its lock, so this name is free but for the
         // leftovers of a crash, which the journal record written first lets recovery find.
         let staging = target
@@ -859,7 +864,9 @@ impl<B: Backend> LayerStore<B> {
             }),
         }
     }
+}
 
+impl<B: Backend> LayerStore<B> {
     /// The native change list, when the backend has one and `parent` is the layer's own.
     fn native(&self, id: &LayerId, parent: Option<&LayerId>) -> Option<Result<Vec<Change>>> {
         let own = match self.require(id) {

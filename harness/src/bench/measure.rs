@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 /// One measured quantity: a workload on a backend (or its baseline), summarised.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Measurement {
     /// The workload, e.g. `import`.
     pub workload: String,
@@ -32,6 +32,40 @@ pub struct Measurement {
     pub baseline: Option<String>,
 }
 
+impl Measurement {
+    /// A measurement of `values` (median, min, max) with no baseline.
+    pub fn of(
+        workload: &str,
+        backend: &str,
+        subject: &str,
+        param: Option<String>,
+        unit: &str,
+        values: &[f64],
+    ) -> Measurement {
+        let (median, min, max) = summarize(values);
+        Measurement {
+            workload: workload.to_owned(),
+            backend: backend.to_owned(),
+            subject: subject.to_owned(),
+            param,
+            unit: unit.to_owned(),
+            n: values.len(),
+            median,
+            min,
+            max,
+            ratio_to_baseline: None,
+            baseline: None,
+        }
+    }
+
+    /// This measurement compared with `base`: the ratio of medians, and the baseline's name.
+    pub fn against(mut self, base: &Measurement) -> Measurement {
+        self.ratio_to_baseline = Some(self.median / base.median);
+        self.baseline = Some(base.subject.clone());
+        self
+    }
+}
+
 /// Median, min and max of `v` (which must not be empty).
 pub fn summarize(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
@@ -43,6 +77,14 @@ pub fn summarize(v: &[f64]) -> (f64, f64, f64) {
         (s[mid - 1] + s[mid]) / 2.0
     };
     (median, s[0], s[s.len() - 1])
+}
+
+/// The `q` quantile (0..=1) of `v` (which must not be empty), nearest rank.
+pub fn percentile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let rank = (q * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
 }
 
 /// Times `f` (seconds).
@@ -104,23 +146,14 @@ impl Pair<'_> {
         v: &[f64],
         base: Option<&Measurement>,
     ) -> Measurement {
-        let (median, min, max) = summarize(v);
-        Measurement {
-            workload: self.workload.to_owned(),
-            backend: if base.is_some() {
-                backend.to_owned()
-            } else {
-                format!("baseline for {backend}")
-            },
-            subject: subject.to_owned(),
-            param: self.param.clone(),
-            unit: "s".into(),
-            n: v.len(),
-            median,
-            min,
-            max,
-            ratio_to_baseline: base.map(|b| median / b.median),
-            baseline: base.map(|b| b.subject.clone()),
+        let backend = match base {
+            Some(_) => backend.to_owned(),
+            None => format!("baseline for {backend}"),
+        };
+        let m = Measurement::of(self.workload, &backend, subject, self.param.clone(), "s", v);
+        match base {
+            Some(b) => m.against(b),
+            None => m,
         }
     }
 }
@@ -133,6 +166,15 @@ mod tests {
     fn medians_of_odd_and_even_counts() {
         assert_eq!(summarize(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
         assert_eq!(summarize(&[4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
+    }
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&[3.0], 0.99), 3.0);
+        assert_eq!(percentile(&[5.0, 1.0], 1.0), 5.0);
     }
 
     #[test]

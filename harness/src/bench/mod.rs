@@ -6,9 +6,11 @@
 //! by round, after a warm-up, with the page cache warm. The report is `report.json` (every
 //! measurement; schema in `docs/bench-schema.md`) and `report.md` (tables).
 
+mod cow;
 mod html;
 pub mod measure;
 mod report;
+mod scale;
 mod workloads;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-pub use measure::Measurement;
+pub use measure::{percentile, Measurement};
 pub use report::write_reports;
 
 use crate::fixture::ScratchFs;
@@ -37,7 +39,7 @@ pub struct BenchOpts {
 }
 
 /// Facts about the machine and the run, recorded with every report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunInfo {
     /// `uname -r`.
     pub kernel: String,
@@ -57,12 +59,14 @@ pub struct RunInfo {
     pub cache: String,
     /// The image: path and entry count.
     pub image: String,
+    /// The image tar's size in bytes (throughput is this over a median time).
+    pub image_bytes: u64,
     /// Each scratch filesystem: type and mount options.
     pub filesystems: Vec<String>,
 }
 
 /// A whole report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BenchReport {
     /// Schema version of this JSON.
     pub schema: u32,
@@ -83,8 +87,51 @@ pub struct Target {
     pub fs: ScratchFs,
 }
 
+/// Where a run reports how far it got: a progress bar on a terminal, plain lines otherwise.
+pub trait Progress {
+    /// The run has `total` steps (workloads on backends).
+    fn start(&mut self, total: usize);
+    /// The next step begins: `target` (a backend label) runs `what`.
+    fn step(&mut self, target: &str, what: &str);
+    /// A line to show that is not a step.
+    fn note(&mut self, line: &str);
+    /// The run is over.
+    fn finish(&mut self);
+}
+
+/// A [`Progress`] that prints a line per step, with the time since the start.
+pub struct Lines(pub std::time::Instant);
+
+impl Progress for Lines {
+    fn start(&mut self, total: usize) {
+        self.0 = std::time::Instant::now();
+        eprintln!("bench: {total} steps");
+    }
+    fn step(&mut self, target: &str, what: &str) {
+        eprintln!(
+            "bench: [{:6.1} s] {target}: {what}",
+            self.0.elapsed().as_secs_f64()
+        );
+    }
+    fn note(&mut self, line: &str) {
+        eprintln!("bench: {line}");
+    }
+    fn finish(&mut self) {}
+}
+
+/// Reads `dir/report.json` and writes `report.md` and `report.html` from it again.
+pub fn render(dir: &Path) -> Result<BenchReport> {
+    let path = dir.join("report.json");
+    let report: BenchReport = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,
+    )
+    .with_context(|| format!("parse {}", path.display()))?;
+    write_reports(&report, dir)?;
+    Ok(report)
+}
+
 /// Runs the benchmark and writes the reports.
-pub fn run(opts: &BenchOpts, log: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+pub fn run(opts: &BenchOpts, progress: &mut dyn Progress) -> Result<BenchReport> {
     let (reps, warmup) = if opts.quick { (3, 1) } else { (7, 1) };
     crate::fixture::sweep(&opts.scratch_dir);
     let mut targets = Vec::new();
@@ -114,32 +161,40 @@ pub fn run(opts: &BenchOpts, log: &mut dyn FnMut(&str)) -> Result<BenchReport> {
         quick: opts.quick,
         reps,
         warmup,
-        cache: "warm (inputs read once before timing)".into(),
+        cache: format!(
+            "warm (inputs read once before timing), except measurements whose param is \"{}\": \
+             for those the page cache was dropped (sync; echo 3 > /proc/sys/vm/drop_caches) \
+             before every round, of the backend and of its baseline alike",
+            workloads::COLD
+        ),
         image: format!(
             "{} ({} entries, {} bytes)",
             opts.rootfs_tar.display(),
             image.entries,
             image.bytes
         ),
+        image_bytes: image.bytes,
         filesystems: targets
             .iter()
             .map(|t| {
                 format!(
-                    "{}: {} on a loop device, mounted at {}",
+                    "{}: {} on a loop device, mounted at {} with {}; driver options: none",
                     t.label,
                     t.fs.fs(),
-                    t.fs.path().display()
+                    t.fs.path().display(),
+                    mount_options(t.fs.path())
                 )
             })
             .collect(),
     };
     let mut measurements = Vec::new();
+    progress.start(targets.len() * workloads::STEPS);
     for t in &targets {
-        log(&format!("bench: {}", t.label));
-        let ms = workloads::run_all(t, &image, reps, warmup, log)
+        let ms = workloads::run_all(t, &image, reps, warmup, opts.quick, progress)
             .with_context(|| format!("benchmark {}", t.label))?;
         measurements.extend(ms);
     }
+    progress.finish();
     let report = BenchReport {
         schema: 1,
         run,
@@ -158,6 +213,19 @@ fn fs_for(driver: &str, quick: bool) -> Vec<&'static str> {
         "btrfs" => vec!["btrfs"],
         _ => vec!["ext4"],
     }
+}
+
+/// The options `path` is mounted with, from /proc/self/mounts.
+fn mount_options(path: &Path) -> String {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 3 && Path::new(f[1]) == path).then(|| f[3].to_owned())
+        })
+        .unwrap_or_else(|| "unknown options".into())
 }
 
 fn cpu_model() -> String {

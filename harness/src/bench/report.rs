@@ -20,7 +20,9 @@ fn fmt_value(v: f64, unit: &str) -> String {
         "s" if v < 1e-3 => format!("{:.1} µs", v * 1e6),
         "s" if v < 1.0 => format!("{:.1} ms", v * 1e3),
         "s" => format!("{v:.2} s"),
-        "bytes" => format!("{:.1} MiB", v / (1u64 << 20) as f64),
+        "bytes" if v < (1u64 << 20) as f64 => format!("{:.1} KiB", v / 1024.0),
+        "bytes" if v < (1u64 << 30) as f64 => format!("{:.1} MiB", v / (1u64 << 20) as f64),
+        "bytes" => format!("{:.2} GiB", v / (1u64 << 30) as f64),
         u => format!("{v:.2} {u}"),
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::IsTerminal;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -145,6 +146,9 @@ enum Cmd {
         /// Fewer repetitions (for CI).
         #[arg(long)]
         quick: bool,
+        /// Measure nothing: write report.md and report.html again from OUT/report.json.
+        #[arg(long)]
+        render: bool,
         /// The image tar (default: the Debian rootfs made by scripts/debian-rootfs.sh;
         /// env GRAPHDRIVER_ROOTFS_TAR).
         #[arg(long, env = "GRAPHDRIVER_ROOTFS_TAR")]
@@ -152,6 +156,28 @@ enum Cmd {
         /// Where scratch filesystem images go.
         #[arg(long, default_value = "/var/tmp/graphdriver-bench")]
         scratch: PathBuf,
+    },
+    /// Run a command as root in a throw-away VM on Debian's kernel (for device-mapper, ZFS,
+    /// quotas); streams its output and exits with its status. Install the VM with
+    /// vm/setup.sh first.
+    Vm {
+        /// Modules to load first (default: loop, dm-thin-pool, and zfs when built for the
+        /// guest kernel).
+        #[arg(long, value_delimiter = ',')]
+        modules: Option<Vec<String>>,
+        /// Guest memory (the guest's files live in it).
+        #[arg(long, default_value = "3G")]
+        mem: String,
+        /// Virtual CPUs (default: this machine's).
+        #[arg(long)]
+        cpus: Option<usize>,
+        /// Share this host directory read-write at the same path (repeatable); everything
+        /// else the guest writes stays in its memory.
+        #[arg(long = "share")]
+        shared: Vec<PathBuf>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Test helper: mount a layer N times and exit without unmounting.
     #[command(name = "__hold", hide = true)]
@@ -196,11 +222,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
         drivers,
         out,
         quick,
+        render,
         image,
         scratch,
     } = &cli.cmd
     {
+        if *render {
+            graphdriver_harness::bench::render(out)?;
+            eprintln!(
+                "bench: wrote {0}/report.md and {0}/report.html",
+                out.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         return bench(drivers, out, *quick, image.clone(), scratch);
+    }
+    if let Cmd::Vm {
+        modules,
+        mem,
+        cpus,
+        shared,
+        command,
+    } = &cli.cmd
+    {
+        return vm(modules, mem, *cpus, shared, command);
     }
     let d = drivers::open(&cli.driver, &cli.root, &opts)
         .with_context(|| format!("open {} driver at {}", cli.driver, cli.root.display()))?;
@@ -316,7 +361,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 d.put(&id)?;
             }
         }
-        Cmd::Check { .. } | Cmd::Bench { .. } => unreachable!("handled above"),
+        Cmd::Check { .. } | Cmd::Bench { .. } | Cmd::Vm { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -421,7 +468,11 @@ fn bench(
         }
     };
     let drivers = if drivers.is_empty() {
-        drivers::names().into_iter().map(String::from).collect()
+        drivers::names()
+            .into_iter()
+            .filter(|d| drivers::kernel_offers(d))
+            .map(String::from)
+            .collect()
     } else {
         drivers.to_vec()
     };
@@ -433,13 +484,89 @@ fn bench(
         scratch_dir: scratch.to_owned(),
     };
     let started = std::time::Instant::now();
-    graphdriver_harness::bench::run(&opts, &mut |line| eprintln!("{line}"))?;
+    if std::io::stderr().is_terminal() {
+        graphdriver_harness::bench::run(&opts, &mut Bar::default())?;
+    } else {
+        graphdriver_harness::bench::run(
+            &opts,
+            &mut graphdriver_harness::bench::Lines(std::time::Instant::now()),
+        )?;
+    }
     eprintln!(
         "bench: done in {:.0} s; reports in {}/report.md and report.json",
         started.elapsed().as_secs_f64(),
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar for `bench` on a terminal: the step count, the elapsed time and what runs.
+#[derive(Default)]
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl graphdriver_harness::bench::Progress for Bar {
+    fn start(&mut self, total: usize) {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} {wide_msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(500));
+        self.0 = Some(bar);
+    }
+    fn step(&mut self, target: &str, what: &str) {
+        if let Some(b) = &self.0 {
+            if !b.message().is_empty() {
+                b.inc(1);
+            }
+            b.set_message(format!("{target}: {what}"));
+        }
+    }
+    fn note(&mut self, line: &str) {
+        match &self.0 {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish_with_message("done");
+        }
+    }
+}
+
+fn vm(
+    modules: &Option<Vec<String>>,
+    mem: &str,
+    cpus: Option<usize>,
+    shared: &[PathBuf],
+    command: &[String],
+) -> Result<ExitCode> {
+    let mut opts = graphdriver_harness::vm::VmOpts {
+        modules: modules.clone(),
+        mem: mem.to_owned(),
+        shared: shared.to_vec(),
+        ..Default::default()
+    };
+    if let Some(c) = cpus {
+        opts.cpus = c;
+    }
+    let outcome = graphdriver_harness::vm::run(&opts, command, &mut io::stdout())?;
+    let secs = |d: Option<std::time::Duration>| {
+        d.map(|d| format!("{:.1} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "?".into())
+    };
+    eprintln!(
+        "graphctl vm: boot {}, boot to command {} (modules loaded), total {:.1} s, exit {}",
+        secs(outcome.boot),
+        secs(outcome.to_command),
+        outcome.total.as_secs_f64(),
+        outcome.status
+    );
+    Ok(ExitCode::from(u8::try_from(outcome.status).unwrap_or(125)))
 }
 
 /// `$GRAPHDRIVER_CACHE`, or `~/.cache/graphdriver` (where scripts/debian-rootfs.sh writes).

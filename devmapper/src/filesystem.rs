@@ -1,0 +1,116 @@
+//! The filesystem on the thin devices: made once on the base device (every layer is a
+//! snapshot of it), mounted per layer, grown in place for a layer bigger than the base.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::Command;
+
+use graphdriver_api::{DriverError, IoContext, Result};
+use rustix::mount::{MountFlags, UnmountFlags};
+
+use crate::error::DevmapperError;
+use crate::sys;
+
+/// The filesystems a base device may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fs {
+    /// ext4 (the default).
+    Ext4,
+    /// xfs, mounted `nouuid` (every snapshot has its origin's UUID).
+    Xfs,
+}
+
+impl Fs {
+    /// `ext4` or `xfs`, as `mount` and the options name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fs::Ext4 => "ext4",
+            Fs::Xfs => "xfs",
+        }
+    }
+
+    /// From the `dm.fs` option's value.
+    pub fn parse(s: &str) -> Option<Fs> {
+        match s {
+            "ext4" => Some(Fs::Ext4),
+            "xfs" => Some(Fs::Xfs),
+            _ => None,
+        }
+    }
+
+    /// Mount data: ext4 never starts its inode-table zeroing thread (the tables were made
+    /// lazily, and zeroing would allocate every layer's blocks); xfs takes snapshots'
+    /// duplicate UUIDs.
+    pub fn mount_data(self) -> &'static std::ffi::CStr {
+        match self {
+            Fs::Ext4 => c"noinit_itable",
+            Fs::Xfs => c"nouuid",
+        }
+    }
+
+    /// Makes the filesystem on `dev`: no discard (the device is fresh), lazy tables and
+    /// journal (no block of the pool is spent on zeroes).
+    pub fn make(self, dev: &Path) -> Result<()> {
+        let mut cmd = match self {
+            Fs::Ext4 => {
+                let mut c = Command::new("mkfs.ext4");
+                c.args([
+                    "-q",
+                    "-F",
+                    "-E",
+                    "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+                ]);
+                c
+            }
+            Fs::Xfs => {
+                let mut c = Command::new("mkfs.xfs");
+                c.args(["-q", "-f", "-K"]);
+                c
+            }
+        };
+        cmd.arg(dev);
+        let out = cmd.output().ctx("run mkfs on", dev)?;
+        if !out.status.success() {
+            return Err(DevmapperError::Program {
+                program: format!("{cmd:?}"),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Mounts `dev` at `at`.
+    pub fn mount(self, dev: &Path, at: &Path, read_only: bool) -> Result<()> {
+        let mut flags = MountFlags::NOATIME;
+        if read_only {
+            flags |= MountFlags::RDONLY;
+        }
+        rustix::mount::mount(dev, at, self.name(), flags, Some(self.mount_data()))
+            .ctx("mount thin device at", at)?;
+        // private: the mount must not propagate into other namespaces
+        rustix::mount::mount_change(at, rustix::mount::MountPropagationFlags::PRIVATE)
+            .ctx("make private the mount at", at)
+    }
+
+    /// Grows the filesystem mounted at `dir` to fill `bytes`.
+    pub fn grow(self, dir: &Path, bytes: u64) -> Result<()> {
+        let fd = graphdriver_api::tree::open_dir(dir)?;
+        let st = rustix::fs::fstatvfs(&fd).ctx("statfs", dir)?;
+        let block = st.f_bsize.max(512);
+        let blocks = bytes / block;
+        match self {
+            Fs::Ext4 => sys::ext4_ioc_resize_fs(fd.as_fd(), blocks).ctx("grow ext4 at", dir),
+            // 25: mkfs.xfs's default share of space for inodes below 1 TiB
+            Fs::Xfs => sys::xfs_ioc_fsgrowfsdata(fd.as_fd(), blocks, 25).ctx("grow xfs at", dir),
+        }
+    }
+}
+
+/// Unmounts `at`, detaching (a copy held in another namespace must not make this fail).
+pub fn unmount(at: &Path) -> Result<()> {
+    match rustix::mount::unmount(at, UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(DriverError::io("unmount", at, e)),
+    }
+}

@@ -1,0 +1,392 @@
+//! The thin pool and its thin devices: activating the pool (the user's, or one on loopback
+//! files), activating and deactivating thin devices by id, snapshots, deletion, the
+//! transaction id. Device nodes are made here (`/dev/mapper/<name>`, `mknod`), so nothing
+//! waits for udev.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use graphdriver_api::{DriverError, IoContext, Result};
+
+use crate::dm::{DeviceInfo, Dm};
+use crate::error::DevmapperError;
+use crate::loopback;
+use crate::pool_status::{PoolStatus, PoolTable, ThinStatus, ThinTable};
+
+/// Sector size of device-mapper tables.
+pub const SECTOR: u64 = 512;
+
+/// Where the pool comes from.
+#[derive(Debug, Clone)]
+pub enum PoolSource {
+    /// An existing pool device, named by `dm.thinpooldev`.
+    User,
+    /// Loopback files the driver makes and attaches (for tests and demos).
+    Loopback {
+        /// The data file.
+        data: PathBuf,
+        /// The metadata file.
+        metadata: PathBuf,
+        /// Its size when made.
+        data_size: u64,
+        /// Its size when made.
+        metadata_size: u64,
+    },
+}
+
+/// The outcome of deleting a thin device from the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// Deleted now, or there was no such device.
+    Gone,
+    /// Still open (a deferred removal pending): to be retried.
+    Busy,
+}
+
+/// The pool.
+#[derive(Debug)]
+pub struct Pool {
+    dm: Dm,
+    /// The pool device's name.
+    pub name: String,
+    /// Thin device names are `<prefix>-<id>`.
+    pub prefix: String,
+    /// Where the pool comes from.
+    pub source: PoolSource,
+    /// Data block size in bytes.
+    pub block_size: u64,
+}
+
+fn dm_err(e: DevmapperError) -> DriverError {
+    e.into()
+}
+
+impl Pool {
+    /// The pool called `name`, or to be made from `source`.
+    pub fn new(name: String, prefix: String, source: PoolSource, block_size: u64) -> Result<Pool> {
+        Ok(Pool {
+            dm: Dm::open().map_err(dm_err)?,
+            name,
+            prefix,
+            source,
+            block_size,
+        })
+    }
+
+    /// The control device.
+    pub fn dm(&self) -> &Dm {
+        &self.dm
+    }
+
+    /// Makes the pool live if it is not (call with the metadata lock held, so that two
+    /// processes do not both make it).
+    pub fn ensure_active(&self) -> Result<()> {
+        if let Some(info) = self.dm.info(&self.name).map_err(dm_err)? {
+            if info.active {
+                return Ok(());
+            }
+            // a device without a table (a crash between create and load): start again
+            let _ = self.dm.remove(&self.name, false);
+        }
+        let PoolSource::Loopback {
+            data,
+            metadata,
+            data_size,
+            metadata_size,
+        } = &self.source
+        else {
+            return Err(DriverError::Unsupported {
+                driver: "devmapper",
+                reason: format!("thin pool {} does not exist (dm.thinpooldev)", self.name),
+            });
+        };
+        // A new metadata device must begin with zeroes, or the kernel reads garbage as a
+        // superblock: made (or made again) together with a new data file.
+        let new_data = loopback::make_sparse_file(data, *data_size, false)?;
+        if new_data {
+            let _ = std::fs::remove_file(metadata);
+        }
+        loopback::make_sparse_file(metadata, *metadata_size, true)?;
+        let data_dev = loopback::attach(data)?;
+        let meta_dev = loopback::attach(metadata)?;
+        let data_bytes = std::fs::metadata(data).ctx("stat", data)?.len();
+        let block_sectors = self.block_size / SECTOR;
+        let table = PoolTable {
+            metadata: meta_dev.major_minor.clone(),
+            data: data_dev.major_minor.clone(),
+            block_sectors,
+            // an event when 1% is left (nothing listens: the pool's status says it too)
+            low_water_blocks: (data_bytes / self.block_size / 100).max(1),
+        };
+        self.dm.create(&self.name).map_err(dm_err)?;
+        let loaded = self
+            .dm
+            .load(
+                &self.name,
+                data_bytes / SECTOR / block_sectors * block_sectors,
+                "thin-pool",
+                &table.to_string(),
+            )
+            .and_then(|()| self.dm.resume(&self.name));
+        if let Err(e) = loaded {
+            let _ = self.dm.remove(&self.name, false);
+            return Err(e.into());
+        }
+        // the loop devices stay attached while the pool holds them, and detach after it
+        data_dev.close();
+        meta_dev.close();
+        Ok(())
+    }
+
+    /// Removes the pool device when nothing holds it (the loopback pool at cleanup).
+    pub fn deactivate(&self) -> Result<()> {
+        match self.dm.remove(&self.name, false) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.errno(), Some(libc::ENXIO) | Some(libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The pool's status.
+    pub fn status(&self) -> Result<PoolStatus> {
+        let line = self.dm.status(&self.name).map_err(dm_err)?;
+        let st: PoolStatus = line.parse().map_err(dm_err)?;
+        Ok(st)
+    }
+
+    /// Checks that the pool takes changes.
+    pub fn check_writable(&self) -> Result<PoolStatus> {
+        let st = self.status()?;
+        if st.mode != "rw" || st.needs_check {
+            return Err(DevmapperError::PoolUnusable {
+                pool: self.name.clone(),
+                state: format!(
+                    "{}{}",
+                    st.mode,
+                    if st.needs_check { ", needs_check" } else { "" }
+                ),
+            }
+            .into());
+        }
+        Ok(st)
+    }
+
+    fn message(&self, msg: &str) -> std::result::Result<(), DevmapperError> {
+        self.dm.message(&self.name, msg)
+    }
+
+    /// `create_thin <id>`: a new empty thin device.
+    pub fn create_thin(&self, id: u32) -> Result<()> {
+        self.message(&format!("create_thin {id}")).map_err(dm_err)
+    }
+
+    /// `create_snap <id> <origin>`; an active origin is suspended around it (its filesystem
+    /// frozen, so the snapshot is consistent) and resumed whatever happened.
+    pub fn snapshot(&self, id: u32, origin: u32) -> Result<()> {
+        let origin_name = self.thin_name(origin);
+        let live = self
+            .dm
+            .info(&origin_name)
+            .map_err(dm_err)?
+            .is_some_and(|i| i.active && !i.suspended);
+        let msg = format!("create_snap {id} {origin}");
+        if !live {
+            return self.message(&msg).map_err(dm_err);
+        }
+        self.dm.suspend(&origin_name).map_err(dm_err)?;
+        let made = self.message(&msg);
+        let resumed = self.dm.resume(&origin_name);
+        made.map_err(dm_err)?;
+        resumed.map_err(dm_err)
+    }
+
+    /// `delete <id>`.
+    pub fn delete(&self, id: u32) -> Result<Deleted> {
+        match self.message(&format!("delete {id}")) {
+            Ok(()) => Ok(Deleted::Gone),
+            Err(e) if e.errno() == Some(libc::ENODATA) => Ok(Deleted::Gone),
+            Err(e) if e.errno() == Some(libc::EBUSY) => Ok(Deleted::Busy),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `set_transaction_id <old> <new>`.
+    pub fn set_transaction_id(&self, old: u64, new: u64) -> Result<()> {
+        self.message(&format!("set_transaction_id {old} {new}"))
+            .map_err(dm_err)
+    }
+
+    /// The name of thin device `id`.
+    pub fn thin_name(&self, id: u32) -> String {
+        format!("{}-{id}", self.prefix)
+    }
+
+    /// The thin device id a name of ours stands for.
+    pub fn id_of_name(&self, name: &str) -> Option<u32> {
+        name.strip_prefix(&self.prefix)?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+    }
+
+    /// The node this backend makes for a device.
+    pub fn node(&self, name: &str) -> PathBuf {
+        Path::new("/dev/mapper").join(name)
+    }
+
+    fn pool_major_minor(&self) -> Result<String> {
+        match self.dm.info(&self.name).map_err(dm_err)? {
+            Some(i) => Ok(i.major_minor()),
+            None => Err(DriverError::Unsupported {
+                driver: "devmapper",
+                reason: format!("thin pool {} is gone", self.name),
+            }),
+        }
+    }
+
+    /// Makes thin device `id` live with `size` bytes (grown if it was smaller) and returns
+    /// its node. A pending deferred removal is cancelled.
+    pub fn activate(&self, id: u32, size: u64) -> Result<PathBuf> {
+        let name = self.thin_name(id);
+        let sectors = size / SECTOR;
+        let table = ThinTable {
+            pool: self.pool_major_minor()?,
+            device_id: id,
+        }
+        .to_string();
+        let info = match self.dm.info(&name).map_err(dm_err)? {
+            Some(info) if info.active => {
+                if info.deferred_remove {
+                    let _ = self.dm.message(&name, "@cancel_deferred_remove");
+                }
+                info
+            }
+            stale => {
+                if stale.is_none() {
+                    self.dm.create(&name).map_err(dm_err)?;
+                }
+                let loaded = self
+                    .dm
+                    .load(&name, sectors, "thin", &table)
+                    .and_then(|()| self.dm.resume(&name));
+                if let Err(e) = loaded {
+                    let _ = self.dm.remove(&name, false);
+                    return Err(e.into());
+                }
+                self.dm
+                    .info(&name)
+                    .map_err(dm_err)?
+                    .ok_or_else(|| DriverError::Unsupported {
+                        driver: "devmapper",
+                        reason: format!("{name} vanished after activation"),
+                    })?
+            }
+        };
+        self.make_node(&name, &info)?;
+        Ok(self.node(&name))
+    }
+
+    /// Grows live thin device `id` to `size` bytes (a new table, swapped in by a
+    /// suspend and resume).
+    pub fn grow(&self, id: u32, size: u64) -> Result<()> {
+        let name = self.thin_name(id);
+        let table = ThinTable {
+            pool: self.pool_major_minor()?,
+            device_id: id,
+        }
+        .to_string();
+        self.dm
+            .load(&name, size / SECTOR, "thin", &table)
+            .map_err(dm_err)?;
+        self.dm.suspend(&name).map_err(dm_err)?;
+        self.dm.resume(&name).map_err(dm_err)
+    }
+
+    fn make_node(&self, name: &str, info: &DeviceInfo) -> Result<()> {
+        let node = self.node(name);
+        let want = rustix::fs::makedev(info.major(), info.minor());
+        if let Ok(st) = rustix::fs::stat(&node) {
+            if st.st_rdev == want {
+                return Ok(());
+            }
+            let _ = std::fs::remove_file(&node);
+        }
+        match rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &node,
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            want,
+        ) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(e) => Err(e).ctx("make device node", node),
+        }
+    }
+
+    /// Takes thin device `id` down. When it is still open (a mount leaked into another
+    /// namespace), a few short retries, then a deferred removal the kernel finishes at its
+    /// last close. Returns false when the removal was deferred.
+    pub fn deactivate_thin(&self, id: u32) -> Result<bool> {
+        let name = self.thin_name(id);
+        let mut done = true;
+        for attempt in 0..4 {
+            match self.dm.remove(&name, false) {
+                Ok(()) => break,
+                Err(e) if e.errno() == Some(libc::ENXIO) => break,
+                Err(e) if e.errno() == Some(libc::EBUSY) && attempt < 3 => {
+                    std::thread::sleep(Duration::from_millis(5 << attempt));
+                }
+                Err(e) if e.errno() == Some(libc::EBUSY) => {
+                    match self.dm.remove(&name, true) {
+                        Ok(()) => {}
+                        Err(e) if e.errno() == Some(libc::ENXIO) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    done = self.dm.info(&name).map_err(dm_err)?.is_none();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let _ = std::fs::remove_file(self.node(&name));
+        Ok(done)
+    }
+
+    /// Whether thin device `id` exists in the pool: a table naming it loads only then (on a
+    /// scratch device, removed again). The pool lists no ids, so this is how devices the
+    /// metadata does not know are found.
+    pub fn thin_exists(&self, id: u32) -> Result<bool> {
+        let probe = format!("{}-probe", self.prefix);
+        let _ = self.dm.remove(&probe, false);
+        let table = ThinTable {
+            pool: self.pool_major_minor()?,
+            device_id: id,
+        }
+        .to_string();
+        self.dm.create(&probe).map_err(dm_err)?;
+        let loaded = self.dm.load(&probe, 8, "thin", &table);
+        let _ = self.dm.remove(&probe, false);
+        Ok(loaded.is_ok())
+    }
+
+    /// Our live thin devices: (id, info).
+    pub fn live_thins(&self) -> Result<Vec<(u32, DeviceInfo)>> {
+        let mut out = Vec::new();
+        for name in self.dm.list().map_err(dm_err)? {
+            let Some(id) = self.id_of_name(&name) else {
+                continue;
+            };
+            if let Some(info) = self.dm.info(&name).map_err(dm_err)? {
+                out.push((id, info));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes mapped by live thin device `id` (its own blocks and those shared with its
+    /// origin).
+    pub fn mapped_bytes(&self, id: u32) -> Result<u64> {
+        let line = self.dm.status(&self.thin_name(id)).map_err(dm_err)?;
+        let st: ThinStatus = line.parse().map_err(dm_err)?;
+        Ok(st.mapped_sectors * SECTOR)
+    }
+}

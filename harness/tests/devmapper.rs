@@ -1,0 +1,467 @@
+//! devmapper beyond the shared suite: crash safety of the pool's metadata, usage, deferred
+//! removal, size limits past the base, xfs. They need device-mapper (this host's kernel has
+//! none), so they are ignored here and run in the VM by scripts/vm-tests.sh:
+//! `graphctl vm -- <this test binary> --ignored --test-threads=1`.
+
+#![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
+use graphdriver_devmapper::DevmapperDriver;
+
+/// A driver root, its pool taken down and its files removed when dropped.
+struct Root {
+    path: PathBuf,
+    opts: BTreeMap<String, String>,
+}
+
+impl Root {
+    fn new(name: &str, opts: &[(&str, &str)]) -> Root {
+        let path = PathBuf::from(format!(
+            "/var/tmp/graphdriver-test/devmapper-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Root {
+            path,
+            opts: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn open(&self) -> DevmapperDriver {
+        graphdriver_devmapper::open(&self.path, &self.opts).unwrap()
+    }
+
+    fn graphctl(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_graphctl"));
+        c.arg("--driver")
+            .arg("devmapper")
+            .arg("--root")
+            .arg(&self.path);
+        for (k, v) in &self.opts {
+            c.arg("--opt").arg(format!("{k}={v}"));
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        if let Ok(d) = graphdriver_devmapper::open(&self.path, &self.opts) {
+            let _ = d.cleanup();
+        }
+        graphdriver_harness::conformance::unmount_below(&self.path);
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn id(s: &str) -> LayerId {
+    LayerId::new(s).unwrap()
+}
+
+fn rw() -> CreateOpts {
+    CreateOpts {
+        read_write: true,
+        ..CreateOpts::default()
+    }
+}
+
+fn write_file(path: &Path, bytes: usize) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        f.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    f.sync_all()
+}
+
+/// Every layer has a device, every device a layer, nothing else lives in the pool, and no
+/// device of the driver is left active.
+fn assert_consistent(d: &DevmapperDriver) {
+    let layers = d.list().unwrap();
+    let devices = d.backend().devices().unwrap();
+    let names: Vec<&str> = layers.iter().map(|l| l.as_str()).collect();
+    let owners: Vec<&str> = devices.keys().map(String::as_str).collect();
+    assert_eq!(names, owners, "layers and devices differ");
+    assert_eq!(
+        d.backend().unknown_devices().unwrap(),
+        Vec::<u32>::new(),
+        "devices in the pool the metadata does not know"
+    );
+    for l in &layers {
+        let p = d.get(l, None).unwrap();
+        assert!(p.is_dir());
+        d.put(l).unwrap();
+    }
+    assert_eq!(d.backend().live_devices().unwrap(), Vec::<u32>::new());
+}
+
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn a_crash_between_snapshot_and_metadata_commit_leaves_no_device() {
+    let root = Root::new("crash", &[]);
+    let d = root.open();
+    d.create(&id("base"), None, &CreateOpts::default()).unwrap();
+    let p = d.get(&id("base"), None).unwrap();
+    std::fs::write(p.join("f"), "base").unwrap();
+    d.put(&id("base")).unwrap();
+    drop(d);
+    // the thin snapshot exists in the pool, the metadata only has it as pending; then after
+    // the commit, before the store's record
+    for point in ["devmapper.after-snapshot", "create.after-make"] {
+        let out = root
+            .graphctl()
+            .args(["create", "child", "--parent", "base"])
+            .env("GRAPHDRIVER_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.code().is_none(),
+            "graphctl did not crash at {point}: {out:?}"
+        );
+        let d = root.open();
+        assert!(
+            !d.exists(&id("child")),
+            "a half-made layer survived {point}"
+        );
+        assert_consistent(&d);
+        // and the id is usable again
+        d.create(&id("child"), Some(&id("base")), &rw()).unwrap();
+        let p = d.get(&id("child"), None).unwrap();
+        assert_eq!(std::fs::read_to_string(p.join("f")).unwrap(), "base");
+        d.put(&id("child")).unwrap();
+        d.remove(&id("child")).unwrap();
+        assert_consistent(&d);
+    }
+    // a crash in the middle of a removal is finished at the next open
+    let d = root.open();
+    d.create(&id("gone"), Some(&id("base")), &rw()).unwrap();
+    drop(d);
+    let out = root
+        .graphctl()
+        .args(["remove", "gone"])
+        .env("GRAPHDRIVER_FAILPOINT", "remove.after-record")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_none(),
+        "graphctl did not crash: {out:?}"
+    );
+    let d = root.open();
+    assert!(!d.exists(&id("gone")));
+    assert_consistent(&d);
+}
+
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn an_empty_layer_uses_space_and_a_child_with_a_mib_file_uses_a_mib_more() {
+    let root = Root::new("usage", &[]);
+    let d = root.open();
+    d.create(&id("empty"), None, &rw()).unwrap();
+    let empty = d.backend().usage(&id("empty")).unwrap();
+    assert!(
+        empty > 0,
+        "an empty layer maps no blocks (its filesystem has metadata)"
+    );
+    d.create(&id("child"), Some(&id("empty")), &rw()).unwrap();
+    let p = d.get(&id("child"), None).unwrap();
+    write_file(&p.join("mib"), 1 << 20).unwrap();
+    d.put(&id("child")).unwrap();
+    let child = d.backend().usage(&id("child")).unwrap();
+    assert!(
+        child >= empty + (1 << 20),
+        "child maps {child} bytes, its empty parent {empty}: want at least 1 MiB more"
+    );
+}
+
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn a_device_held_by_a_leaked_mount_is_removed_later() {
+    let root = Root::new("deferred", &[]);
+    let d = root.open();
+    d.create(&id("ctr"), None, &rw()).unwrap();
+    let p = d.get(&id("ctr"), None).unwrap();
+    std::fs::write(p.join("f"), "x").unwrap();
+    // a process in a new mount namespace made while the layer is mounted holds a copy, and
+    // works in it (removing the mount point detaches an idle copy; a busy one stays)
+    let mut holder = Command::new("unshare")
+        .args(["-m", "--propagation", "unchanged", "sh", "-c"])
+        .arg(format!(
+            "cd {} && echo ready && exec sleep 600",
+            p.display()
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    d.put(&id("ctr")).unwrap();
+    d.remove(&id("ctr")).unwrap();
+    let status: BTreeMap<String, String> = d.status().into_iter().collect();
+    assert_eq!(status["Deferred Removals"], "1", "{status:?}");
+    assert_eq!(status["Deferred Deletions"], "1", "{status:?}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // the namespace is gone with its process; the kernel removes the device at its last
+    // close, and the next operation deletes it from the pool
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    d.create(&id("next"), None, &rw()).unwrap();
+    let status: BTreeMap<String, String> = d.status().into_iter().collect();
+    assert_eq!(status["Deferred Removals"], "0", "{status:?}");
+    assert_eq!(status["Deferred Deletions"], "0", "{status:?}");
+    d.remove(&id("next")).unwrap();
+    assert_consistent(&d);
+}
+
+/// A base of `base` MiB, a layer limited to `limit` MiB: `first` MiB fit (more than the base
+/// holds), `second` MiB more do not.
+fn size_limit_grows_the_device_then_fills(
+    fs: &str,
+    base: u64,
+    limit: u64,
+    first: usize,
+    second: usize,
+) {
+    let base_opt = format!("{base}M");
+    let root = Root::new(
+        &format!("size-{fs}"),
+        &[("dm.basesize", &base_opt), ("dm.fs", fs)],
+    );
+    let d = root.open();
+    let opts = CreateOpts {
+        read_write: true,
+        size_limit: Some(limit << 20),
+        ..CreateOpts::default()
+    };
+    d.create(&id("big"), None, &opts).unwrap();
+    let p = d.get(&id("big"), None).unwrap();
+    // more than the base holds: the filesystem was grown with the device
+    write_file(&p.join("a"), first << 20).unwrap();
+    let e = write_file(&p.join("b"), second << 20).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+    d.put(&id("big")).unwrap();
+    // a child keeps its parent's size
+    d.create(&id("child"), Some(&id("big")), &rw()).unwrap();
+    let info = d.metadata(&id("child")).unwrap();
+    assert_eq!(info.backend["device_size"], (limit << 20).to_string());
+    let p = d.get(&id("child"), None).unwrap();
+    assert_eq!(
+        std::fs::metadata(p.join("a")).unwrap().len(),
+        (first as u64) << 20
+    );
+    d.put(&id("child")).unwrap();
+    // below the base: refused, nothing made
+    let small = CreateOpts {
+        size_limit: Some(8 << 20),
+        ..CreateOpts::default()
+    };
+    assert!(d.create(&id("small"), None, &small).is_err());
+    assert!(!d.exists(&id("small")));
+    assert_consistent(&d);
+}
+
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn a_size_past_the_base_grows_ext4_and_then_fails_with_enospc() {
+    size_limit_grows_the_device_then_fills("ext4", 64, 128, 96, 48);
+}
+
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn a_size_past_the_base_grows_xfs_and_then_fails_with_enospc() {
+    // mkfs.xfs wants 300 MiB at least
+    size_limit_grows_the_device_then_fills("xfs", 320, 512, 340, 200);
+}
+
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn a_snapshot_of_a_mounted_layer_sees_what_was_written() {
+    let root = Root::new("live", &[]);
+    let d = root.open();
+    d.create(&id("a"), None, &rw()).unwrap();
+    let p = d.get(&id("a"), None).unwrap();
+    // written, not synced: the suspend around the snapshot freezes (flushes) the filesystem
+    std::fs::write(p.join("f"), "live").unwrap();
+    d.create(&id("b"), Some(&id("a")), &rw()).unwrap();
+    let q = d.get(&id("b"), None).unwrap();
+    assert_eq!(std::fs::read_to_string(q.join("f")).unwrap(), "live");
+    d.put(&id("b")).unwrap();
+    d.put(&id("a")).unwrap();
+    let status: BTreeMap<String, String> = d.status().into_iter().collect();
+    assert_eq!(status["Unknown Devices"], "none");
+    assert_eq!(status["Backing Filesystem"], "ext4");
+    for k in [
+        "Pool Name",
+        "Pool Blocksize",
+        "Data Space Used",
+        "Data Space Total",
+        "Metadata Space Used",
+        "Metadata Space Total",
+        "Base Device Size",
+        "Deferred Removals",
+        "Deferred Deletions",
+        "Transaction Id",
+    ] {
+        assert!(status.contains_key(k), "status lacks {k}: {status:?}");
+    }
+}
+
+/// Create + mount of a container layer on an image layer, devmapper against overlay2 in the
+/// same run (both on an ext4 scratch image): prints the medians and their ratio. A
+/// measurement, not a check: `graphctl vm -- <this binary> --ignored --nocapture
+/// container_layer`.
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn container_layer_create_and_mount_against_overlay2() {
+    let fs = graphdriver_harness::fixture::ScratchFs::new(
+        Path::new("/var/tmp/graphdriver-test"),
+        "ext4",
+        8 << 30,
+        "",
+    )
+    .unwrap();
+    let reps: usize = std::env::var("GRAPHDRIVER_BENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut medians = Vec::new();
+    for driver in ["overlay2", "devmapper"] {
+        // GRAPHDRIVER_DM_BENCH_DIR: the devmapper root (and its loopback pool files) elsewhere
+        let root = match std::env::var_os("GRAPHDRIVER_DM_BENCH_DIR") {
+            Some(dir) if driver == "devmapper" => PathBuf::from(dir).join(driver),
+            _ => fs.path().join(driver),
+        };
+        let d = graphdriver_harness::drivers::open(driver, &root, &BTreeMap::new()).unwrap();
+        let img = id("image");
+        d.create(&img, None, &CreateOpts::default()).unwrap();
+        match std::env::var_os("GRAPHDRIVER_ROOTFS_TAR") {
+            Some(tar) => {
+                d.apply_diff(&img, None, &mut std::fs::File::open(tar).unwrap())
+                    .unwrap();
+            }
+            None => {
+                let p = d.get(&img, None).unwrap();
+                for i in 0..200 {
+                    std::fs::write(p.join(format!("f{i}")), vec![1u8; 4096]).unwrap();
+                }
+                d.put(&img).unwrap();
+            }
+        }
+        let (mut times, mut creates, mut mounts) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..reps + 2 {
+            let ctr = id(&format!("ctr-{r}"));
+            let t = std::time::Instant::now();
+            d.create(&ctr, Some(&img), &rw()).unwrap();
+            let c = t.elapsed().as_secs_f64();
+            d.get(&ctr, None).unwrap();
+            let s = t.elapsed().as_secs_f64();
+            d.put(&ctr).unwrap();
+            d.remove(&ctr).unwrap();
+            if r >= 2 {
+                // two warm-up rounds
+                times.push(s);
+                creates.push(c);
+                mounts.push(s - c);
+            }
+        }
+        for v in [&mut times, &mut creates, &mut mounts] {
+            v.sort_by(f64::total_cmp);
+        }
+        let median = times[times.len() / 2];
+        println!(
+            "{driver}: create + mount of a container layer: median {:.1} ms (min {:.1}, max {:.1}; create {:.1}, mount {:.1}; {reps} rounds)",
+            median * 1e3,
+            times[0] * 1e3,
+            times[times.len() - 1] * 1e3,
+            creates[creates.len() / 2] * 1e3,
+            mounts[mounts.len() / 2] * 1e3,
+        );
+        medians.push(median);
+        d.remove(&img).unwrap();
+        d.cleanup().unwrap();
+    }
+    println!(
+        "devmapper / overlay2: {:.1}x",
+        medians[1] / medians[0].max(1e-9)
+    );
+}
+
+/// A pool made by hand (as an administrator would with LVM or dmsetup), given with
+/// `dm.thinpooldev`: used as it is, and left in place by `cleanup`.
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn a_pool_given_by_the_user_is_used_and_kept() {
+    use graphdriver_harness::fixture::run;
+    let dir = PathBuf::from(format!(
+        "/var/tmp/graphdriver-test/userpool-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (data, meta) = (dir.join("data"), dir.join("meta"));
+    std::fs::File::create(&data)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    std::fs::File::create(&meta)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let attach = |f: &Path| {
+        run(Command::new("losetup").args(["-f", "--show"]).arg(f))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (data_dev, meta_dev) = (attach(&data), attach(&meta));
+    let name = format!("gd-test-userpool-{}", std::process::id());
+    run(Command::new("dmsetup").args([
+        "create",
+        &name,
+        "--table",
+        &format!("0 {} thin-pool {meta_dev} {data_dev} 128 1024", 8u64 << 20),
+    ]))
+    .unwrap();
+    let root = Root::new("userpool", &[("dm.thinpooldev", &name)]);
+    let d = root.open();
+    d.create(&id("a"), None, &rw()).unwrap();
+    let p = d.get(&id("a"), None).unwrap();
+    std::fs::write(p.join("f"), "user pool").unwrap();
+    d.put(&id("a")).unwrap();
+    d.create(&id("b"), Some(&id("a")), &rw()).unwrap();
+    let q = d.get(&id("b"), None).unwrap();
+    assert_eq!(std::fs::read_to_string(q.join("f")).unwrap(), "user pool");
+    d.put(&id("b")).unwrap();
+    let status: BTreeMap<String, String> = d.status().into_iter().collect();
+    assert_eq!(status["Pool Name"], name);
+    assert!(!status.contains_key("Data Loop File"));
+    d.remove(&id("b")).unwrap();
+    d.remove(&id("a")).unwrap();
+    assert_consistent(&d);
+    d.cleanup().unwrap();
+    let listed = run(Command::new("dmsetup").args(["ls"])).unwrap();
+    assert!(listed.contains(&name), "cleanup took the user's pool down");
+    drop(d);
+    drop(root);
+    run(Command::new("dmsetup").args(["remove", &name])).unwrap();
+    for dev in [&data_dev, &meta_dev] {
+        let _ = run(Command::new("losetup").args(["-d", dev]));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
