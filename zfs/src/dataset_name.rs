@@ -64,18 +64,27 @@ impl DatasetName {
         LayerId::new(rest).ok()
     }
 
-    /// The snapshot of this dataset a clone for layer `child` starts from: `<self>@<child>`,
-    /// or, when that would be longer than ZFS allows, `<self>@gd-<hash of child>`.
-    pub fn origin_for(&self, child: &LayerId) -> String {
-        let plain = format!("{}@{}", self.0, child);
-        if plain.len() <= MAX_NAME_LEN {
-            return plain;
-        }
-        format!("{}@{}", self.0, snapshot_tag(child))
+    /// The snapshot of this dataset that its children are clones of: `<self>@gd:children`.
+    /// One for all children, made with the first and destroyed with the last: a layer with
+    /// children is read-only, so what it holds cannot change while the snapshot is in use.
+    /// (`:` is not allowed in layer ids, so no earlier per-child name can be the same.)
+    pub fn children_snapshot(&self) -> String {
+        format!("{}@{CHILDREN_TAG}", self.0)
     }
 }
 
-/// The snapshot name of `child` in full (its id), or its short form, to look for either.
+/// The name of the snapshot children are cloned from (see
+/// [`DatasetName::children_snapshot`]).
+pub const CHILDREN_TAG: &str = "gd:children";
+
+/// The longest driver dataset name that leaves room for every layer id's dataset and its
+/// children's snapshot: `<fsname>/<id>@gd:children` within [`MAX_NAME_LEN`].
+pub const MAX_FSNAME_LEN: usize =
+    MAX_NAME_LEN - 1 - graphdriver_api::MAX_LAYER_ID_LEN - 1 - CHILDREN_TAG.len();
+
+/// The snapshot names an earlier version gave the origin of layer `child`, one per child
+/// (`<parent>@<child>`, or `<parent>@gd-<hash>` for a long id): a crash may have left one
+/// behind, which the sweep of strays looks for.
 pub fn snapshot_tags(child: &LayerId) -> [String; 2] {
     [child.as_str().to_owned(), snapshot_tag(child)]
 }
@@ -169,21 +178,23 @@ mod tests {
         assert_eq!(fs.layer_of("tank/gd/abc"), Some(id("abc")));
         assert_eq!(fs.layer_of("tank/gd/abc/def"), None);
         assert_eq!(fs.layer_of("tank/gdx"), None);
-        assert_eq!(l.origin_for(&id("kid")), "tank/gd/abc@kid");
+        assert_eq!(l.children_snapshot(), "tank/gd/abc@gd:children");
     }
 
     #[test]
-    fn long_ids_get_short_snapshot_names() {
-        let fs = DatasetName::new("tank/gd").unwrap_or_else(|e| panic!("{e}"));
-        let parent = fs.layer(&id(&"p".repeat(120)));
+    fn every_layer_id_fits_below_the_longest_driver_dataset() {
+        let fs = DatasetName::new(&"t".repeat(MAX_FSNAME_LEN)).unwrap_or_else(|e| panic!("{e}"));
+        let l = fs.layer(&id(&"c".repeat(graphdriver_api::MAX_LAYER_ID_LEN)));
+        assert_eq!(l.children_snapshot().len(), MAX_NAME_LEN);
+    }
+
+    #[test]
+    fn long_ids_had_short_snapshot_names() {
         let child = id(&"c".repeat(128));
-        let o = parent.origin_for(&child);
-        assert!(o.len() <= MAX_NAME_LEN, "{o}");
-        assert!(o.ends_with(&snapshot_tags(&child)[1]), "{o}");
-        assert_ne!(
-            snapshot_tags(&child)[1],
-            snapshot_tags(&id(&"d".repeat(128)))[1]
-        );
+        let [full, short] = snapshot_tags(&child);
+        assert_eq!(full, child.as_str());
+        assert_eq!(short.len(), 19, "{short}");
+        assert_ne!(short, snapshot_tags(&id(&"d".repeat(128)))[1]);
     }
 
     #[test]

@@ -29,6 +29,20 @@ pub enum ZfsError {
         /// libzfs's description of the failure.
         description: String,
     },
+    /// A channel program (a Lua program ZFS runs in one transaction group) could not run
+    /// or raised an error.
+    #[error("failed to {op} {name}: channel program failed{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Program {
+        /// The operation.
+        op: &'static str,
+        /// The dataset it acted on.
+        name: String,
+        /// Lua's message, when the program raised an error.
+        message: Option<String>,
+        /// The errno (`ECHRNG` for a Lua error).
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl From<ZfsError> for DriverError {

@@ -12,12 +12,16 @@
 //! The parent dataset (`fsname`) is given with `--opt zfs.fsname=POOL/DATASET`, or is the
 //! dataset mounted where the driver root is (as docker does). It must exist.
 //!
-//! - A child of `p` is `<fsname>/<child>`, a clone of the snapshot `<fsname>/<p>@<child>`;
-//!   the parent is then marked `readonly=on` (lifted when it is next mounted or applied to
-//!   without children).
-//! - `remove` destroys the clone first and its origin snapshot after, so no clone ever loses
-//!   its origin; a crash between the two leaves a snapshot that the journal's replay finds
-//!   and destroys.
+//! - A child of `p` is `<fsname>/<child>`, a clone of the snapshot `<fsname>/<p>@gd:children`
+//!   that all of `p`'s children share. The first child marks the parent `readonly=on` and
+//!   then takes the snapshot; later ones only clone it, one transaction group each. The
+//!   parent stays read-only while it has children (lifted when it is next mounted or applied
+//!   to without children), so the snapshot is always what it holds.
+//! - `remove` is one channel program (`programs/remove.lua`), so one transaction group: the
+//!   clone, then its origin snapshot when no other clone is left on it. Nothing can be left
+//!   half-removed by a crash, and no clone ever loses its origin. A snapshot a crash left
+//!   between snapshot and clone is harmless (the next child uses it; a layer made writable
+//!   again destroys it first) and is swept when a create is rolled back or replayed.
 //! - Size limits are the `quota` property: what the layer itself holds (a clone's `used`
 //!   counts only the blocks it does not share with its origin), so a limited container layer
 //!   can hold that much whatever its image holds. (`refquota` would count the shared image
@@ -48,6 +52,10 @@ use sys::{LibZfs, NvList, Prop};
 
 /// The zfs driver: the shared layer store over [`Zfs`].
 pub type ZfsDriver = LayerStore<Zfs>;
+
+/// The channel programs, run by [`sys::channel_program`].
+const REMOVE: &str = include_str!("programs/remove.lua");
+const SWEEP: &str = include_str!("programs/sweep.lua");
 
 /// The user property naming the driver home that owns a layer dataset.
 pub const OWNER_PROPERTY: &str = "org.graphdriver:root";
@@ -103,6 +111,12 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
             }
         }
     };
+    if fsname.as_str().len() > dataset_name::MAX_FSNAME_LEN {
+        return Err(unsupported(format!(
+            "the dataset name {fsname} is longer than {} bytes: a layer's snapshot name would exceed ZFS's limit",
+            dataset_name::MAX_FSNAME_LEN
+        )));
+    }
     let props = Props::look_up()?;
     let mnt = home.join("mnt");
     std::fs::create_dir_all(&mnt).ctx("create directory", &mnt)?;
@@ -128,7 +142,6 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
 struct Props {
     used: Prop,
     referenced: Prop,
-    origin: Prop,
     readonly: Prop,
     compression: Prop,
     quota: Prop,
@@ -148,7 +161,6 @@ impl Props {
         Ok(Props {
             used: ds("used")?,
             referenced: ds("referenced")?,
-            origin: ds("origin")?,
             readonly: ds("readonly")?,
             compression: ds("compression")?,
             quota: ds("quota")?,
@@ -211,16 +223,74 @@ impl Zfs {
         f(&mut ds)
     }
 
-    /// Sets `readonly` of `name` to `on` when it differs; returns the value it has after.
-    fn set_readonly(&self, name: &DatasetName, on: bool) -> Result<bool> {
+    /// Freezes `name` (`readonly=on`) before its first child's snapshot is taken.
+    fn freeze(&self, name: &DatasetName) -> Result<()> {
         let p = self.props.readonly;
         self.dataset(name, |ds| {
-            if (ds.get_u64(p) != 0) != on {
-                ds.set("readonly", if on { "on" } else { "off" })
+            if ds.get_u64(p) == 0 {
+                ds.set("readonly", "on")
                     .lctx("set readonly of", name.as_str())?;
             }
-            Ok(on)
+            Ok(())
         })
+    }
+
+    /// Makes `name`, which has no children, writable again. Its children's snapshot, which
+    /// only a crash between snapshot and clone can have left, goes first: no later child may
+    /// start from what the layer held before it was written to.
+    fn thaw(&self, name: &DatasetName) -> Result<()> {
+        let p = self.props.readonly;
+        self.dataset(name, |ds| {
+            if ds.get_u64(p) == 0 {
+                return Ok(());
+            }
+            let snap = name.children_snapshot();
+            match sys::lzc_destroy_one(&snap) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                    return Err(e).zctx("destroy snapshot", &snap)?
+                }
+                _ => {}
+            }
+            ds.set("readonly", "off")
+                .lctx("set readonly of", name.as_str())?;
+            Ok(())
+        })
+    }
+
+    /// Runs the channel program `text` with `args`, for `op` on `name`; `Ok(None)` when it
+    /// returned "", or the errno and dataset of the step that failed.
+    fn program(
+        &self,
+        op: &'static str,
+        name: &str,
+        text: &str,
+        args: &NvList,
+    ) -> Result<Option<(i32, String)>> {
+        let out = sys::channel_program(self.fsname.pool(), text, args).map_err(|f| {
+            ZfsError::Program {
+                op,
+                name: name.to_owned(),
+                message: f.message,
+                source: f.errno,
+            }
+        })?;
+        let out = out.unwrap_or_default();
+        if out.is_empty() {
+            return Ok(None);
+        }
+        let parsed = out
+            .split_once(' ')
+            .and_then(|(e, n)| Some((e.parse::<i32>().ok()?, n.to_owned())));
+        match parsed {
+            Some(failed) => Ok(Some(failed)),
+            None => Err(ZfsError::Program {
+                op,
+                name: name.to_owned(),
+                message: Some(format!("unexpected result {out:?}")),
+                source: std::io::Error::from_raw_os_error(libc::EPROTO),
+            }
+            .into()),
+        }
     }
 
     /// What layer `id` holds, after waiting for the pool's writes to be accounted.
@@ -246,7 +316,8 @@ impl Zfs {
         let frozen = if read_only {
             self.dataset(&name, |ds| Ok(ds.get_u64(self.props.readonly) != 0))?
         } else {
-            self.set_readonly(&name, false)?
+            self.thaw(&name)?;
+            false
         };
         let mnt = self.mount_point(id);
         layer_mount::make_mount_point(&mnt)?;
@@ -277,20 +348,28 @@ impl Zfs {
         Ok(())
     }
 
-    /// Destroys the origin snapshots named after `id` that a crash left on any layer of this
-    /// driver (a create that died between snapshot and clone, a remove between clone and
-    /// snapshot). Only needed when the layer's own dataset is gone, so rarely.
-    fn destroy_stray_origins(&self, id: &LayerId) -> Result<()> {
-        let tags = dataset_name::snapshot_tags(id);
-        for other in self.owned_layers()? {
-            for tag in &tags {
-                let snap = format!("{}@{tag}", self.layer_dataset(&other));
-                if sys::lzc_exists_ds(&snap) {
-                    destroy_snapshot(&snap)?;
-                }
+    /// Destroys the snapshots a crash left on this driver's layers (`programs/sweep.lua`):
+    /// children's snapshots without clones, and origins an earlier version named after
+    /// `id`. Only needed when `id`'s dataset is gone (a create rolled back or replayed), so
+    /// rarely; the store lock is held, so no create is between snapshot and clone.
+    fn sweep_strays(&self, id: &LayerId) -> Result<()> {
+        let [tag1, tag2] = dataset_name::snapshot_tags(id);
+        let mut args = NvList::new();
+        let nv = |r: std::io::Result<()>| {
+            r.zctx("build the arguments of a sweep of", self.fsname.as_str())
+        };
+        nv(args.add_string("fsname", self.fsname.as_str()))?;
+        nv(args.add_string("property", OWNER_PROPERTY))?;
+        nv(args.add_string("owner", &self.owner))?;
+        nv(args.add_string("children", dataset_name::CHILDREN_TAG))?;
+        nv(args.add_string("tag1", &tag1))?;
+        nv(args.add_string("tag2", &tag2))?;
+        match self.program("sweep snapshots below", self.fsname.as_str(), SWEEP, &args)? {
+            None => Ok(()),
+            Some((errno, snap)) => {
+                Err(std::io::Error::from_raw_os_error(errno)).zctx("destroy snapshot", &snap)?
             }
         }
-        Ok(())
     }
 
     /// The layers below `fsname` that this driver home owns.
@@ -356,15 +435,26 @@ impl Backend for Zfs {
                 sys::lzc_create_fs(name.as_str(), &props).zctx("create dataset", name.as_str())?
             }
             Some(p) => {
-                let origin = self.layer_dataset(p).origin_for(id);
-                sys::lzc_snapshot_one(&origin).zctx("snapshot", &origin)?;
+                let parent = self.layer_dataset(p);
+                let origin = parent.children_snapshot();
+                // the parent's first child: freeze it, then snapshot what it holds
+                let first = !sys::lzc_exists_ds(&origin);
+                if first {
+                    self.freeze(&parent)?;
+                    sys::lzc_snapshot_one(&origin).zctx("snapshot", &origin)?;
+                }
                 if let Err(e) = sys::lzc_clone_fs(name.as_str(), &origin, &props) {
                     let error = ZfsError::Core {
                         op: "clone",
                         name: origin.clone(),
                         source: e,
                     };
-                    return match destroy_snapshot(&origin) {
+                    let rollback = if first {
+                        destroy_snapshot(&origin)
+                    } else {
+                        Ok(())
+                    };
+                    return match rollback {
                         Ok(()) => Err(error.into()),
                         Err(rb) => Err(DriverError::RollbackFailed {
                             error: Box::new(error.into()),
@@ -372,8 +462,6 @@ impl Backend for Zfs {
                         }),
                     };
                 }
-                // the parent is frozen while it has children
-                self.set_readonly(&self.layer_dataset(p), true)?;
             }
         }
         Ok(BTreeMap::from([("dataset".to_owned(), name.to_string())]))
@@ -382,28 +470,23 @@ impl Backend for Zfs {
     fn destroy(&self, id: &LayerId) -> Result<()> {
         layer_mount::unmount_and_remove(&self.mount_point(id))?;
         let name = self.layer_dataset(id);
-        if !sys::lzc_exists_ds(name.as_str()) {
-            return self.destroy_stray_origins(id);
-        }
-        let p = self.props;
-        let origin = self.dataset(&name, |ds| Ok(ds.get_string(p.origin)))?;
-        match sys::lzc_destroy_one(name.as_str()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                return Err(DriverError::Busy {
-                    id: id.clone(),
-                    reason: format!(
-                        "dataset {name} is still mounted (a mount held in another mount namespace?)"
-                    ),
-                })
+        let mut args = NvList::new();
+        let nv =
+            |r: std::io::Result<()>| r.zctx("build the arguments of a destroy of", name.as_str());
+        nv(args.add_string("dataset", name.as_str()))?;
+        nv(args.add_string("scope", &format!("{}/", self.fsname)))?;
+        match self.program("destroy", name.as_str(), REMOVE, &args)? {
+            None => Ok(()),
+            Some((libc::ENOENT, gone)) if gone == name.as_str() => self.sweep_strays(id),
+            Some((libc::EBUSY, busy)) if busy == name.as_str() => Err(DriverError::Busy {
+                id: id.clone(),
+                reason: format!(
+                    "dataset {name} is still mounted (a mount held in another mount namespace?)"
+                ),
+            }),
+            Some((errno, what)) => {
+                Err(std::io::Error::from_raw_os_error(errno)).zctx("destroy", &what)?
             }
-            Err(e) => return Err(e).zctx("destroy dataset", name.as_str())?,
-        }
-        match origin {
-            // only snapshots this driver made; a layer is never a clone of anything else
-            Some(o) if o.starts_with(&format!("{}/", self.fsname)) => destroy_snapshot(&o),
-            _ => Ok(()),
         }
     }
 

@@ -93,7 +93,20 @@ extern "C" {
     ) -> c_int;
     fn lzc_exists(dataset: *const c_char) -> BooleanT;
     fn lzc_sync(pool: *const c_char, innvl: *mut nvlist_t, outnvl: *mut *mut nvlist_t) -> c_int;
+    fn lzc_channel_program(
+        pool: *const c_char,
+        program: *const c_char,
+        instrlimit: u64,
+        memlimit: u64,
+        argnvl: *mut nvlist_t,
+        outnvl: *mut *mut nvlist_t,
+    ) -> c_int;
 }
+
+/// `ZCP_DEFAULT_INSTRLIMIT` and `ZCP_DEFAULT_MEMLIMIT` (`sys/fs/zfs.h`): what `zfs program`
+/// allows by default.
+const ZCP_INSTRLIMIT: u64 = 10 * 1000 * 1000;
+const ZCP_MEMLIMIT: u64 = 10 * 1024 * 1024;
 
 #[link(name = "zfs")]
 extern "C" {
@@ -264,6 +277,65 @@ pub fn lzc_sync_pool(pool: &str) -> io::Result<()> {
     unsafe { fnvlist_add_boolean_value(inl.0, c"force".as_ptr(), B_FALSE) };
     // SAFETY: p and inl live across the call; no output list is asked for.
     errno(unsafe { lzc_sync(p.as_ptr(), inl.0, ptr::null_mut()) })
+}
+
+/// A channel program that failed: the errno, and Lua's message when the program itself
+/// raised an error (`ECHRNG`) or ran out of its limits.
+#[derive(Debug)]
+pub struct ProgramFailure {
+    /// The errno `lzc_channel_program()` returned.
+    pub errno: io::Error,
+    /// The `error` entry of its output, when there is one.
+    pub message: Option<String>,
+}
+
+/// `lzc_channel_program()`: runs the Lua `program` on `pool` in syncing context (as one
+/// transaction group: no other administrative operation runs meanwhile), with `args` as
+/// the program's argument table. Returns the string the program returned (`None` for any
+/// other kind of return value).
+pub fn channel_program(
+    pool: &str,
+    program: &str,
+    args: &NvList,
+) -> Result<Option<String>, ProgramFailure> {
+    let bad = |errno: io::Error| ProgramFailure {
+        errno,
+        message: None,
+    };
+    let (p, prog) = (cstring(pool).map_err(bad)?, cstring(program).map_err(bad)?);
+    let mut out: *mut nvlist_t = ptr::null_mut();
+    // SAFETY: p, prog and args live across the call; out is ours to free.
+    let rc = unsafe {
+        lzc_channel_program(
+            p.as_ptr(),
+            prog.as_ptr(),
+            ZCP_INSTRLIMIT,
+            ZCP_MEMLIMIT,
+            args.0,
+            &mut out,
+        )
+    };
+    let text = |key: &CStr| -> Option<String> {
+        if out.is_null() {
+            return None;
+        }
+        let mut v: *mut c_char = ptr::null_mut();
+        // SAFETY: out is a live list; v points into it until it is freed below.
+        if unsafe { nvlist_lookup_string(out, key.as_ptr(), &mut v) } != 0 || v.is_null() {
+            return None;
+        }
+        // SAFETY: a NUL-terminated string owned by out, copied here.
+        Some(unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned())
+    };
+    let result = match rc {
+        0 => Ok(text(c"return")),
+        e => Err(ProgramFailure {
+            errno: io::Error::from_raw_os_error(e),
+            message: text(c"error"),
+        }),
+    };
+    free_errlist(out);
+    result
 }
 
 /// A libzfs handle (`libzfs_init()`), for what libzfs_core lacks: reading and setting
