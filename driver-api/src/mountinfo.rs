@@ -5,12 +5,25 @@ use std::path::{Path, PathBuf};
 
 use crate::{IoContext, Result};
 
-/// The mount points of this process's mount namespace.
+/// The mounts of this process's mount namespace.
 #[derive(Debug, Default, Clone)]
 pub struct MountTable {
+    /// In mountinfo's order: a later mount at the same point is on top of an earlier one.
+    mounts: Vec<Mount>,
     points: HashSet<PathBuf>,
-    /// Mount points in a shared peer group (new mounts below them propagate).
-    shared: HashSet<PathBuf>,
+}
+
+/// One line of the mount table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Where it is mounted.
+    pub point: PathBuf,
+    /// The filesystem type (`ext4`, `overlay`, `zfs`).
+    pub fstype: String,
+    /// What is mounted: a device, a zfs dataset, or a name of the filesystem's choosing.
+    pub source: String,
+    /// Whether it is in a shared peer group (new mounts below it propagate).
+    pub shared: bool,
 }
 
 impl MountTable {
@@ -21,8 +34,9 @@ impl MountTable {
         Ok(MountTable::parse(&text))
     }
 
-    /// Parses mountinfo text: the fifth field of each line is the mount point, with spaces,
-    /// tabs, newlines and backslashes escaped in octal.
+    /// Parses mountinfo text: the fifth field of each line is the mount point, optional
+    /// fields follow from the seventh up to a `-`, then the type and the source; spaces,
+    /// tabs, newlines and backslashes in them are escaped in octal.
     pub fn parse(text: &str) -> MountTable {
         let mut t = MountTable::default();
         for line in text.lines() {
@@ -30,29 +44,39 @@ impl MountTable {
             let Some(point) = fields.get(4).map(|p| PathBuf::from(unescape(p))) else {
                 continue;
             };
-            // optional fields run from the seventh to the "-" separator
-            if fields
-                .iter()
-                .skip(6)
-                .take_while(|f| **f != "-")
-                .any(|f| f.starts_with("shared:"))
-            {
-                t.shared.insert(point.clone());
-            }
-            t.points.insert(point);
+            let optional = fields.iter().skip(6).take_while(|f| **f != "-");
+            let shared = optional.clone().any(|f| f.starts_with("shared:"));
+            let mut after = fields.iter().skip(6 + optional.count() + 1);
+            let fstype = after.next().map(|f| unescape(f)).unwrap_or_default();
+            let source = after.next().map(|f| unescape(f)).unwrap_or_default();
+            t.points.insert(point.clone());
+            t.mounts.push(Mount {
+                point,
+                fstype,
+                source,
+                shared,
+            });
         }
         t
+    }
+
+    /// The mount that holds `path`: the one whose mount point is the longest that is `path`
+    /// or one of its ancestors (the top one, when several are stacked there).
+    pub fn holding(&self, path: &Path) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .rev()
+            .filter(|m| path.starts_with(&m.point))
+            .fold(None, |best: Option<&Mount>, m| match best {
+                Some(b) if b.point.as_os_str().len() >= m.point.as_os_str().len() => Some(b),
+                _ => Some(m),
+            })
     }
 
     /// Whether new mounts made at or below `path` would propagate to peer mounts: the mount
     /// that holds `path` is shared.
     pub fn propagates_below(&self, path: &Path) -> bool {
-        let holder = self
-            .points
-            .iter()
-            .filter(|p| path.starts_with(p))
-            .max_by_key(|p| p.as_os_str().len());
-        holder.is_some_and(|h| self.shared.contains(h))
+        self.holding(path).is_some_and(|m| m.shared)
     }
 
     /// Whether something is mounted at `path`.
@@ -106,5 +130,32 @@ mod tests {
         assert!(!t.propagates_below(Path::new("/var/lib/a b/x")));
         let t = MountTable::parse("22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n");
         assert!(t.propagates_below(Path::new("/var/lib")));
+    }
+
+    #[test]
+    fn the_mount_holding_a_path_is_the_top_one_at_the_longest_prefix() {
+        let t = MountTable::parse(
+            "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+             40 22 0:50 / /var/lib rw shared:3 master:1 - zfs tank/lib rw\n\
+             41 40 0:51 / /var/lib/graph\\040x rw - zfs tank/graph\\040x rw\n\
+             42 22 0:52 / /srv rw - tmpfs tmpfs rw\n\
+             43 42 0:53 / /srv rw - zfs tank/srv rw\n",
+        );
+        let at = |p: &str| {
+            t.holding(Path::new(p))
+                .map(|m| (m.fstype.as_str(), m.source.as_str()))
+        };
+        assert_eq!(at("/var/lib/graph x/zfs"), Some(("zfs", "tank/graph x")));
+        assert_eq!(at("/var/lib/other"), Some(("zfs", "tank/lib")));
+        assert_eq!(
+            at("/srv/a"),
+            Some(("zfs", "tank/srv")),
+            "the top of a stack"
+        );
+        assert_eq!(at("/etc"), Some(("ext4", "/dev/sda1")));
+        assert!(t.propagates_below(Path::new("/var/lib/x")));
+        assert!(!t.propagates_below(Path::new("/var/lib/graph x")));
+        // octal escapes use the digits 0 to 7 only
+        assert_eq!(unescape("a\\089"), "a\\089");
     }
 }

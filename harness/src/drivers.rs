@@ -85,10 +85,10 @@ pub fn case_dir(name: &str, dir: &Path) -> Result<Option<crate::fixture::ZfsData
     #[cfg(feature = "zfs")]
     if name == "zfs" {
         let parent = dir.parent().unwrap_or(dir).canonicalize()?;
-        let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-        if let Some((t, source)) = graphdriver_zfs::mount_holding(&info, &parent) {
-            if t == "zfs" {
-                return Ok(Some(crate::fixture::ZfsDataset::new(&source, dir)?));
+        let mounts = graphdriver_api::mountinfo::MountTable::read()?;
+        if let Some(m) = mounts.holding(&parent) {
+            if m.fstype == "zfs" {
+                return Ok(Some(crate::fixture::ZfsDataset::new(&m.source, dir)?));
             }
         }
     }

@@ -105,50 +105,6 @@ impl fmt::Display for DatasetName {
     }
 }
 
-/// The type and source of the mount that holds `path`, from `/proc/self/mountinfo` text: the
-/// longest mount point that is `path` or one of its ancestors (for a `zfs` mount, the source
-/// is its dataset).
-pub fn mount_holding(mountinfo: &str, path: &std::path::Path) -> Option<(String, String)> {
-    let mut best: Option<(usize, &str, &str)> = None;
-    for line in mountinfo.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let (Some(point), Some(sep)) = (f.get(4), f.iter().position(|x| *x == "-")) else {
-            continue;
-        };
-        let (Some(fstype), Some(source)) = (f.get(sep + 1), f.get(sep + 2)) else {
-            continue;
-        };
-        let point = unescape(point);
-        if !path.starts_with(&point) {
-            continue;
-        }
-        let len = point.len();
-        // later lines are mounted over earlier ones at the same point
-        if best.is_none_or(|(l, _, _)| len >= l) {
-            best = Some((len, fstype, source));
-        }
-    }
-    best.map(|(_, t, s)| (unescape(t), unescape(s)))
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,26 +151,5 @@ mod tests {
         assert_eq!(full, child.as_str());
         assert_eq!(short.len(), 19, "{short}");
         assert_ne!(short, snapshot_tags(&id(&"d".repeat(128)))[1]);
-    }
-
-    #[test]
-    fn the_mount_holding_a_path_is_the_longest_prefix() {
-        let info = "\
-22 1 8:1 / / rw - ext4 /dev/sda1 rw
-40 22 0:50 / /var/lib rw - zfs tank/lib rw
-41 40 0:51 / /var/lib/graph\\040x rw - zfs tank/graph\\040x rw
-42 22 0:52 / /srv rw - tmpfs tmpfs rw
-";
-        let at = |p: &str| mount_holding(info, std::path::Path::new(p));
-        assert_eq!(
-            at("/var/lib/graph x/zfs"),
-            Some(("zfs".into(), "tank/graph x".into()))
-        );
-        assert_eq!(at("/srv/a"), Some(("tmpfs".into(), "tmpfs".into())));
-        assert_eq!(
-            at("/var/lib/other"),
-            Some(("zfs".into(), "tank/lib".into()))
-        );
-        assert_eq!(at("/etc"), Some(("ext4".into(), "/dev/sda1".into())));
     }
 }

@@ -44,7 +44,7 @@ use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{layer_mount, CreateOpts, DriverError, IoContext, LayerId, Result, Status};
 use rustix::mount::{self as rmount, MountFlags, MountPropagationFlags, UnmountFlags};
 
-pub use dataset_name::{mount_holding, DatasetName};
+pub use dataset_name::DatasetName;
 pub use error::ZfsError;
 
 use error::{CoreContext, LibContext};
@@ -95,17 +95,16 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
     let fsname = match fsname {
         Some(f) => f,
         None => {
-            let info = "/proc/self/mountinfo";
-            let text = std::fs::read_to_string(info).ctx("read", info)?;
-            match mount_holding(&text, &home) {
-                Some((t, source)) if t == "zfs" => DatasetName::new(&source).map_err(|e| {
-                    unsupported(format!("the dataset {source} mounted at the root: {e}"))
+            let mounts = MountTable::read()?;
+            match mounts.holding(&home) {
+                Some(m) if m.fstype == "zfs" => DatasetName::new(&m.source).map_err(|e| {
+                    unsupported(format!("the dataset {} mounted at the root: {e}", m.source))
                 })?,
                 other => {
                     return Err(unsupported(format!(
                         "{} is on {}, not a zfs dataset: put the root on one, or pass --opt zfs.fsname=POOL/DATASET",
                         home.display(),
-                        other.map(|(t, _)| t).unwrap_or_else(|| "nothing".into())
+                        other.map_or("nothing", |m| m.fstype.as_str())
                     )))
                 }
             }
