@@ -214,6 +214,17 @@ impl Dm {
         self.call(DmCmd::DevRemove, name, &mut buf)
     }
 
+    /// `DM_DEV_RENAME`: device `name` is called `new` from now on (`ENXIO` when there is no
+    /// `name`, `EBUSY` when `new` is taken). Atomic: of two renames of one device, one fails.
+    pub fn rename(&self, name: &str, new: &str) -> Result<()> {
+        if new.len() >= sys::DM_NAME_LEN {
+            return Err(DevmapperError::NameTooLong(new.to_owned()));
+        }
+        let mut buf = DmBuffer::new(name, 0, new.len() + 1)?;
+        buf.data_mut()[..new.len()].copy_from_slice(new.as_bytes());
+        self.call(DmCmd::DevRename, name, &mut buf)
+    }
+
     /// `DM_DEV_STATUS`, or `None` when there is no such device.
     pub fn info(&self, name: &str) -> Result<Option<DeviceInfo>> {
         let mut buf = DmBuffer::new(name, 0, 0)?;

@@ -20,7 +20,11 @@
 //! writes past it fail with `ENOSPC`. A smaller limit is refused.
 //!
 //! Layer `id` is mounted at `<root>/devicemapper/mnt/<id>` (read-only while it has
-//! children); its device is activated for the mount and deactivated after. Every
+//! children); its device is activated for the mount and deactivated after. A deactivated
+//! device nothing holds is kept as a spare (up to four, renamed, its table swapped for an
+//! `error` one that lets go of the thin device) for the next activation to take over: adding
+//! a block device to the system and taking it away are the dearest steps of both. Spares go
+//! at open and at `cleanup`. Every
 //! device-mapper step is an ioctl on `/dev/mapper/control` (`sys.rs`): no libdevmapper, no
 //! `dmsetup` per operation, no udev (this module makes the `/dev/mapper` nodes itself).
 //!
@@ -240,6 +244,8 @@ impl Devmapper {
 
     /// Undoes or finishes what a crash left (metadata lock held).
     fn recover(&self, meta: &mut Metadata) -> Result<()> {
+        // a crash while a device became a spare can leave one holding its thin device
+        self.pool.drop_spares()?;
         let pool_tid = self.pool.status()?.transaction_id;
         let mut changed = pool_tid != meta.transaction_id;
         // devices being made: they may be in the pool; no layer owns them
@@ -457,6 +463,11 @@ impl Devmapper {
             .collect())
     }
 
+    /// The idle device-mapper devices kept for the next activations, by name.
+    pub fn spare_devices(&self) -> Result<Vec<String>> {
+        self.pool.spares()
+    }
+
     /// Live device-mapper devices of this driver (thin devices, not the pool), by id.
     pub fn live_devices(&self) -> Result<Vec<u32>> {
         Ok(self
@@ -655,6 +666,7 @@ impl Backend for Devmapper {
                 self.pool.deactivate_thin(id)?;
             }
         }
+        self.pool.drop_spares()?;
         if matches!(self.pool.source, PoolSource::Loopback { .. }) {
             self.pool.deactivate()?;
         }
@@ -712,6 +724,11 @@ impl Backend for Devmapper {
             .unwrap_or_else(|e| e.to_string());
         s.push(("Deferred Removals".into(), deferred));
         s.push(("Deferred Deletions".into(), meta.deleting.len().to_string()));
+        let spares = self
+            .pool
+            .spares()
+            .map_or_else(|e| e.to_string(), |v| v.len().to_string());
+        s.push(("Spare Devices".into(), spares));
         let unknown = match self.unknown_devices() {
             Ok(v) if v.is_empty() => "none".to_owned(),
             Ok(v) => v.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),

@@ -34,6 +34,9 @@ pub enum PoolSource {
     },
 }
 
+/// How many idle device-mapper devices are kept for reuse (see [`Pool::deactivate_thin`]).
+pub const MAX_SPARES: usize = 4;
+
 /// The outcome of deleting a thin device from the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deleted {
@@ -262,7 +265,7 @@ impl Pool {
                 info
             }
             stale => {
-                if stale.is_none() {
+                if stale.is_none() && !self.take_spare(&name)? {
                     self.dm.create(&name).map_err(dm_err)?;
                 }
                 let loaded = self
@@ -326,8 +329,19 @@ impl Pool {
     /// Takes thin device `id` down. When it is still open (a mount leaked into another
     /// namespace), a few short retries, then a deferred removal the kernel finishes at its
     /// last close. Returns false when the removal was deferred.
+    ///
+    /// A device nothing holds is kept as a spare instead (up to [`MAX_SPARES`]): renamed
+    /// `<prefix>-spare-<minor>`, its thin table swapped for an `error` one, which lets go of
+    /// the thin device. The next activation takes it over, saving the dearest part of an
+    /// activation and of a removal: adding a block device to the system (the first table
+    /// load of a device) and taking it away again. The block device's page cache went with
+    /// its last close, so nothing of the old layer can be read through it.
     pub fn deactivate_thin(&self, id: u32) -> Result<bool> {
         let name = self.thin_name(id);
+        if self.keep_as_spare(&name)? {
+            let _ = std::fs::remove_file(self.node(&name));
+            return Ok(true);
+        }
         let mut done = true;
         for attempt in 0..4 {
             match self.dm.remove(&name, false) {
@@ -349,6 +363,76 @@ impl Pool {
         }
         let _ = std::fs::remove_file(self.node(&name));
         Ok(done)
+    }
+
+    fn spare_prefix(&self) -> String {
+        format!("{}-spare-", self.prefix)
+    }
+
+    /// The idle devices kept for reuse.
+    pub fn spares(&self) -> Result<Vec<String>> {
+        let prefix = self.spare_prefix();
+        Ok(self
+            .dm
+            .list()
+            .map_err(dm_err)?
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect())
+    }
+
+    /// Makes live device `name` a spare when nothing holds it and there is room; whether it
+    /// did. A spare that cannot let go of its thin device is removed.
+    fn keep_as_spare(&self, name: &str) -> Result<bool> {
+        let Some(info) = self.dm.info(name).map_err(dm_err)? else {
+            return Ok(false);
+        };
+        if info.open_count != 0 || info.deferred_remove || self.spares()?.len() >= MAX_SPARES {
+            return Ok(false);
+        }
+        let spare = format!("{}{}", self.spare_prefix(), info.minor());
+        // renamed first: from here no activation of this layer finds it by name
+        match self.dm.rename(name, &spare) {
+            Ok(()) => {}
+            Err(e) if matches!(e.errno(), Some(libc::ENXIO) | Some(libc::EBUSY)) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let released = self
+            .dm
+            .load(&spare, 8, "error", "")
+            .and_then(|()| self.dm.resume(&spare));
+        if let Err(e) = released {
+            self.dm.remove(&spare, false).map_err(|_| dm_err(e))?;
+        }
+        Ok(true)
+    }
+
+    /// Takes a spare over as `name`; whether there was one. The rename is atomic, so of two
+    /// processes after one spare, one gets it.
+    fn take_spare(&self, name: &str) -> Result<bool> {
+        for spare in self.spares()? {
+            match self.dm.rename(&spare, name) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.errno() == Some(libc::ENXIO) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes the spares (at open, after a crash may have left one holding a thin device,
+    /// and at cleanup).
+    pub fn drop_spares(&self) -> Result<()> {
+        for spare in self.spares()? {
+            match self.dm.remove(&spare, false) {
+                Ok(()) => {}
+                Err(e) if e.errno() == Some(libc::ENXIO) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Whether thin device `id` exists in the pool: a table naming it loads only then (on a

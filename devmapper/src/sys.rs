@@ -73,6 +73,8 @@ pub enum DmCmd {
     DevCreate = 3,
     /// `DM_DEV_REMOVE`
     DevRemove = 4,
+    /// `DM_DEV_RENAME`
+    DevRename = 5,
     /// `DM_DEV_SUSPEND` (also resumes)
     DevSuspend = 6,
     /// `DM_DEV_STATUS`

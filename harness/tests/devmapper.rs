@@ -230,6 +230,47 @@ fn a_device_held_by_a_leaked_mount_is_removed_later() {
     assert_consistent(&d);
 }
 
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn a_spare_device_shows_nothing_of_its_last_layer_and_goes_at_cleanup() {
+    let root = Root::new("spares", &[]);
+    let d = root.open();
+    // making the base device left its device as a spare; cleanup removes it
+    d.cleanup().unwrap();
+    assert_eq!(d.backend().spare_devices().unwrap(), Vec::<String>::new());
+    d.create(&id("a"), None, &rw()).unwrap();
+    let p = d.get(&id("a"), None).unwrap();
+    std::fs::write(p.join("only-in-a"), "a").unwrap();
+    d.put(&id("a")).unwrap();
+    let spares = d.backend().spare_devices().unwrap();
+    assert_eq!(spares.len(), 1, "the unmounted device is kept: {spares:?}");
+    // the next activation takes the spare over, and sees its own layer only
+    d.create(&id("b"), None, &rw()).unwrap();
+    let p = d.get(&id("b"), None).unwrap();
+    assert_eq!(d.backend().spare_devices().unwrap(), Vec::<String>::new());
+    assert!(
+        !p.join("only-in-a").exists(),
+        "layer b shows layer a's file"
+    );
+    std::fs::write(p.join("only-in-b"), "b").unwrap();
+    d.put(&id("b")).unwrap();
+    let p = d.get(&id("a"), None).unwrap();
+    assert_eq!(std::fs::read_to_string(p.join("only-in-a")).unwrap(), "a");
+    assert!(
+        !p.join("only-in-b").exists(),
+        "layer a shows layer b's file"
+    );
+    d.put(&id("a")).unwrap();
+    // a layer whose device is a spare's last table can still be removed
+    d.remove(&id("a")).unwrap();
+    d.remove(&id("b")).unwrap();
+    let status: BTreeMap<String, String> = d.status().into_iter().collect();
+    assert_ne!(status["Spare Devices"], "0", "{status:?}");
+    d.cleanup().unwrap();
+    assert_eq!(d.backend().spare_devices().unwrap(), Vec::<String>::new());
+    assert_consistent(&d);
+}
+
 /// A base of `base` MiB, a layer limited to `limit` MiB: `first` MiB fit (more than the base
 /// holds), `second` MiB more do not.
 fn size_limit_grows_the_device_then_fills(
@@ -348,7 +389,16 @@ fn container_layer_create_and_mount_against_overlay2() {
             Some(dir) if driver == "devmapper" => PathBuf::from(dir).join(driver),
             _ => fs.path().join(driver),
         };
-        let d = graphdriver_harness::drivers::open(driver, &root, &BTreeMap::new()).unwrap();
+        // GRAPHDRIVER_DM_BENCH_OPTS: devmapper options, `dm.fs=xfs,dm.basesize=...`
+        let opts: BTreeMap<String, String> = match std::env::var("GRAPHDRIVER_DM_BENCH_OPTS") {
+            Ok(o) if driver == "devmapper" => o
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        let d = graphdriver_harness::drivers::open(driver, &root, &opts).unwrap();
         let img = id("image");
         d.create(&img, None, &CreateOpts::default()).unwrap();
         match std::env::var_os("GRAPHDRIVER_ROOTFS_TAR") {
