@@ -19,12 +19,8 @@ took
 stage "build with --features zfs"
 cargo test --release -p graphdriver-zfs --lib
 cargo build --release -p graphdriver-harness --features zfs --bin graphctl
-test_bin=$(cargo test --release -p graphdriver-harness --features zfs --test zfs --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import sys, json
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        print(m["executable"])')
+. scripts/test-binaries.sh
+test_bin=$(test_binaries -p graphdriver-harness --features zfs --test zfs)
 [ -n "$test_bin" ] || { echo "vm-tests-zfs: no test binary" >&2; exit 1; }
 took
 

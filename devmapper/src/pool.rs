@@ -403,8 +403,16 @@ impl Pool {
             .dm
             .load(&spare, 8, "error", "")
             .and_then(|()| self.dm.resume(&spare));
-        if let Err(e) = released {
-            self.dm.remove(&spare, false).map_err(|_| dm_err(e))?;
+        match released {
+            Ok(()) => {}
+            // an activation took the spare over meanwhile (renamed it): the table it loads
+            // replaces the thin one all the same
+            Err(e) if e.errno() == Some(libc::ENXIO) => {}
+            Err(e) => match self.dm.remove(&spare, false) {
+                Ok(()) => {}
+                Err(r) if r.errno() == Some(libc::ENXIO) => {}
+                Err(_) => return Err(dm_err(e)),
+            },
         }
         Ok(true)
     }

@@ -484,7 +484,11 @@ fn bench(
         scratch_dir: scratch.to_owned(),
     };
     let started = std::time::Instant::now();
-    if std::io::stderr().is_terminal() {
+    // a bar redraws one line and never ends it: only on a terminal that can show that (not
+    // a serial console such as the VM's, TERM=dumb, whose reader waits for whole lines)
+    let redraws = std::io::stderr().is_terminal()
+        && std::env::var("TERM").is_ok_and(|t| !t.is_empty() && t != "dumb");
+    if redraws {
         graphdriver_harness::bench::run(&opts, &mut Bar::default())?;
     } else {
         graphdriver_harness::bench::run(
