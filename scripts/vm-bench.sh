@@ -6,7 +6,7 @@
 #      (GRAPHDRIVER_DM_BENCH_OPTS=dm.fs=xfs for xfs on the thin devices);
 #   2. the bench report, `graphctl bench --quick` of devmapper and overlay2 in the VM, written
 #      to OUT (default bench-report-vm). Its image is the first 2000 entries of the Debian
-#      rootfs: under software emulation the whole one takes too long. About 15 minutes here.
+#      rootfs: under software emulation the whole one takes too long. About 20 minutes here.
 #   scripts/vm-bench.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
