@@ -63,14 +63,11 @@ impl MountTable {
     /// The mount that holds `path`: the one whose mount point is the longest that is `path`
     /// or one of its ancestors (the top one, when several are stacked there).
     pub fn holding(&self, path: &Path) -> Option<&Mount> {
+        // max_by_key returns the last of equal maxima: the top of a stack
         self.mounts
             .iter()
-            .rev()
             .filter(|m| path.starts_with(&m.point))
-            .fold(None, |best: Option<&Mount>, m| match best {
-                Some(b) if b.point.as_os_str().len() >= m.point.as_os_str().len() => Some(b),
-                _ => Some(m),
-            })
+            .max_by_key(|m| m.point.as_os_str().len())
     }
 
     /// Whether new mounts made at or below `path` would propagate to peer mounts: the mount
