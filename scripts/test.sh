@@ -42,7 +42,7 @@ stage "tests of kernel features this host lacks (quotas, device-mapper: tests an
 scripts/vm-tests.sh
 done_stage
 
-stage "zfs (cargo feature zfs): ZFS built by dkms for the VM kernel, the zfs suite and tests, in the VM"
+stage "zfs: ZFS built by dkms for the VM kernel, the zfs suite and tests, in the VM"
 # 30 container layers in the benchmark here (200 take about 12 minutes under emulation)
 GRAPHDRIVER_ZFS_BENCH_N=${GRAPHDRIVER_ZFS_BENCH_N:-30} scripts/vm-tests-zfs.sh
 done_stage

@@ -3,8 +3,8 @@
 #   Debian's contrib component (added to the apt sources from the archive URI the machine
 #   already uses for main), the headers of the guest kernel that vm/setup.sh installed,
 #   zfs-dkms (DKMS builds zfs.ko for that kernel: about 8.5 minutes on 2 cores, once),
-#   zfsutils-linux (zpool/zfs for test fixtures) and libzfslinux-dev (libzfs_core and
-#   libnvpair for linking the zfs backend, cargo feature `zfs`).
+#   and zfsutils-linux (zpool/zfs for test fixtures; its libzfs4linux and libnvpair3linux are
+#   the libraries the zfs backend loads at run time: nothing links against them).
 # Prints the guest kernel version and the ZFS module version.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -31,7 +31,7 @@ fi
 # 2. packages; headers first so that zfs-dkms' postinst builds for the guest kernel (the
 #    host's own kernel has no headers here, so DKMS builds for the guest only)
 need=()
-for p in "linux-headers-$KVER" zfs-dkms zfsutils-linux libzfslinux-dev pkg-config; do
+for p in "linux-headers-$KVER" zfs-dkms zfsutils-linux; do
   installed "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -39,7 +39,7 @@ if [ ${#need[@]} -gt 0 ]; then
   installed "linux-headers-$KVER" || $APT install "linux-headers-$KVER" >/dev/null
   echo "vm/setup-zfs.sh: installing ${need[*]} (the DKMS build takes minutes)" >&2
   # INITRD=No: the VM boots its own initramfs, so dkms' initramfs triggers are no-ops
-  INITRD=No $APT install zfs-dkms zfsutils-linux libzfslinux-dev pkg-config >/dev/null
+  INITRD=No $APT install zfs-dkms zfsutils-linux >/dev/null
 fi
 
 # 3. the module for the guest kernel (a postinst that ran before the headers existed, or a

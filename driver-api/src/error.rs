@@ -58,7 +58,7 @@ pub enum DriverError {
         reason: String,
     },
     /// The backend, the kernel or the backing filesystem cannot do what was asked.
-    #[error("{driver}: {reason}")]
+    #[error("{driver} is not supported here: {reason}")]
     Unsupported {
         /// The driver's name.
         driver: &'static str,

@@ -48,12 +48,12 @@ pub use dataset_name::DatasetName;
 pub use error::ZfsError;
 
 use error::{CoreContext, LibContext};
-use sys::{LibZfs, NvList, Prop};
+use sys::{Lib, LibZfs, NvList, Prop};
 
 /// The zfs driver: the shared layer store over [`Zfs`].
 pub type ZfsDriver = LayerStore<Zfs>;
 
-/// The channel programs, run by [`sys::channel_program`].
+/// The channel programs, run by [`Lib::channel_program`].
 const REMOVE: &str = include_str!("programs/remove.lua");
 const SWEEP: &str = include_str!("programs/sweep.lua");
 
@@ -70,6 +70,18 @@ fn unsupported(reason: impl Into<String>) -> DriverError {
 /// Opens (creating if needed) the zfs driver under `root`. The layers go below the dataset
 /// `zfs.fsname=POOL/DATASET`, or below the dataset mounted where `<root>/zfs` is.
 pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
+    // the libraries and the module first: a host without ZFS gets that answer, and nothing
+    // is made under `root`
+    let lib = Lib::load().map_err(|e| {
+        unsupported(format!(
+            "{e} (ZFS is not installed: Debian's zfsutils-linux, from contrib, brings the libraries)"
+        ))
+    })?;
+    lib.core_init().map_err(|e| {
+        unsupported(format!(
+            "cannot open /dev/zfs ({e}): load the zfs module (Debian: zfs-dkms from contrib)"
+        ))
+    })?;
     std::fs::create_dir_all(root).ctx("create directory", root)?;
     // canonical, so mount points compare equal to what /proc/self/mountinfo lists
     let root = &root.canonicalize().ctx("resolve", root)?;
@@ -86,12 +98,8 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
             other => return Err(unsupported(format!("unknown option {other}"))),
         }
     }
-    sys::core_init().map_err(|e| {
-        unsupported(format!(
-            "cannot open /dev/zfs ({e}): load the zfs module (Debian: zfs-dkms from contrib)"
-        ))
-    })?;
-    let lib = LibZfs::init().map_err(|e| unsupported(format!("libzfs_init failed: {e}")))?;
+    let handle =
+        LibZfs::init(lib).map_err(|e| unsupported(format!("libzfs_init failed: {e}")))?;
     let fsname = match fsname {
         Some(f) => f,
         None => {
@@ -116,7 +124,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
             dataset_name::MAX_FSNAME_LEN
         )));
     }
-    let props = Props::look_up()?;
+    let props = Props::look_up(lib)?;
     let mnt = home.join("mnt");
     std::fs::create_dir_all(&mnt).ctx("create directory", &mnt)?;
     let backend = Zfs {
@@ -124,7 +132,8 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
         home: home.clone(),
         mnt,
         fsname,
-        lib: Mutex::new(lib),
+        zfs: lib,
+        lib: Mutex::new(handle),
         props,
     };
     backend.dataset(&backend.fsname, |_| Ok(())).map_err(|e| {
@@ -149,12 +158,13 @@ struct Props {
 }
 
 impl Props {
-    fn look_up() -> Result<Props> {
+    fn look_up(lib: Lib) -> Result<Props> {
         let ds = |n: &str| {
-            LibZfs::dataset_prop(n).ok_or_else(|| unsupported(format!("libzfs lacks property {n}")))
+            lib.dataset_prop(n)
+                .ok_or_else(|| unsupported(format!("libzfs lacks property {n}")))
         };
         let pool = |n: &str| {
-            LibZfs::pool_prop(n)
+            lib.pool_prop(n)
                 .ok_or_else(|| unsupported(format!("libzfs lacks pool property {n}")))
         };
         Ok(Props {
@@ -177,6 +187,8 @@ pub struct Zfs {
     owner: String,
     mnt: PathBuf,
     fsname: DatasetName,
+    /// The loaded libraries.
+    zfs: Lib,
     /// libzfs handles are not thread-safe.
     lib: Mutex<LibZfs>,
     props: Props,
@@ -244,7 +256,7 @@ impl Zfs {
                 return Ok(());
             }
             let snap = name.children_snapshot();
-            match sys::lzc_destroy_one(&snap) {
+            match self.zfs.lzc_destroy_one(&snap) {
                 Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
                     return Err(e).zctx("destroy snapshot", &snap)?
                 }
@@ -265,7 +277,7 @@ impl Zfs {
         text: &str,
         args: &NvList,
     ) -> Result<Option<(i32, String)>> {
-        let out = sys::channel_program(self.fsname.pool(), text, args).map_err(|f| {
+        let out = self.zfs.channel_program(self.fsname.pool(), text, args).map_err(|f| {
             ZfsError::Program {
                 op,
                 name: name.to_owned(),
@@ -295,7 +307,8 @@ impl Zfs {
     /// What layer `id` holds, after waiting for the pool's writes to be accounted.
     pub fn usage(&self, id: &LayerId) -> Result<Usage> {
         let name = self.layer_dataset(id);
-        sys::lzc_sync_pool(self.fsname.pool()).zctx("sync pool", self.fsname.pool())?;
+        self.zfs
+            .lzc_sync_pool(self.fsname.pool()).zctx("sync pool", self.fsname.pool())?;
         let p = self.props;
         self.dataset(&name, |ds| {
             let quota = ds.get_u64(p.quota);
@@ -353,7 +366,7 @@ impl Zfs {
     /// rarely; the store lock is held, so no create is between snapshot and clone.
     fn sweep_strays(&self, id: &LayerId) -> Result<()> {
         let [tag1, tag2] = dataset_name::snapshot_tags(id);
-        let mut args = NvList::new();
+        let mut args = NvList::new(self.zfs);
         let nv = |r: std::io::Result<()>| {
             r.zctx("build the arguments of a sweep of", self.fsname.as_str())
         };
@@ -388,12 +401,12 @@ impl Zfs {
 
 /// Destroys snapshot `snap`; one that still has a clone (which cannot happen through the
 /// store's rules) is destroyed by ZFS when its last clone goes.
-fn destroy_snapshot(snap: &str) -> Result<()> {
-    match sys::lzc_destroy_one(snap) {
+fn destroy_snapshot(zfs: Lib, snap: &str) -> Result<()> {
+    match zfs.lzc_destroy_one(snap) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::EBUSY)) => {
-            Ok(sys::lzc_destroy_snap_deferred(snap).zctx("destroy (deferred) snapshot", snap)?)
+            Ok(zfs.lzc_destroy_snap_deferred(snap).zctx("destroy (deferred) snapshot", snap)?)
         }
         Err(e) => Err(e).zctx("destroy snapshot", snap)?,
     }
@@ -422,7 +435,7 @@ impl Backend for Zfs {
         opts: &CreateOpts,
     ) -> Result<BTreeMap<String, String>> {
         let name = self.layer_dataset(id);
-        let mut props = NvList::new();
+        let mut props = NvList::new(self.zfs);
         let nv = |r: std::io::Result<()>| r.zctx("build the properties of", name.as_str());
         nv(props.add_string("mountpoint", "legacy"))?;
         nv(props.add_string(OWNER_PROPERTY, &self.owner))?;
@@ -431,25 +444,25 @@ impl Backend for Zfs {
         }
         match parent {
             None => {
-                sys::lzc_create_fs(name.as_str(), &props).zctx("create dataset", name.as_str())?
+                self.zfs.lzc_create_fs(name.as_str(), &props).zctx("create dataset", name.as_str())?
             }
             Some(p) => {
                 let parent = self.layer_dataset(p);
                 let origin = parent.children_snapshot();
                 // the parent's first child: freeze it, then snapshot what it holds
-                let first = !sys::lzc_exists_ds(&origin);
+                let first = !self.zfs.lzc_exists_ds(&origin);
                 if first {
                     self.freeze(&parent)?;
-                    sys::lzc_snapshot_one(&origin).zctx("snapshot", &origin)?;
+                    self.zfs.lzc_snapshot_one(&origin).zctx("snapshot", &origin)?;
                 }
-                if let Err(e) = sys::lzc_clone_fs(name.as_str(), &origin, &props) {
+                if let Err(e) = self.zfs.lzc_clone_fs(name.as_str(), &origin, &props) {
                     let error = ZfsError::Core {
                         op: "clone",
                         name: origin.clone(),
                         source: e,
                     };
                     let rollback = if first {
-                        destroy_snapshot(&origin)
+                        destroy_snapshot(self.zfs, &origin)
                     } else {
                         Ok(())
                     };
@@ -469,7 +482,7 @@ impl Backend for Zfs {
     fn destroy(&self, id: &LayerId) -> Result<()> {
         layer_mount::unmount_and_remove(&self.mount_point(id))?;
         let name = self.layer_dataset(id);
-        let mut args = NvList::new();
+        let mut args = NvList::new(self.zfs);
         let nv =
             |r: std::io::Result<()>| r.zctx("build the arguments of a destroy of", name.as_str());
         nv(args.add_string("dataset", name.as_str()))?;

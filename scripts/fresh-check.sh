@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The clean-root check: does the README's set-up work on a machine that has only what a new
+# machine of this kind has? Run as root. Safe to run twice; leaves nothing behind.
+#   scripts/fresh-check.sh [--rev REV]     (default: HEAD of this repository)
+#
+# In a private mount namespace it makes a clean Debian 12 root on a tmpfs (from the
+# debootstrap rootfs the tests cache), binds the host's Rust toolchain into it read-only, and
+# there, as a new user would: installs only gcc, libc6-dev, git, python3 and ca-certificates;
+# clones the repository at REV; runs the README's install step (scripts/install-deps.sh);
+# builds the whole workspace (`cargo build --workspace --all-targets --release`); checks
+# that `graphctl --driver zfs status` says Unsupported (no ZFS there) rather than failing to
+# load; and runs the conformance suite on vfs. Any missing install step fails it.
+# The root trusts what the host trusts: the host's CA bundle ($SSL_CERT_FILE) and apt
+# configuration are copied in, and proxy variables are passed through.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+REV=HEAD
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rev) REV=$2; shift 2 ;;
+    *) echo "usage: scripts/fresh-check.sh [--rev REV]" >&2; exit 2 ;;
+  esac
+done
+COMMIT=$(git -C "$HERE" rev-parse --verify "$REV^{commit}")
+
+if [ -z "${GRAPHDRIVER_FRESH_NS:-}" ]; then
+  [ "$(id -u)" = 0 ] || { echo "fresh-check: run as root" >&2; exit 1; }
+  ROOTFS_TAR=${GRAPHDRIVER_ROOTFS_TAR:-$("$HERE/scripts/debian-rootfs.sh")}
+  # everything mounted below dies with the namespace, whatever happens
+  exec env GRAPHDRIVER_FRESH_NS=1 GRAPHDRIVER_ROOTFS_TAR="$ROOTFS_TAR" \
+    unshare --mount --propagation private "$0" --rev "$COMMIT"
+fi
+
+T0=$(date +%s)
+step() { echo "=== fresh-check: $1 ($(( $(date +%s) - T0 ))s)"; }
+RUSTUP=${RUSTUP_HOME:-$HOME/.rustup}
+CARGO_BIN=$(dirname "$(command -v cargo)")
+CA=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+[ -d "$RUSTUP/toolchains" ] || { echo "fresh-check: no rustup toolchain at $RUSTUP" >&2; exit 1; }
+
+NEW=$(mktemp -d /var/tmp/graphdriver-fresh.XXXXXX)
+trap 'rmdir "$NEW" 2>/dev/null || true' EXIT
+mount -t tmpfs -o size=16g,mode=0755 graphdriver-fresh "$NEW"
+step "clean root from $(basename "$GRAPHDRIVER_ROOTFS_TAR") at $COMMIT"
+tar -xpf "$GRAPHDRIVER_ROOTFS_TAR" -C "$NEW"
+for d in dev proc sys; do mount --rbind "/$d" "$NEW/$d"; mount --make-rslave "$NEW/$d"; done
+mkdir -p "$NEW/tmp" "$NEW/run" && chmod 1777 "$NEW/tmp"
+cp /etc/resolv.conf "$NEW/etc/resolv.conf"
+# apt as the host has it set up (its mirror and settings), main only: not this project's own
+# additions (contrib), which only its scripts may bring
+cp /etc/apt/apt.conf.d/* "$NEW/etc/apt/apt.conf.d/" 2>/dev/null || true
+rm -f "$NEW/etc/apt/sources.list" "$NEW/etc/apt/sources.list.d/"*
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*; do
+  case $(basename "$f") in graphdriver-*|*.disabled*) continue ;; esac
+  [ -f "$f" ] && cp "$f" "$NEW$f"
+done
+cp "$CA" "$NEW/etc/graphdriver-host-ca.crt"
+# the toolchain, read-only, at the same paths; a fresh CARGO_HOME for the registry
+mkdir -p "$NEW$RUSTUP" "$NEW$CARGO_BIN" "$NEW/src"
+mount --bind "$RUSTUP" "$NEW$RUSTUP" && mount -o remount,bind,ro "$NEW$RUSTUP"
+mount --bind "$CARGO_BIN" "$NEW$CARGO_BIN" && mount -o remount,bind,ro "$NEW$CARGO_BIN"
+mount --bind "$HERE" "$NEW/src" && mount -o remount,bind,ro "$NEW/src"
+
+inside() {
+  chroot "$NEW" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI=true \
+    PATH="$CARGO_BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    RUSTUP_HOME="$RUSTUP" CARGO_HOME=/root/.cargo RUSTUP_AUTO_INSTALL=0 \
+    SSL_CERT_FILE=/etc/graphdriver-host-ca.crt CARGO_HTTP_CAINFO=/etc/graphdriver-host-ca.crt \
+    GIT_SSL_CAINFO=/etc/graphdriver-host-ca.crt DEBIAN_FRONTEND=noninteractive \
+    ${http_proxy:+http_proxy=$http_proxy} ${https_proxy:+https_proxy=$https_proxy} \
+    ${no_proxy:+no_proxy=$no_proxy} \
+    bash -euo pipefail -c "$1"
+}
+
+step "what a new machine has: gcc, libc6-dev, git, python3, ca-certificates"
+inside 'apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+  apt-get install -y -q --no-install-recommends gcc libc6-dev git python3 ca-certificates >/dev/null'
+step "clone"
+inside "git clone -q /src /work/graphdriver && git -C /work/graphdriver checkout -q $COMMIT"
+step "the README's install step (scripts/install-deps.sh)"
+inside 'cd /work/graphdriver && scripts/install-deps.sh'
+step "cargo build --workspace --all-targets --release"
+inside 'cd /work/graphdriver && cargo build --workspace --all-targets --release'
+step "graphctl --driver zfs status (no ZFS here: Unsupported, not a load failure)"
+inside 'cd /work/graphdriver
+  set +e; out=$(target/release/graphctl --driver zfs --root /var/tmp/zfs-root status 2>&1); rc=$?; set -e
+  echo "$out"
+  [ "$rc" = 1 ] && grep -q "not supported\|unsupported\|Unsupported" <<<"$out" && grep -q "libzfs\|zfs" <<<"$out"'
+step "conformance suite on vfs"
+inside 'cd /work/graphdriver && GRAPHDRIVER_REQUIRE=vfs target/release/graphctl check --driver vfs'
+step "passed"
+umount -R "$NEW" 2>/dev/null || umount -l "$NEW"
