@@ -1,7 +1,7 @@
 //! zfs beyond the shared suite: usage per layer, quota limits, the clone/snapshot pairing and
 //! its removal order, and the speed of creating and removing container layers against the
 //! `zfs` command. Needs the zfs module: scripts/vm-tests-zfs.sh runs these in the VM with
-//! `--ignored`, each on a pool of its own on a file.
+//! `--ignored`, each on a pool of its own on a file. One test runs on a host without ZFS.
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
@@ -51,6 +51,38 @@ fn zfs_get(prop: &str, dataset: &str) -> String {
         .unwrap()
         .trim()
         .to_owned()
+}
+
+/// On a host without ZFS (no libraries, or no module: this host has the libraries only after
+/// `vm/setup-zfs.sh`, and never the module), opening answers `Unsupported`, naming what is
+/// missing, and makes nothing under the root. In the VM, where the module is loaded, the
+/// other tests below run instead.
+#[test]
+fn opening_without_zfs_is_unsupported_and_names_what_is_missing() {
+    if Path::new("/dev/zfs").exists() {
+        eprintln!("skipped: this machine has ZFS");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let err = graphdriver_zfs::open(&root, &Default::default()).unwrap_err();
+    let DriverError::Unsupported { driver, reason } = &err else {
+        panic!("expected Unsupported, got {err:?}");
+    };
+    assert_eq!(*driver, "zfs");
+    assert!(
+        reason.contains("libzfs") || reason.contains("libnvpair") || reason.contains("/dev/zfs"),
+        "{reason}"
+    );
+    assert!(
+        err.to_string().starts_with("zfs is not supported here: "),
+        "{err}"
+    );
+    assert!(
+        !root.exists(),
+        "open made {} on a host without ZFS",
+        root.display()
+    );
 }
 
 #[test]

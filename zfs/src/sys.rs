@@ -296,7 +296,13 @@ impl Lib {
         let n = cstring(name)?;
         // SAFETY: n and props live across the call; no wrapping key (not encrypted).
         errno(unsafe {
-            (self.0.lzc_create)(n.as_ptr(), LZC_DATSET_TYPE_ZFS, props.nvl, ptr::null_mut(), 0)
+            (self.0.lzc_create)(
+                n.as_ptr(),
+                LZC_DATSET_TYPE_ZFS,
+                props.nvl,
+                ptr::null_mut(),
+                0,
+            )
         })
     }
 
@@ -637,5 +643,29 @@ impl Drop for Dataset<'_> {
     fn drop(&mut self) {
         // SAFETY: zhp came from zfs_open and is closed once, here.
         unsafe { (self.api().zfs_close)(self.zhp) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_library_that_is_not_there_is_named_with_every_name_tried() {
+        let err = open_library(&["libgraphdriver-absent.so", "libgraphdriver-absent.so.9"])
+            .err()
+            .expect("no such library");
+        assert_eq!(
+            err.what,
+            "libgraphdriver-absent.so or libgraphdriver-absent.so.9"
+        );
+        assert!(
+            err.message.contains("libgraphdriver-absent.so.9"),
+            "{}",
+            err.message
+        );
+        assert!(err
+            .to_string()
+            .starts_with("cannot load libgraphdriver-absent.so or"));
     }
 }
