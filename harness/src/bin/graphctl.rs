@@ -179,6 +179,16 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Serve containerd's snapshot API (containerd.services.snapshots.v1) on a unix socket,
+    /// for a `[proxy_plugins.NAME]` of type "snapshot"; until SIGINT or SIGTERM.
+    Snapshotter {
+        /// The socket (a stale one is replaced).
+        #[arg(long)]
+        address: PathBuf,
+        /// Where the snapshot records go (default: ROOT/containerd).
+        #[arg(long)]
+        metadata: Option<PathBuf>,
+    },
     /// Test helper: mount a layer N times and exit without unmounting.
     #[command(name = "__hold", hide = true)]
     Hold { id: String, n: u32 },
@@ -249,6 +259,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let d = drivers::open(&cli.driver, &cli.root, &opts)
         .with_context(|| format!("open {} driver at {}", cli.driver, cli.root.display()))?;
+    if let Cmd::Snapshotter { address, metadata } = &cli.cmd {
+        let dir = metadata.clone().unwrap_or_else(|| cli.root.join("containerd"));
+        return snapshotter(d, &dir, address);
+    }
     let d: &dyn GraphDriver = d.as_ref();
     let out = io::stdout();
     let mut out = out.lock();
@@ -361,10 +375,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 d.put(&id)?;
             }
         }
-        Cmd::Check { .. } | Cmd::Bench { .. } | Cmd::Vm { .. } => {
+        Cmd::Check { .. } | Cmd::Bench { .. } | Cmd::Vm { .. } | Cmd::Snapshotter { .. } => {
             unreachable!("handled above")
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `graphctl snapshotter`: serves until SIGINT or SIGTERM, then stops cleanly.
+fn snapshotter(driver: Box<dyn GraphDriver>, dir: &Path, address: &Path) -> Result<ExitCode> {
+    use std::sync::Arc;
+    use tokio::signal::unix::{signal, SignalKind};
+    let s = Arc::new(
+        graphdriver_containerd::Snapshotter::open(driver, dir)
+            .with_context(|| format!("open the snapshot records in {}", dir.display()))?,
+    );
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("catch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("catch SIGINT")?;
+        eprintln!("graphctl: serving containerd's snapshot API on {}", address.display());
+        graphdriver_containerd::serve(s, address, async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+        .await
+        .with_context(|| format!("serve on {}", address.display()))
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
