@@ -31,6 +31,7 @@
 //! | changes follow `docker diff` | `diff::changes_report_ancestors_once`, `diff::deleted_directory_is_one_change` |
 //! | apply never writes outside the layer and is all or nothing | `bad_input::*` |
 //! | a crash part-way is repaired at the next open | `bad_input::kill_during_apply_leaves_layer_unchanged`, `lifecycle::crash_during_create_is_rolled_back` |
+//! | one bad layer never makes the store unusable: what cannot be settled at open is quarantined for that layer alone and reported by `status` | `bad_input::unfinishable_journal_entry_quarantines_one_layer` |
 //!
 //! # Pieces
 //!

@@ -322,10 +322,11 @@ pub fn remove_via_trash(path: &Path, trash: &Path, prefix: &str) -> Result<()> {
     }
 }
 
-/// Empties `trash` (what a crash left there).
+/// Empties `trash` (what a crash left there). An entry that cannot be removed stays for the
+/// next sweep: it belongs to no layer, so it must not keep the driver from opening.
 pub fn sweep(trash: &Path) -> Result<()> {
     for ent in std::fs::read_dir(trash).ctx("read directory", trash)? {
-        remove_tree(&ent.ctx("read directory", trash)?.path())?;
+        let _ = remove_tree(&ent.ctx("read directory", trash)?.path());
     }
     Ok(())
 }

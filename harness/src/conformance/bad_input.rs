@@ -62,6 +62,10 @@ pub const CASES: &[Case] = &[
         name: "bad_input::crash_during_merge_is_completed",
         run: crash_during_merge_is_completed,
     },
+    Case {
+        name: "bad_input::unfinishable_journal_entry_quarantines_one_layer",
+        run: unfinishable_journal_entry_quarantines_one_layer,
+    },
 ];
 
 /// A layer with one file, to apply bad archives to; returns it and its tree.
@@ -444,4 +448,107 @@ fn crash_during_merge_is_completed(ctx: &mut Ctx) -> Result<()> {
         },
         "layer whose merge was interrupted, after reopen",
     )
+}
+
+/// The value of `status` key `key`.
+fn status_value(ctx: &Ctx, key: &str) -> Result<String> {
+    ctx.d()
+        .status()
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .with_context(|| format!("status has no {key:?}"))
+}
+
+/// Checks the store works around quarantined layers: `good` mounts with its content, a new
+/// child of it can be made and applied to.
+fn store_still_works(ctx: &Ctx, good: &[(&LayerId, &str)], fresh: &str) -> Result<()> {
+    for (lid, file) in good {
+        let tree = view(ctx, lid).with_context(|| format!("mount {lid} beside a bad layer"))?;
+        ensure!(tree.get(file).is_some(), "{lid} lost {file}");
+    }
+    let tar = TarBuilder::default().file("fresh", b"f").finish();
+    apply_new(ctx, fresh, Some(good[0].0), &tar)
+        .with_context(|| format!("apply to a new layer {fresh} beside a bad layer"))?;
+    ensure!(
+        view(ctx, &id(fresh))?.get("fresh").is_some(),
+        "{fresh} lacks its file"
+    );
+    Ok(())
+}
+
+fn unfinishable_journal_entry_quarantines_one_layer(ctx: &mut Ctx) -> Result<()> {
+    let base = layer(ctx, "base", None, |p| write(&p.join("b"), "b"))?;
+    let good = layer(ctx, "good", Some("base"), |p| write(&p.join("g"), "g"))?;
+    let bad = layer(ctx, "bad", Some("base"), |p| write(&p.join("x"), "x"))?;
+    let worse = layer(ctx, "worse", Some("base"), |p| write(&p.join("w"), "w"))?;
+    ctx.close();
+    // A merge whose staging directory is gone cannot be finished nor rolled back; a record
+    // that is not JSON cannot even be read.
+    let journal = ctx.root.join(ctx.driver_name()).join(".store/journal");
+    ensure!(journal.is_dir(), "no journal at {}", journal.display());
+    let gone = ctx.work.join("no-such-staging");
+    let record = serde_json::json!({
+        "id": "bad",
+        "op": "apply",
+        "staging": gone,
+        "target": gone.join("target"),
+        "lowers": [],
+        "merging": true,
+    });
+    std::fs::write(journal.join("bad.json"), record.to_string())?;
+    std::fs::write(journal.join("worse.json"), b"{ not json")?;
+    ctx.reopen()
+        .context("open a store with an unfinishable journal entry")?;
+    let q = status_value(ctx, "Quarantined Layers")?;
+    ensure!(
+        q.contains("bad (") && q.contains("worse ("),
+        "status does not report both bad layers: {q:?}"
+    );
+    let mut all = ctx.d().list()?;
+    all.sort();
+    ensure!(
+        all == vec![bad.clone(), base.clone(), good.clone(), worse.clone()],
+        "layers listed: {all:?}"
+    );
+    store_still_works(ctx, &[(&good, "g"), (&base, "b")], "fresh1")?;
+    for lid in [&bad, &worse] {
+        expect_err(ctx.d().get(lid, None), "mount a quarantined layer", |e| {
+            matches!(e, DriverError::Quarantined { .. })
+        })?;
+        expect_err(
+            ctx.d()
+                .create(&id("kid"), Some(lid), &CreateOpts::default()),
+            "create a child of a quarantined layer",
+            |e| matches!(e, DriverError::Quarantined { .. }),
+        )?;
+        expect_err(
+            ctx.d()
+                .apply_diff(lid, None, &mut &TarBuilder::default().finish()[..]),
+            "apply to a quarantined layer",
+            |e| matches!(e, DriverError::Quarantined { .. }),
+        )?;
+    }
+    // Still so in a new process, and removing a quarantined layer ends its quarantine.
+    ctx.reopen()?;
+    ensure!(status_value(ctx, "Quarantined Layers")?.contains("bad ("));
+    ctx.d().remove(&bad).context("remove a quarantined layer")?;
+    ctx.d()
+        .remove(&worse)
+        .context("remove a quarantined layer")?;
+    ensure!(
+        status_value(ctx, "Quarantined Layers")? == "none",
+        "quarantine outlived removal: {:?}",
+        status_value(ctx, "Quarantined Layers")?
+    );
+    ctx.reopen()?;
+    store_still_works(ctx, &[(&good, "g")], "fresh2")?;
+    // The id is free again.
+    apply_new(
+        ctx,
+        "bad",
+        Some(&base),
+        &TarBuilder::default().file("y", b"y").finish(),
+    )?;
+    Ok(())
 }
