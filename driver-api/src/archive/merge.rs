@@ -146,6 +146,11 @@ impl Merger {
         let Some(dir) = dir else {
             return Ok(());
         };
+        // Reached through a symlink to the layer root: an opaque root hides nothing (overlayfs
+        // ignores it), and the root may hold the staging directory itself.
+        if same_inode(dir.as_fd(), self.target.as_fd())? {
+            return Ok(());
+        }
         for name in tree::list_dir(dir.as_fd())? {
             self.trash(dir.as_fd(), &name)?;
         }
@@ -354,6 +359,12 @@ fn split(p: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
     p.split(|&b| b == b'/')
         .filter(|c| !c.is_empty() && *c != b".")
         .map(<[u8]>::to_vec)
+}
+
+/// Whether two open files are one inode.
+fn same_inode(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> rustix::io::Result<bool> {
+    let (x, y) = (rfs::fstat(a)?, rfs::fstat(b)?);
+    Ok(x.st_dev == y.st_dev && x.st_ino == y.st_ino)
 }
 
 /// Opens directory `rel` of one layer without following symlinks.

@@ -126,7 +126,19 @@ struct Stager {
 
 impl Stager {
     fn entry<R: Read>(&mut self, entry: &TarEntry, reader: &mut TarReader<R>) -> EntryResult<()> {
+        // NUL ends a name for the kernel: refused everywhere, whiteouts and links included
+        if entry.path.contains(&0) {
+            return invalid("NUL in name");
+        }
+        if entry.link.contains(&0) {
+            return invalid("NUL in link target");
+        }
         let comps = components(&entry.path).or_else(invalid)?;
+        // Staging directories may lie inside the layer (and be reached through a symlink of
+        // a lower layer): their name is reserved at every depth.
+        if comps.iter().any(|c| is_reserved(c)) {
+            return invalid("the name is reserved for staging archives");
+        }
         let kind = entry.kind;
         let meta = meta(entry)?;
         let Some((base, parents)) = comps.split_last() else {
@@ -138,12 +150,15 @@ impl Stager {
             let root = self.root.try_clone().op("duplicate fd")?;
             return self.dir_meta(root.as_fd(), &meta, Vec::new());
         };
-        if comps[0].starts_with(super::STAGING_PREFIX.as_bytes()) {
-            return invalid("the name is reserved for staging archives");
-        }
         let parent_path = parents.join(&b'/');
         match marker(base).or_else(invalid)? {
             Marker::AufsMeta => return Ok(()),
+            // An opaque layer root hides nothing: overlayfs ignores opaque on its upper root,
+            // and every backend must give an image the same tree.
+            Marker::Opaque if parents.is_empty() => return Ok(()),
+            Marker::Whiteout(name) if is_reserved(name) => {
+                return invalid("whiteout of a name reserved for staging archives")
+            }
             Marker::Opaque => {
                 self.parent(&parent_path, parents)?;
                 self.manifest.opaque.push(parent_path);
@@ -300,6 +315,9 @@ impl Stager {
 
     fn hardlink(&mut self, target: &[u8], dir: BorrowedFd<'_>, name: &CStr) -> EntryResult<()> {
         let comps = components(target).or_else(|r| invalid(format!("hard link target: {r}")))?;
+        if comps.iter().any(|c| is_reserved(c)) {
+            return invalid("hard link target is reserved for staging archives");
+        }
         let Some((tbase, tparents)) = comps.split_last() else {
             return invalid("hard link to the layer root");
         };
@@ -457,6 +475,11 @@ fn meta(entry: &TarEntry) -> EntryResult<Meta> {
         },
         xattrs,
     })
+}
+
+/// Whether a name component is reserved for staging directories.
+fn is_reserved(name: &[u8]) -> bool {
+    name.starts_with(super::STAGING_PREFIX.as_bytes())
 }
 
 fn read_error(e: ReadError) -> EntryError {

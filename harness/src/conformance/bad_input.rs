@@ -63,6 +63,18 @@ pub const CASES: &[Case] = &[
         run: crash_during_merge_is_completed,
     },
     Case {
+        name: "bad_input::opaque_layer_root_hides_nothing",
+        run: opaque_layer_root_hides_nothing,
+    },
+    Case {
+        name: "bad_input::whiteouts_of_staging_names_are_rejected",
+        run: whiteouts_of_staging_names_are_rejected,
+    },
+    Case {
+        name: "bad_input::nul_in_names_is_rejected",
+        run: nul_in_names_is_rejected,
+    },
+    Case {
         name: "bad_input::unfinishable_journal_entry_quarantines_one_layer",
         run: unfinishable_journal_entry_quarantines_one_layer,
     },
@@ -551,4 +563,125 @@ fn unfinishable_journal_entry_quarantines_one_layer(ctx: &mut Ctx) -> Result<()>
         &TarBuilder::default().file("y", b"y").finish(),
     )?;
     Ok(())
+}
+
+/// A parent with files and symlinks to its own root, and an empty child of it.
+fn parent_with_root_links(ctx: &Ctx) -> Result<(LayerId, LayerId)> {
+    let base = layer(ctx, "base", None, |p| {
+        write(&p.join("keep"), "k")?;
+        write(&p.join("dir/inner"), "i")?;
+        link(".", &p.join("dot"))?;
+        link("/", &p.join("slash"))
+    })?;
+    let t = id("target");
+    ctx.d().create(&t, Some(&base), &CreateOpts::default())?;
+    Ok((base, t))
+}
+
+/// Checks the store opens again and `lids` still mount.
+fn store_reopens(ctx: &mut Ctx, lids: &[&LayerId]) -> Result<()> {
+    ctx.reopen().context("reopen the store")?;
+    for lid in lids {
+        view(ctx, lid).with_context(|| format!("mount {lid} after reopen"))?;
+    }
+    let q = status_value(ctx, "Quarantined Layers")?;
+    ensure!(q == "none", "layers were quarantined: {q}");
+    Ok(())
+}
+
+fn opaque_layer_root_hides_nothing(ctx: &mut Ctx) -> Result<()> {
+    let (base, t) = parent_with_root_links(ctx)?;
+    let parent = view(ctx, &base)?;
+    // In each form, on every backend: the opaque root is ignored (overlayfs ignores opaque on
+    // its upper root), the rest of the archive applies.
+    for (n, marker) in [
+        ".wh..wh..opq",
+        "./.wh..wh..opq",
+        "dot/.wh..wh..opq",
+        "slash/.wh..wh..opq",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let lid = id(&format!("t{n}"));
+        ctx.d().create(&lid, Some(&base), &CreateOpts::default())?;
+        let tar = TarBuilder::default()
+            .file(marker, b"")
+            .file("new", b"n")
+            .finish();
+        ctx.d()
+            .apply_diff(&lid, None, &mut &tar[..])
+            .with_context(|| format!("apply {marker:?}"))?;
+        let got = view(ctx, &lid)?;
+        ensure!(
+            got.get("new").is_some(),
+            "{marker:?}: the archive's file is missing"
+        );
+        for keep in ["keep", "dir/inner", "dot", "slash"] {
+            ensure!(
+                got.get(keep).is_some(),
+                "{marker:?} hid the parent's {keep}"
+            );
+        }
+        ensure!(
+            parent.get(".wh..wh..opq").is_none() && got.get(".wh..wh..opq").is_none(),
+            "{marker:?} left a marker file"
+        );
+    }
+    // A container that creates /.wh..wh..opq: its diff imports without emptying anything.
+    let c = id("container");
+    ctx.d().create(&c, Some(&base), &rw())?;
+    with_mount(ctx.d(), &c, |p| write(&p.join(".wh..wh..opq"), ""))?;
+    let exported = diff_bytes(ctx, &c)?;
+    ctx.d()
+        .apply_diff(&t, None, &mut &exported[..])
+        .context("import a diff holding /.wh..wh..opq")?;
+    ensure!(
+        view(ctx, &t)?.get("keep").is_some(),
+        "importing the diff emptied the layer"
+    );
+    store_reopens(ctx, &[&base, &t, &id("t0"), &id("t3")])
+}
+
+fn whiteouts_of_staging_names_are_rejected(ctx: &mut Ctx) -> Result<()> {
+    let (base, t) = parent_with_root_links(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    for name in [
+        ".wh..graphdriver-apply.target",
+        "dot/.wh..graphdriver-apply.target",
+        "slash/.wh..graphdriver-apply.target",
+        "dir/.wh..graphdriver-apply.x",
+        "dot/.graphdriver-apply.target/tree/x",
+    ] {
+        let tar = TarBuilder::default()
+            .file("fine", b"x")
+            .file(name, b"")
+            .finish();
+        rejected(ctx, &t, &tar, name, &s)?;
+    }
+    let tar = TarBuilder::default()
+        .hardlink("h", ".graphdriver-apply.target/manifest")
+        .finish();
+    rejected(ctx, &t, &tar, "h", &s)?;
+    store_reopens(ctx, &[&base, &t])
+}
+
+fn nul_in_names_is_rejected(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    for name in [".wh.a\0b", "a\0b", "pre/.wh.x\0", "d\0/f", ".wh..wh..opq\0"] {
+        let tar = TarBuilder::default()
+            .file("fine", b"x")
+            .file(name, b"")
+            .finish();
+        rejected(ctx, &t, &tar, name, &s)?;
+    }
+    let tar = TarBuilder::default().symlink("s", "a\0b").finish();
+    rejected(ctx, &t, &tar, "s", &s)?;
+    let tar = TarBuilder::default()
+        .hardlink("h", "pre/existing\0x")
+        .finish();
+    rejected(ctx, &t, &tar, "h", &s)?;
+    let base = ctx.d().parent(&t)?.context("target has a parent")?;
+    store_reopens(ctx, &[&base, &t])
 }
