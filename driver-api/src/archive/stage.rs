@@ -455,8 +455,10 @@ impl Stager {
 }
 
 fn meta(entry: &TarEntry) -> EntryResult<Meta> {
-    let id = |v: u64, what: &str| {
-        u32::try_from(v).or_else(|_| invalid(format!("{what} {v} is out of range")))
+    // u32::MAX is (uid_t)-1, "no change" to chown: not an owner
+    let id = |v: u64, what: &str| match u32::try_from(v) {
+        Ok(v) if v != u32::MAX => Ok(v),
+        _ => invalid(format!("{what} {v} is out of range")),
     };
     let mut xattrs = Vec::with_capacity(entry.xattrs.len());
     for (k, v) in &entry.xattrs {
@@ -506,4 +508,36 @@ fn uid(u: u32) -> rfs::Uid {
 
 fn gid(g: u32) -> rfs::Gid {
     rfs::Gid::from_raw(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(uid: u64, gid: u64) -> TarEntry {
+        TarEntry {
+            path: b"f".to_vec(),
+            kind: b'0',
+            mode: 0o644,
+            uid,
+            gid,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            link: Vec::new(),
+            dev: (0, 0),
+            xattrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn owner_minus_one_is_out_of_range_not_no_change() {
+        assert!(meta(&entry(4_294_967_294, 4_294_967_294)).is_ok());
+        for (u, g) in [(4_294_967_295, 0), (0, 4_294_967_295), (1 << 32, 0)] {
+            match meta(&entry(u, g)) {
+                Err(EntryError::Invalid(r)) => assert!(r.contains("out of range"), "{r}"),
+                _ => panic!("uid {u} gid {g} accepted"),
+            }
+        }
+    }
 }
