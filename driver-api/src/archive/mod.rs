@@ -22,6 +22,7 @@ mod entry_name;
 mod export;
 mod manifest;
 mod merge;
+mod merged_view;
 mod reader;
 mod stage;
 mod writer;

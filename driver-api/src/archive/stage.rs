@@ -20,6 +20,7 @@ use rustix::io::Errno;
 
 use super::entry_name::{components, marker, Marker};
 use super::manifest::Manifest;
+use super::merged_view::{self, Found, Reach};
 use super::reader::{ReadError, TarEntry, TarReader};
 use crate::tree::{self, is_private_xattr, open_dir, proc_path};
 use crate::{DriverError, Result};
@@ -338,49 +339,35 @@ impl Stager {
                 Err(e) => return Err(e).op("create hard link"),
             }
         }
-        // Then in the layer's existing content, and in the layers below it, resolved inside
-        // each. Files of lower layers are copied, never linked: writing the layer must not
-        // change them.
-        let rel = if tparent.is_empty() {
-            b".".to_vec()
-        } else {
-            tparent
+        // Then in the view of the layer's existing content over the layers below it, as the
+        // container sees it (whiteouts and opaque directories on the way count), following
+        // symlinks inside the root. Files of lower layers are copied, never linked: writing
+        // the layer must not change them.
+        let layers: Vec<BorrowedFd<'_>> = self.bases.iter().map(|b| b.as_fd()).collect();
+        let overlay = layers.len() > 1;
+        let found = match merged_view::walk(&layers, &tparent, overlay, Reach::Look, &|_, _| Ok(()))
+            .op("open hard link target")?
+        {
+            Some(level) => {
+                merged_view::step(&level, &tname, overlay).op("stat hard link target")?
+            }
+            None => Found::Missing,
         };
-        for (i, base) in self.bases.iter().enumerate() {
-            let pfd = match rfs::openat2(
-                base,
-                OsStr::from_bytes(&rel),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
-                Err(e) => return Err(e).op("open hard link target"),
-            };
-            let st = match rfs::statat(&pfd, &tname, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(e).op("stat hard link target"),
-            };
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::Directory => {
-                    return invalid(format!("hard link to {display}, a directory"))
-                }
-                // an overlay whiteout: deleted in this layer
-                FileType::CharacterDevice if st.st_rdev == 0 && self.bases.len() > 1 => break,
-                _ => {}
+        let (layer, pfd) = match found {
+            Found::Dir(_) => return invalid(format!("hard link to {display}, a directory")),
+            Found::Symlink { layer, dir, .. } | Found::Entry { layer, dir } => (layer, dir),
+            Found::Missing | Found::Whiteout => {
+                return invalid(format!("hard link target {display} does not exist"))
             }
-            if i == 0 {
-                match rfs::linkat(&pfd, &tname, dir, name, AtFlags::empty()) {
-                    Ok(()) => return Ok(()),
-                    Err(Errno::XDEV) => {}
-                    Err(e) => return Err(e).op("create hard link"),
-                }
+        };
+        if layer == 0 {
+            match rfs::linkat(&pfd, &tname, dir, name, AtFlags::empty()) {
+                Ok(()) => return Ok(()),
+                Err(Errno::XDEV) => {}
+                Err(e) => return Err(e).op("create hard link"),
             }
-            return tree::copy_entry_at(pfd.as_fd(), &tname, dir, name).op("copy hard link target");
         }
-        invalid(format!("hard link target {display} does not exist"))
+        tree::copy_entry_at(pfd.as_fd(), &tname, dir, name).op("copy hard link target")
     }
 
     fn dir_meta(&mut self, fd: BorrowedFd<'_>, meta: &Meta, path: Vec<u8>) -> EntryResult<()> {

@@ -75,6 +75,18 @@ pub const CASES: &[Case] = &[
         run: nul_in_names_is_rejected,
     },
     Case {
+        name: "bad_input::whited_out_parent_hides_what_was_below_it",
+        run: whited_out_parent_hides_what_was_below_it,
+    },
+    Case {
+        name: "bad_input::implied_parent_follows_lower_symlink_inside_layer",
+        run: implied_parent_follows_lower_symlink_inside_layer,
+    },
+    Case {
+        name: "bad_input::deep_path_over_a_parent_applies_in_linear_time",
+        run: deep_path_over_a_parent_applies_in_linear_time,
+    },
+    Case {
         name: "bad_input::unfinishable_journal_entry_quarantines_one_layer",
         run: unfinishable_journal_entry_quarantines_one_layer,
     },
@@ -684,4 +696,116 @@ fn nul_in_names_is_rejected(ctx: &mut Ctx) -> Result<()> {
     rejected(ctx, &t, &tar, "h", &s)?;
     let base = ctx.d().parent(&t)?.context("target has a parent")?;
     store_reopens(ctx, &[&base, &t])
+}
+
+fn whited_out_parent_hides_what_was_below_it(ctx: &mut Ctx) -> Result<()> {
+    let l1 = layer(ctx, "l1", None, |p| {
+        write(&p.join("a/secret"), "s")?;
+        link("/etc", &p.join("a/b"))?;
+        write(&p.join("etc/passwd"), "root")
+    })?;
+    // `a` deleted, or made opaque, by the layer above
+    for (n, hide) in [".wh.a", "a/.wh..wh..opq"].into_iter().enumerate() {
+        let (l2, _) = apply_new(
+            ctx,
+            &format!("hide{n}"),
+            Some(&l1),
+            &TarBuilder::default().file(hide, b"").finish(),
+        )?;
+        // a hardlink to the hidden file finds nothing
+        let l3 = id(&format!("top{n}"));
+        ctx.d().create(&l3, Some(&l2), &CreateOpts::default())?;
+        let s = Sentinel::new(ctx)?;
+        let tar = TarBuilder::default().hardlink("h", "a/secret").finish();
+        rejected(ctx, &l3, &tar, "h", &s)?;
+        // a path through the hidden symlink is a new directory, and deletes nothing
+        let tar = TarBuilder::default()
+            .file("a/b/.wh.passwd", b"")
+            .file("a/b/x", b"x")
+            .finish();
+        ctx.d()
+            .apply_diff(&l3, None, &mut &tar[..])
+            .with_context(|| format!("apply over {hide}"))?;
+        let got = view(ctx, &l3)?;
+        let why = || format!("over {hide}:\n{}", got.render(40));
+        ensure!(got.get("etc/passwd").is_some(), "passwd deleted {}", why());
+        ensure!(got.get("etc/x").is_none(), "x landed in etc {}", why());
+        ensure!(
+            got.get("a/b/x").is_some() && got.get("a/secret").is_none(),
+            "wrong a/ {}",
+            why()
+        );
+        ensure!(
+            std::fs::symlink_metadata(ctx.d().get(&l3, None)?.join("a/b"))?.is_dir(),
+            "a/b is not a directory {}",
+            why()
+        );
+        ctx.d().put(&l3)?;
+    }
+    Ok(())
+}
+
+fn implied_parent_follows_lower_symlink_inside_layer(ctx: &mut Ctx) -> Result<()> {
+    let s = Sentinel::new(ctx)?;
+    let base = layer(ctx, "base", None, |p| {
+        link("/some/abs/path", &p.join("lib"))?;
+        write(&p.join("usr/lib/old"), "o")?;
+        link("usr/lib", &p.join("rel"))?;
+        link("../../usr/lib", &p.join("up"))
+    })?;
+    let tar = TarBuilder::default()
+        .file("lib/evil", b"e")
+        .file("rel/f", b"f")
+        .file("up/g", b"g")
+        .finish();
+    let (t, _) = apply_new(ctx, "t", Some(&base), &tar)?;
+    s.check()?;
+    // containerd's rule, on every backend: an implied parent is what the layer's symlink
+    // names, inside the layer, created where missing; the symlinks stay
+    let got = view(ctx, &t)?;
+    for want in [
+        "some/abs/path/evil",
+        "usr/lib/f",
+        "usr/lib/g",
+        "usr/lib/old",
+    ] {
+        ensure!(
+            got.get(want).is_some(),
+            "{want} missing:\n{}",
+            got.render(40)
+        );
+    }
+    let root = ctx.d().get(&t, None)?;
+    let links = ["lib", "rel", "up"]
+        .iter()
+        .all(|l| std::fs::symlink_metadata(root.join(l)).is_ok_and(|m| m.is_symlink()));
+    ctx.d().put(&t)?;
+    ensure!(links, "a symlink was replaced:\n{}", got.render(40));
+    Ok(())
+}
+
+fn deep_path_over_a_parent_applies_in_linear_time(ctx: &mut Ctx) -> Result<()> {
+    let (b, _) = apply_new(
+        ctx,
+        "b",
+        None,
+        &TarBuilder::default().file("f", b"").finish(),
+    )?;
+    let deep = "d/".repeat(2000) + "f";
+    let tar = TarBuilder::default().file(&deep, b"x").finish();
+    let started = std::time::Instant::now();
+    let (c, _) = apply_new(ctx, "c", Some(&b), &tar)?;
+    let took = started.elapsed();
+    ensure!(
+        took < Duration::from_secs(5),
+        "a 2000-deep apply over a parent took {took:?}"
+    );
+    let changes = ctx.d().changes(&c, None)?;
+    ensure!(
+        changes
+            .iter()
+            .any(|ch| ch.path.to_string_lossy().ends_with("/d/f")),
+        "the deep file is not among the changes"
+    );
+    Ok(())
 }
