@@ -43,6 +43,7 @@
 
 pub mod archive;
 mod backing_fs;
+pub mod dir_cursor;
 mod driver;
 mod error;
 pub mod failpoint;

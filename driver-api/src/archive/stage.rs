@@ -13,23 +13,23 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
-};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::entry_name::{components, marker, Marker};
 use super::manifest::Manifest;
 use super::merged_view::{self, Found, Reach};
 use super::reader::{ReadError, TarEntry, TarReader};
+use crate::dir_cursor::DirCursor;
 use crate::tree::{self, is_private_xattr, open_dir, proc_path};
-use crate::{DriverError, Result};
+use crate::{DriverError, IoContext, Result};
 
 /// Extracts `tar` into `tree` (an empty directory). `bases` are the layer's current content
 /// and then the layers below it (closest first), where hardlinks may find targets the
 /// archive itself does not carry.
 pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, bases: &[PathBuf]) -> Result<(Manifest, u64)> {
     let root = open_dir(tree)?;
+    let cursor = DirCursor::new(root.as_fd()).ctx("open directory", tree)?;
     let bases = bases
         .iter()
         .map(|b| open_dir(b))
@@ -37,7 +37,7 @@ pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, bases: &[PathBuf]) -> Resul
     let mut st = Stager {
         root,
         bases,
-        cache: None,
+        cursor,
         dir_times: Vec::new(),
         manifest: Manifest::default(),
         implicit: HashSet::new(),
@@ -116,8 +116,9 @@ struct Meta {
 struct Stager {
     root: OwnedFd,
     bases: Vec<OwnedFd>,
-    /// The last parent directory resolved, by archive path.
-    cache: Option<(Vec<u8>, OwnedFd)>,
+    /// The last parent directory resolved: consecutive entries share most of their path,
+    /// so moving from one to the next is cheap and opens nothing by a long path.
+    cursor: DirCursor,
     dir_times: Vec<(Vec<u8>, Timespec)>,
     manifest: Manifest,
     implicit: HashSet<Vec<u8>>,
@@ -161,12 +162,12 @@ impl Stager {
                 return invalid("whiteout of a name reserved for staging archives")
             }
             Marker::Opaque => {
-                self.parent(&parent_path, parents)?;
+                self.parent(parents)?;
                 self.manifest.opaque.push(parent_path);
                 return Ok(());
             }
             Marker::Whiteout(name) => {
-                self.parent(&parent_path, parents)?;
+                self.parent(parents)?;
                 let mut p = parent_path.clone();
                 if !p.is_empty() {
                     p.push(b'/');
@@ -177,7 +178,7 @@ impl Stager {
             }
             Marker::Entry => {}
         }
-        let dir = self.parent(&parent_path, parents)?;
+        let dir = self.parent(parents)?;
         let dir = dir.as_fd();
         let name = CString::new(base.to_vec()).or_else(|_| invalid("NUL in name"))?;
         let full = comps.join(&b'/');
@@ -263,38 +264,41 @@ impl Stager {
     }
 
     /// Resolves (creating implicitly) the parent directory of an entry inside the staging tree.
-    fn parent(&mut self, path: &[u8], comps: &[&[u8]]) -> EntryResult<OwnedFd> {
-        if let Some((p, fd)) = &self.cache {
-            if p == path {
-                return fd.try_clone().op("duplicate fd");
+    fn parent(&mut self, comps: &[&[u8]]) -> EntryResult<OwnedFd> {
+        let mut common = self
+            .cursor
+            .names()
+            .iter()
+            .zip(comps)
+            .take_while(|(a, b)| a.as_bytes() == **b)
+            .count();
+        while self.cursor.depth() > common {
+            if self.cursor.up().is_err() {
+                // the way back was replaced by a later entry: start again from the root
+                self.cursor = DirCursor::new(self.root.as_fd()).op("open directory")?;
+                common = 0;
             }
         }
-        let mut cur = self.root.try_clone().op("duplicate fd")?;
-        let mut sofar: Vec<u8> = Vec::new();
-        for c in comps {
-            if !sofar.is_empty() {
-                sofar.push(b'/');
-            }
-            sofar.extend_from_slice(c);
+        for (k, c) in comps.iter().enumerate().skip(common) {
             let name = CString::new(c.to_vec()).or_else(|_| invalid("NUL in name"))?;
-            cur = match tree::open_dir_at(cur.as_fd(), &name) {
-                Ok(fd) => fd,
+            match self.cursor.down(&name) {
+                Ok(()) => {}
                 Err(Errno::NOENT) => {
-                    rfs::mkdirat(&cur, &name, Mode::from_raw_mode(0o755)).op("create directory")?;
-                    self.implicit.insert(sofar.clone());
-                    tree::open_dir_at(cur.as_fd(), &name).op("open directory")?
+                    rfs::mkdirat(self.cursor.dir(), &name, Mode::from_raw_mode(0o755))
+                        .op("create directory")?;
+                    self.implicit.insert(comps[..=k].join(&b'/'));
+                    self.cursor.down(&name).op("open directory")?;
                 }
                 Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
                     return invalid(format!(
                         "parent {} is not a directory in this archive (a symlink cannot redirect an entry)",
-                        String::from_utf8_lossy(&sofar)
+                        String::from_utf8_lossy(&comps[..=k].join(&b'/'))
                     ))
                 }
                 Err(e) => return Err(e).op("open directory"),
-            };
+            }
         }
-        self.cache = Some((path.to_vec(), cur.try_clone().op("duplicate fd")?));
-        Ok(cur)
+        self.cursor.dir().try_clone_to_owned().op("duplicate fd")
     }
 
     /// Removes an earlier entry of the same name (a later entry wins, as in tar).
@@ -303,11 +307,16 @@ impl Stager {
             Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(e).op("stat"),
             Ok(_) => {
-                // A replaced directory invalidates the parent cache below it.
-                if let Some((p, _)) = &self.cache {
-                    if p.starts_with(full) {
-                        self.cache = None;
-                    }
+                // A replaced directory takes the cursor's way back with it.
+                let at = self
+                    .cursor
+                    .names()
+                    .iter()
+                    .map(|n| n.as_bytes())
+                    .collect::<Vec<_>>()
+                    .join(&b'/');
+                if at.starts_with(full) {
+                    self.cursor = DirCursor::new(self.root.as_fd()).op("open directory")?;
                 }
                 tree::remove_entry_at(dir, name).op("replace")
             }
@@ -415,27 +424,22 @@ impl Stager {
     /// Sets directory times last, deepest first, since creating entries changes them.
     fn finish(&mut self) -> EntryResult<()> {
         let mut seen = HashSet::new();
+        let mut cursor = DirCursor::new(self.root.as_fd()).op("open directory")?;
         for (path, mtime) in self.dir_times.iter().rev() {
             if !seen.insert(path.clone()) {
                 continue;
             }
-            let fd = if path.is_empty() {
-                self.root.try_clone().op("duplicate fd")?
-            } else {
-                match rfs::openat2(
-                    &self.root,
-                    OsStr::from_bytes(path),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-                ) {
-                    Ok(fd) => fd,
-                    // a later entry replaced the directory: its time went with it
-                    Err(Errno::NOTDIR) | Err(Errno::NOENT) | Err(Errno::LOOP) => continue,
-                    Err(e) => return Err(e).op("open directory"),
-                }
-            };
-            rfs::futimens(&fd, &times(*mtime)).op("set times")?;
+            let names: Vec<&[u8]> = path
+                .split(|&b| b == b'/')
+                .filter(|c| !c.is_empty())
+                .collect();
+            match cursor.go_to(&names) {
+                Ok(()) => {}
+                // a later entry replaced the directory: its time went with it
+                Err(Errno::NOTDIR) | Err(Errno::NOENT) | Err(Errno::LOOP) => continue,
+                Err(e) => return Err(e).op("open directory"),
+            }
+            rfs::futimens(cursor.dir(), &times(*mtime)).op("set times")?;
         }
         Ok(())
     }

@@ -87,6 +87,10 @@ pub const CASES: &[Case] = &[
         run: deep_path_over_a_parent_applies_in_linear_time,
     },
     Case {
+        name: "bad_input::ten_thousand_deep_tree_applies_diffs_and_removes",
+        run: ten_thousand_deep_tree_applies_diffs_and_removes,
+    },
+    Case {
         name: "bad_input::unfinishable_journal_entry_quarantines_one_layer",
         run: unfinishable_journal_entry_quarantines_one_layer,
     },
@@ -806,6 +810,53 @@ fn deep_path_over_a_parent_applies_in_linear_time(ctx: &mut Ctx) -> Result<()> {
             .iter()
             .any(|ch| ch.path.to_string_lossy().ends_with("/d/f")),
         "the deep file is not among the changes"
+    );
+    Ok(())
+}
+
+fn ten_thousand_deep_tree_applies_diffs_and_removes(ctx: &mut Ctx) -> Result<()> {
+    const DEPTH: usize = 10_000;
+    let deep = "d/".repeat(DEPTH) + "f";
+    let tar = TarBuilder::default().file(&deep, b"x").finish();
+    let (lid, size) = apply_new(ctx, "deep", None, &tar)?;
+    ensure!(size == 1, "applied size {size}");
+    // The walks hold a bounded number of open files: far fewer than the depth.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let low = rustix::process::Rlimit {
+        current: Some(256),
+        maximum: limit.maximum,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, low)?;
+    let walked = (|| -> Result<()> {
+        let changes = ctx
+            .d()
+            .changes(&lid, None)
+            .context("changes of a deep layer")?;
+        ensure!(
+            changes.len() == DEPTH + 1,
+            "{} changes, want {}",
+            changes.len(),
+            DEPTH + 1
+        );
+        let exported = diff_bytes(ctx, &lid).context("diff of a deep layer")?;
+        let (copy, size) =
+            apply_new(ctx, "copy", None, &exported).context("apply the diff of a deep layer")?;
+        ensure!(size == 1, "applied size of the copy {size}");
+        ensure!(
+            ctx.d().changes(&copy, None)?.len() == DEPTH + 1,
+            "the copy differs"
+        );
+        ctx.d().remove(&copy).context("remove the copy")?;
+        ctx.d().remove(&lid).context("remove a deep layer")?;
+        Ok(())
+    })();
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
+    walked?;
+    ctx.reopen()?;
+    ensure!(
+        ctx.d().list()?.is_empty(),
+        "layers left: {:?}",
+        ctx.d().list()?
     );
     Ok(())
 }
