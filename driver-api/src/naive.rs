@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 
 use crate::dir_cursor::DirCursor;
 use crate::tree::{self, fd_xattrs, is_private_xattr, open_dir, path_xattrs, proc_path};
@@ -98,13 +98,31 @@ impl NaiveDiff {
     /// each inode once.
     pub fn size(layer: &Path, changes: &[Change]) -> Result<u64> {
         let root = open_dir(layer)?;
+        // changes come sorted: consecutive ones share directories
+        let mut cursor = DirCursor::new(root.as_fd()).ctx("open directory", layer)?;
         let mut seen = HashSet::new();
         let mut total = 0;
         for c in changes.iter().filter(|c| c.kind != ChangeKind::Deleted) {
             let rel = c.path.strip_prefix("/").unwrap_or(&c.path);
-            let st = match root.as_fd().statat2(rel) {
+            let mut names: Vec<&[u8]> = rel
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(n) => Some(n.as_bytes()),
+                    _ => None,
+                })
+                .collect();
+            let Some(base) = names.pop() else {
+                continue;
+            };
+            let base = CString::new(base)
+                .map_err(|_| rustix::io::Errno::INVAL)
+                .ctx("stat", layer.join(rel))?;
+            let st = match cursor
+                .go_to(&names)
+                .and_then(|()| rfs::statat(cursor.dir(), &base, AtFlags::SYMLINK_NOFOLLOW))
+            {
                 Ok(st) => st,
-                Err(rustix::io::Errno::NOENT) => continue,
+                Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => continue,
                 Err(e) => return Err(e).ctx("stat", layer.join(rel)),
             };
             if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
@@ -114,45 +132,6 @@ impl NaiveDiff {
             }
         }
         Ok(total)
-    }
-}
-
-/// `statat` of `rel` below `root`, never following a symlink.
-trait StatBeneath {
-    fn statat2(self, rel: &Path) -> rustix::io::Result<Stat>;
-}
-
-impl StatBeneath for BorrowedFd<'_> {
-    fn statat2(self, rel: &Path) -> rustix::io::Result<Stat> {
-        let fd = rfs::openat2(
-            self,
-            rel,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        );
-        match fd {
-            Ok(fd) => rfs::fstat(fd),
-            // the final component is a symlink: stat the link itself
-            Err(rustix::io::Errno::LOOP) => {
-                let parent = rel.parent().unwrap_or(Path::new(""));
-                let parent = if parent.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    parent
-                };
-                let dir = rfs::openat2(
-                    self,
-                    parent,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-                )?;
-                let name = rel.file_name().ok_or(rustix::io::Errno::INVAL)?;
-                rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            }
-            Err(e) => Err(e),
-        }
     }
 }
 

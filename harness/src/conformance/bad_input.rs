@@ -838,6 +838,11 @@ fn ten_thousand_deep_tree_applies_diffs_and_removes(ctx: &mut Ctx) -> Result<()>
             changes.len(),
             DEPTH + 1
         );
+        let size = ctx
+            .d()
+            .diff_size(&lid, None)
+            .context("diff size of a deep layer")?;
+        ensure!(size == 1, "diff size {size}");
         let exported = diff_bytes(ctx, &lid).context("diff of a deep layer")?;
         let (copy, size) =
             apply_new(ctx, "copy", None, &exported).context("apply the diff of a deep layer")?;
