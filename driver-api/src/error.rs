@@ -37,6 +37,15 @@ pub enum DriverError {
         /// What holds it.
         reason: String,
     },
+    /// The layer was quarantined: an operation on it could not be finished or rolled back
+    /// (see `status`); it can only be removed.
+    #[error("layer {id} is quarantined: {reason}")]
+    Quarantined {
+        /// The layer.
+        id: LayerId,
+        /// What could not be done.
+        reason: String,
+    },
     /// `put` of a layer that is not mounted.
     #[error("layer {0} is not mounted")]
     NotMounted(LayerId),

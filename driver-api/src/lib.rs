@@ -31,6 +31,10 @@
 //! | changes follow `docker diff` | `diff::changes_report_ancestors_once`, `diff::deleted_directory_is_one_change` |
 //! | apply never writes outside the layer and is all or nothing | `bad_input::*` |
 //! | a crash part-way is repaired at the next open | `bad_input::kill_during_apply_leaves_layer_unchanged`, `lifecycle::crash_during_create_is_rolled_back` |
+//! | every backend applies an image the same way: an opaque layer root hides nothing, a whited-out or opaque directory hides what was below it on every path through it, an implied parent follows a layer symlink inside the root | `bad_input::opaque_layer_root_hides_nothing`, `bad_input::whited_out_parent_hides_what_was_below_it`, `bad_input::implied_parent_follows_lower_symlink_inside_layer` |
+//! | NUL in a name and names reserved for staging are refused, naming the entry | `bad_input::nul_in_names_is_rejected`, `bad_input::whiteouts_of_staging_names_are_rejected` |
+//! | tree walks take bounded stack and open files whatever the depth; overlay2's merge is linear in depth | `bad_input::ten_thousand_deep_tree_applies_diffs_and_removes`, `bad_input::deep_path_over_a_parent_applies_in_linear_time` |
+//! | one bad layer never makes the store unusable: what cannot be settled at open is quarantined for that layer alone and reported by `status` | `bad_input::unfinishable_journal_entry_quarantines_one_layer` |
 //!
 //! # Pieces
 //!
@@ -42,6 +46,7 @@
 
 pub mod archive;
 mod backing_fs;
+pub mod dir_cursor;
 mod driver;
 mod error;
 pub mod failpoint;

@@ -16,15 +16,16 @@
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
-use std::ffi::{CStr, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 
+use crate::dir_cursor::DirCursor;
 use crate::tree::{self, fd_xattrs, is_private_xattr, open_dir, path_xattrs, proc_path};
 use crate::{Change, ChangeKind, IoContext, Result};
 
@@ -74,7 +75,7 @@ impl NaiveDiff {
             only: Some(may_differ),
         };
         if may_differ.contains(&Vec::new()) {
-            w.walk(new.as_fd(), Some(old.as_fd()), &mut Vec::new(), true)?;
+            w.walk(new.as_fd(), Some(old.as_fd()), true)?;
         }
         Ok(w.out)
     }
@@ -89,12 +90,7 @@ impl NaiveDiff {
             only: None,
         };
         let full = !upper || is_opaque(new.as_fd());
-        w.walk(
-            new.as_fd(),
-            old.as_ref().map(|o| o.as_fd()),
-            &mut Vec::new(),
-            full,
-        )?;
+        w.walk(new.as_fd(), old.as_ref().map(|o| o.as_fd()), full)?;
         Ok(w.out)
     }
 
@@ -102,13 +98,31 @@ impl NaiveDiff {
     /// each inode once.
     pub fn size(layer: &Path, changes: &[Change]) -> Result<u64> {
         let root = open_dir(layer)?;
+        // changes come sorted: consecutive ones share directories
+        let mut cursor = DirCursor::new(root.as_fd()).ctx("open directory", layer)?;
         let mut seen = HashSet::new();
         let mut total = 0;
         for c in changes.iter().filter(|c| c.kind != ChangeKind::Deleted) {
             let rel = c.path.strip_prefix("/").unwrap_or(&c.path);
-            let st = match root.as_fd().statat2(rel) {
+            let mut names: Vec<&[u8]> = rel
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(n) => Some(n.as_bytes()),
+                    _ => None,
+                })
+                .collect();
+            let Some(base) = names.pop() else {
+                continue;
+            };
+            let base = CString::new(base)
+                .map_err(|_| rustix::io::Errno::INVAL)
+                .ctx("stat", layer.join(rel))?;
+            let st = match cursor
+                .go_to(&names)
+                .and_then(|()| rfs::statat(cursor.dir(), &base, AtFlags::SYMLINK_NOFOLLOW))
+            {
                 Ok(st) => st,
-                Err(rustix::io::Errno::NOENT) => continue,
+                Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => continue,
                 Err(e) => return Err(e).ctx("stat", layer.join(rel)),
             };
             if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
@@ -121,43 +135,38 @@ impl NaiveDiff {
     }
 }
 
-/// `statat` of `rel` below `root`, never following a symlink.
-trait StatBeneath {
-    fn statat2(self, rel: &Path) -> rustix::io::Result<Stat>;
+/// One directory being walked.
+struct Frame {
+    names_new: Vec<CString>,
+    names_old: Vec<CString>,
+    i: usize,
+    j: usize,
+    full: bool,
+    /// Whether anything below changed so far.
+    changed: bool,
+    /// The length of the path of the directory above.
+    rel_len: usize,
+    /// Whether the parent's side has this directory (its cursor went down too).
+    has_old: bool,
+    /// How the directory's own entry is settled when it is done; `None` for the root.
+    dir: Option<DirEntry>,
 }
 
-impl StatBeneath for BorrowedFd<'_> {
-    fn statat2(self, rel: &Path) -> rustix::io::Result<Stat> {
-        let fd = rfs::openat2(
-            self,
-            rel,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        );
-        match fd {
-            Ok(fd) => rfs::fstat(fd),
-            // the final component is a symlink: stat the link itself
-            Err(rustix::io::Errno::LOOP) => {
-                let parent = rel.parent().unwrap_or(Path::new(""));
-                let parent = if parent.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    parent
-                };
-                let dir = rfs::openat2(
-                    self,
-                    parent,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-                )?;
-                let name = rel.file_name().ok_or(rustix::io::Errno::INVAL)?;
-                rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            }
-            Err(e) => Err(e),
-        }
-    }
+enum DirEntry {
+    /// Added with everything below (its change is already listed).
+    Added,
+    /// On both sides: listed as modified at `index` if it or anything below changed.
+    Compared { index: usize, meta_changed: bool },
+}
+
+/// What comparing one entry found.
+enum Step {
+    Changed(bool),
+    Descend {
+        with_old: bool,
+        full: bool,
+        dir: DirEntry,
+    },
 }
 
 struct Walker<'a> {
@@ -185,17 +194,15 @@ impl Walker<'_> {
         });
     }
 
-    /// Walks directory `new` (and its counterpart `old`); returns whether anything below
-    /// changed.
-    fn walk(
-        &mut self,
+    /// The names of directory `new` and of its counterpart `old` to compare, each sorted.
+    fn names(
+        &self,
         new: BorrowedFd<'_>,
         old: Option<BorrowedFd<'_>>,
-        rel: &mut Vec<u8>,
+        here: &Path,
         full: bool,
-    ) -> Result<bool> {
-        let here = self.display.join(OsStr::from_bytes(rel));
-        let mut names_new = tree::list_dir(new).ctx("read directory", &here)?;
+    ) -> Result<(Vec<CString>, Vec<CString>)> {
+        let mut names_new = tree::list_dir(new).ctx("read directory", here)?;
         let mut whiteouts = Vec::new();
         if self.upper {
             // whiteouts name deletions, not entries
@@ -215,7 +222,7 @@ impl Walker<'_> {
         }
         names_new.sort();
         let mut names_old = match old {
-            Some(o) if full => tree::list_dir(o).ctx("read directory", &here)?,
+            Some(o) if full => tree::list_dir(o).ctx("read directory", here)?,
             Some(o) => {
                 // only what the upper directory names: its whiteouts that hide something
                 let mut v = Vec::new();
@@ -235,60 +242,166 @@ impl Walker<'_> {
             None => Vec::new(),
         };
         names_old.sort();
-        let (mut i, mut j) = (0, 0);
-        let mut changed = false;
-        while i < names_new.len() || j < names_old.len() {
-            let ord = match (names_new.get(i), names_old.get(j)) {
+        Ok((names_new, names_old))
+    }
+
+    /// Walks directory `new` (and its counterpart `old`) depth first without recursion,
+    /// holding one directory open on each side whatever the depth (see [`DirCursor`]).
+    fn walk(&mut self, new: BorrowedFd<'_>, old: Option<BorrowedFd<'_>>, full: bool) -> Result<()> {
+        let mut cur_new = DirCursor::new(new).ctx("open directory", self.display)?;
+        let mut cur_old = old
+            .map(DirCursor::new)
+            .transpose()
+            .ctx("open directory", self.display)?;
+        let mut rel: Vec<u8> = Vec::new();
+        let (names_new, names_old) = self.names(new, old, self.display, full)?;
+        let mut frames = vec![Frame {
+            names_new,
+            names_old,
+            i: 0,
+            j: 0,
+            full,
+            changed: false,
+            rel_len: 0,
+            has_old: old.is_some(),
+            dir: None,
+        }];
+        loop {
+            let Some(top) = frames.last_mut() else {
+                return Ok(());
+            };
+            if top.i >= top.names_new.len() && top.j >= top.names_old.len() {
+                // this directory is done: settle its own entry in the directory above
+                let Some(frame) = frames.pop() else {
+                    return Ok(());
+                };
+                let Some(dir) = frame.dir else {
+                    return Ok(()); // the root
+                };
+                let here = self.display.join(OsStr::from_bytes(&rel));
+                cur_new.up().ctx("return to the parent of", &here)?;
+                if frame.has_old {
+                    if let Some(c) = cur_old.as_mut() {
+                        c.up().ctx("return to the parent's parent of", &here)?;
+                    }
+                }
+                let changed = match dir {
+                    DirEntry::Added => true,
+                    DirEntry::Compared {
+                        index,
+                        meta_changed,
+                    } => {
+                        let changed = meta_changed || frame.changed;
+                        if changed {
+                            self.out.insert(
+                                index,
+                                Change {
+                                    path: Self::path(&rel),
+                                    kind: ChangeKind::Modified,
+                                },
+                            );
+                        }
+                        changed
+                    }
+                };
+                rel.truncate(frame.rel_len);
+                if let Some(parent) = frames.last_mut() {
+                    parent.changed |= changed;
+                }
+                continue;
+            }
+            let ord = match (top.names_new.get(top.i), top.names_old.get(top.j)) {
                 (Some(a), Some(b)) => a.cmp(b),
                 (Some(_), None) => Ordering::Less,
                 _ => Ordering::Greater,
             };
             let name = if ord == Ordering::Greater {
-                &names_old[j]
+                top.names_old[top.j].clone()
             } else {
-                &names_new[i]
+                top.names_new[top.i].clone()
             };
+            let full = top.full;
+            let has_old = top.has_old;
+            match ord {
+                Ordering::Greater => top.j += 1,
+                Ordering::Less => top.i += 1,
+                Ordering::Equal => {
+                    top.i += 1;
+                    top.j += 1;
+                }
+            }
             let len = rel.len();
             if !rel.is_empty() {
                 rel.push(b'/');
             }
             rel.extend_from_slice(name.to_bytes());
-            match ord {
+            let old_dir = if has_old {
+                cur_old.as_ref().map(|c| c.dir())
+            } else {
+                None
+            };
+            let step = match ord {
                 Ordering::Greater => {
-                    self.push(rel, ChangeKind::Deleted);
-                    changed = true;
-                    j += 1;
+                    self.push(&rel, ChangeKind::Deleted);
+                    Step::Changed(true)
                 }
-                Ordering::Less => {
-                    self.entry(new, None, name, rel, full)?;
-                    changed = true;
-                    i += 1;
-                }
+                Ordering::Less => self.entry(cur_new.dir(), None, &name, &rel, full)?,
                 Ordering::Equal if self.only.is_some_and(|o| !o.contains(rel.as_slice())) => {
-                    // known unchanged
-                    i += 1;
-                    j += 1;
+                    Step::Changed(false) // known unchanged
                 }
-                Ordering::Equal => {
-                    changed |= self.entry(new, old, name, rel, full)?;
-                    i += 1;
-                    j += 1;
+                Ordering::Equal => self.entry(cur_new.dir(), old_dir, &name, &rel, full)?,
+            };
+            match step {
+                Step::Changed(c) => {
+                    rel.truncate(len);
+                    if let Some(top) = frames.last_mut() {
+                        top.changed |= c;
+                    }
+                }
+                Step::Descend {
+                    with_old,
+                    full,
+                    dir,
+                } => {
+                    let here = self.display.join(OsStr::from_bytes(&rel));
+                    cur_new.down(&name).ctx("open directory", &here)?;
+                    if with_old {
+                        if let Some(c) = cur_old.as_mut() {
+                            c.down(&name).ctx("open parent's directory", &here)?;
+                        }
+                    }
+                    let old_dir = if with_old {
+                        cur_old.as_ref().map(|c| c.dir())
+                    } else {
+                        None
+                    };
+                    let (names_new, names_old) = self.names(cur_new.dir(), old_dir, &here, full)?;
+                    frames.push(Frame {
+                        names_new,
+                        names_old,
+                        i: 0,
+                        j: 0,
+                        full,
+                        changed: false,
+                        rel_len: len,
+                        has_old: with_old,
+                        dir: Some(dir),
+                    });
                 }
             }
-            rel.truncate(len);
         }
-        Ok(changed)
     }
 
-    /// Compares one entry present in `new`; returns whether it or anything below changed.
+    /// Compares one entry present in `new`: whether it changed, or (for a directory) how
+    /// to walk it.
     fn entry(
         &mut self,
         new: BorrowedFd<'_>,
         old: Option<BorrowedFd<'_>>,
         name: &CStr,
-        rel: &mut Vec<u8>,
+        rel: &[u8],
         full: bool,
-    ) -> Result<bool> {
+    ) -> Result<Step> {
         let here = self.display.join(OsStr::from_bytes(rel));
         let st_new = rfs::statat(new, name, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &here)?;
         let st_old = match old {
@@ -301,15 +414,17 @@ impl Walker<'_> {
         };
         let is_dir = |st: &Stat| FileType::from_raw_mode(st.st_mode) == FileType::Directory;
         let index = self.out.len();
-        let Some(st_old) = st_old else {
+        let (Some(st_old), Some(old)) = (st_old, old) else {
             self.push(rel, ChangeKind::Added);
             if is_dir(&st_new) {
-                let sub = tree::open_dir_at(new, name).ctx("open directory", &here)?;
-                self.walk(sub.as_fd(), None, rel, true)?;
+                return Ok(Step::Descend {
+                    with_old: false,
+                    full: true,
+                    dir: DirEntry::Added,
+                });
             }
-            return Ok(true);
+            return Ok(Step::Changed(true));
         };
-        let old = old.expect("st_old implies old");
         let same_type = (st_new.st_mode & libc::S_IFMT) == (st_old.st_mode & libc::S_IFMT);
         if is_dir(&st_new) {
             let sub_new = tree::open_dir_at(new, name).ctx("open directory", &here)?;
@@ -330,22 +445,14 @@ impl Walker<'_> {
                 .ctx("read xattrs of", &here)?;
             // Below an opaque upper directory the parent's entries are all hidden.
             let sub_full = full || !self.upper || is_opaque(sub_new.as_fd());
-            let below = self.walk(
-                sub_new.as_fd(),
-                sub_old.as_ref().map(|o| o.as_fd()),
-                rel,
-                sub_full,
-            )?;
-            if meta_changed || below {
-                self.out.insert(
+            return Ok(Step::Descend {
+                with_old: same_type,
+                full: sub_full,
+                dir: DirEntry::Compared {
                     index,
-                    Change {
-                        path: Self::path(rel),
-                        kind: ChangeKind::Modified,
-                    },
-                );
-            }
-            return Ok(meta_changed || below);
+                    meta_changed,
+                },
+            });
         }
         let changed = !same_type
             || owner_mode_differ(&st_new, &st_old)
@@ -364,7 +471,7 @@ impl Walker<'_> {
         if changed {
             self.push(rel, ChangeKind::Modified);
         }
-        Ok(changed)
+        Ok(Step::Changed(changed))
     }
 
     fn link_or_content_differs(

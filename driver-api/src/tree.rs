@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::dir_cursor::DirCursor;
 use crate::{DriverError, IoContext, Result};
 
 /// Opens the directory `path` (not following a final symlink) as an `O_PATH`-less fd usable
@@ -50,7 +51,8 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     remove_entry_at(parent_fd.as_fd(), &name).ctx("remove", path)
 }
 
-/// Removes the entry `name` of `dir`, recursively if it is a directory.
+/// Removes the entry `name` of `dir`, recursively if it is a directory. The walk holds two
+/// open directories and no stack frame per level, whatever the depth (see [`DirCursor`]).
 pub fn remove_entry_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<()> {
     match rfs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) => Ok(()),
@@ -75,15 +77,45 @@ pub fn remove_entry_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<(
     }
 }
 
-/// Removes everything inside the directory `dir`.
+/// Removes everything inside the directory `dir`, depth first without recursion.
 pub fn empty_dir(dir: BorrowedFd<'_>) -> rustix::io::Result<()> {
+    let mut cursor = DirCursor::new(dir)?;
+    // per level: the names still to remove
+    let mut pending: Vec<Vec<CString>> = vec![list_dir(dir)?];
     loop {
-        let names = list_dir(dir)?;
-        if names.is_empty() {
+        let Some(level) = pending.last_mut() else {
+            return Ok(());
+        };
+        if let Some(name) = level.pop() {
+            match rfs::unlinkat(cursor.dir(), &name, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(Errno::ISDIR) | Err(Errno::PERM) => match cursor.down(&name) {
+                    Ok(()) => pending.push(list_dir(cursor.dir())?),
+                    Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
+                        rfs::unlinkat(cursor.dir(), &name, AtFlags::empty())?
+                    }
+                    Err(Errno::NOENT) => {}
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        // entries made meanwhile are removed too
+        let again = list_dir(cursor.dir())?;
+        if !again.is_empty() {
+            *level = again;
+            continue;
+        }
+        pending.pop();
+        if pending.is_empty() {
             return Ok(());
         }
-        for name in names {
-            remove_entry_at(dir, &name)?;
+        let name = cursor.names().last().cloned().ok_or(Errno::INVAL)?;
+        cursor.up()?;
+        match rfs::unlinkat(cursor.dir(), &name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -322,10 +354,11 @@ pub fn remove_via_trash(path: &Path, trash: &Path, prefix: &str) -> Result<()> {
     }
 }
 
-/// Empties `trash` (what a crash left there).
+/// Empties `trash` (what a crash left there). An entry that cannot be removed stays for the
+/// next sweep: it belongs to no layer, so it must not keep the driver from opening.
 pub fn sweep(trash: &Path) -> Result<()> {
     for ent in std::fs::read_dir(trash).ctx("read directory", trash)? {
-        remove_tree(&ent.ctx("read directory", trash)?.path())?;
+        let _ = remove_tree(&ent.ctx("read directory", trash)?.path());
     }
     Ok(())
 }

@@ -4,15 +4,16 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::entry_name::WHITEOUT_PREFIX;
 use super::writer::{Header, Kind, TarWriter};
+use crate::dir_cursor::DirCursor;
 use crate::tree::{self, fd_xattrs, is_private_xattr, open_dir, path_xattrs, proc_path};
 use crate::{Change, ChangeKind, DriverError, IoContext, Result};
 
@@ -22,7 +23,7 @@ pub fn export_tree(root: &Path, out: impl Write) -> Result<()> {
     let fd = open_dir(root)?;
     let st = rfs::fstat(&fd).ctx("stat", root)?;
     ex.entry(fd.as_fd(), None, b"./", &st, root)?;
-    ex.walk(fd.as_fd(), &mut b"".to_vec(), root)?;
+    ex.walk(fd.as_fd(), root)?;
     ex.finish(root)
 }
 
@@ -32,6 +33,9 @@ pub fn export_changes(root: &Path, changes: &[Change], out: impl Write) -> Resul
     let mut sorted: Vec<&Change> = changes.iter().collect();
     sorted.sort_by(|a, b| a.path.components().cmp(b.path.components()));
     let root_fd = open_dir(root)?;
+    // consecutive changes share directories: moving between them is cheap, and opens
+    // nothing by a long path
+    let mut cursor = DirCursor::new(root_fd.as_fd()).ctx("open directory", root)?;
     let mut ex = Exporter::new(out);
     for c in sorted {
         let rel = c.path.strip_prefix("/").unwrap_or(&c.path);
@@ -50,33 +54,27 @@ pub fn export_changes(root: &Path, changes: &[Change], out: impl Write) -> Resul
             ex.whiteout(name).ctx("write archive entry for", &display)?;
             continue;
         }
-        let dir = open_beneath(root_fd.as_fd(), parent).ctx("open", root.join(parent))?;
+        let names: Vec<&[u8]> = parent
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.as_bytes()),
+                _ => None,
+            })
+            .collect();
+        cursor
+            .go_to(&names)
+            .ctx("open directory", root.join(parent))?;
+        let dir = cursor.dir();
         let cbase = CString::new(base.as_bytes())
             .map_err(|_| DriverError::archive(display.display().to_string(), "NUL in name"))?;
-        let st = rfs::statat(&dir, &cbase, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &display)?;
+        let st = rfs::statat(dir, &cbase, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &display)?;
         let mut name = rel.as_os_str().as_bytes().to_vec();
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             name.push(b'/');
         }
-        ex.entry(dir.as_fd(), Some(&cbase), &name, &st, &display)?;
+        ex.entry(dir, Some(&cbase), &name, &st, &display)?;
     }
     ex.finish(root)
-}
-
-/// Opens directory `rel` below `root` without following any symlink.
-fn open_beneath(root: BorrowedFd<'_>, rel: &Path) -> rustix::io::Result<OwnedFd> {
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    rfs::openat2(
-        root,
-        rel,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
 }
 
 struct Exporter<W: Write> {
@@ -99,27 +97,50 @@ impl<W: Write> Exporter<W> {
         Ok(())
     }
 
-    fn walk(&mut self, dir: BorrowedFd<'_>, prefix: &mut Vec<u8>, display: &Path) -> Result<()> {
-        let mut names = tree::list_dir(dir).ctx("read directory", display)?;
-        names.sort();
-        for name in names {
+    /// Archives everything below `root`, sorted, depth first, without recursion and with
+    /// one directory open whatever the depth.
+    fn walk(&mut self, root: BorrowedFd<'_>, root_path: &Path) -> Result<()> {
+        let mut cursor = DirCursor::new(root).ctx("open directory", root_path)?;
+        let mut display = root_path.to_path_buf();
+        // the archive name of the current directory, "" or ending in '/'
+        let mut prefix: Vec<u8> = Vec::new();
+        let sorted = |dir: BorrowedFd<'_>, path: &Path| -> Result<Vec<CString>> {
+            let mut names = tree::list_dir(dir).ctx("read directory", path)?;
+            names.sort_by(|a, b| b.cmp(a)); // popped from the end: ascending
+            Ok(names)
+        };
+        let mut pending = vec![sorted(root, root_path)?];
+        while let Some(level) = pending.last_mut() {
+            let Some(name) = level.pop() else {
+                pending.pop();
+                if pending.is_empty() {
+                    break;
+                }
+                cursor.up().ctx("return to the parent of", &display)?;
+                display.pop();
+                let cut = prefix[..prefix.len().saturating_sub(1)]
+                    .iter()
+                    .rposition(|&b| b == b'/')
+                    .map_or(0, |i| i + 1);
+                prefix.truncate(cut);
+                continue;
+            };
             let path = display.join(OsStr::from_bytes(name.to_bytes()));
-            let st = rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &path)?;
-            let len = prefix.len();
-            prefix.extend_from_slice(name.to_bytes());
+            let st =
+                rfs::statat(cursor.dir(), &name, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", &path)?;
             let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+            let mut arc_name = prefix.clone();
+            arc_name.extend_from_slice(name.to_bytes());
             if is_dir {
-                prefix.push(b'/');
-            }
-            let arc_name = prefix.clone();
-            if is_dir {
-                let sub = tree::open_dir_at(dir, &name).ctx("open directory", &path)?;
-                self.entry_of_dir(sub.as_fd(), &arc_name, &st, &path)?;
-                self.walk(sub.as_fd(), prefix, &path)?;
+                arc_name.push(b'/');
+                cursor.down(&name).ctx("open directory", &path)?;
+                self.entry_of_dir(cursor.dir(), &arc_name, &st, &path)?;
+                pending.push(sorted(cursor.dir(), &path)?);
+                display = path;
+                prefix = arc_name;
             } else {
-                self.entry(dir, Some(&name), &arc_name, &st, &path)?;
+                self.entry(cursor.dir(), Some(&name), &arc_name, &st, &path)?;
             }
-            prefix.truncate(len);
         }
         Ok(())
     }

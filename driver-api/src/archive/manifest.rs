@@ -20,40 +20,71 @@ pub(crate) struct Manifest {
     pub root_explicit: bool,
 }
 
+/// The first bytes of a manifest in the length-prefixed format.
+const MAGIC: &[u8] = b"graphdriver-manifest 2\n";
+
 impl Manifest {
-    /// One record per line: a tag byte, the path, and a NUL (paths may hold any other byte).
+    /// After [`MAGIC`], one record per path: a tag byte, the path's length as 8 little-endian
+    /// bytes, the path. Lengths, not separators: a path may hold any byte.
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = MAGIC.to_vec();
+        let mut record = |tag: u8, p: &[u8]| {
+            out.push(tag);
+            out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+            out.extend_from_slice(p);
+        };
         for (tag, list) in [
             (b'W', &self.whiteouts),
             (b'O', &self.opaque),
             (b'I', &self.implicit),
         ] {
             for p in list {
-                out.push(tag);
-                out.extend_from_slice(p);
-                out.push(0);
+                record(tag, p);
             }
         }
         if self.root_explicit {
-            out.extend_from_slice(b"R\0");
+            record(b'R', b"");
         }
         out
     }
 
     fn decode(data: &[u8]) -> Option<Manifest> {
+        let Some(mut rest) = data.strip_prefix(MAGIC) else {
+            return Self::decode_v1(data);
+        };
+        let mut m = Manifest::default();
+        while let Some((&tag, after)) = rest.split_first() {
+            let (len, after) = after.split_first_chunk::<8>()?;
+            let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+            if len > after.len() {
+                return None;
+            }
+            let (path, after) = after.split_at(len);
+            m.push(tag, path)?;
+            rest = after;
+        }
+        Some(m)
+    }
+
+    /// The first format, NUL-separated records, left by a merge an older version began.
+    fn decode_v1(data: &[u8]) -> Option<Manifest> {
         let mut m = Manifest::default();
         for rec in data.split(|&b| b == 0).filter(|r| !r.is_empty()) {
             let (tag, path) = rec.split_first()?;
-            match tag {
-                b'W' => m.whiteouts.push(path.to_vec()),
-                b'O' => m.opaque.push(path.to_vec()),
-                b'I' => m.implicit.push(path.to_vec()),
-                b'R' => m.root_explicit = true,
-                _ => return None,
-            }
+            m.push(*tag, path)?;
         }
         Some(m)
+    }
+
+    fn push(&mut self, tag: u8, path: &[u8]) -> Option<()> {
+        match tag {
+            b'W' => self.whiteouts.push(path.to_vec()),
+            b'O' => self.opaque.push(path.to_vec()),
+            b'I' => self.implicit.push(path.to_vec()),
+            b'R' => self.root_explicit = true,
+            _ => return None,
+        }
+        Some(())
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -90,5 +121,36 @@ mod tests {
         assert!(d.root_explicit);
         // an opaque root ("") survives as a bare tag
         assert_eq!(d.opaque, m.opaque);
+    }
+
+    #[test]
+    fn paths_with_nul_and_separators_round_trip() {
+        let m = Manifest {
+            whiteouts: vec![b"a\0b".to_vec(), b"\0".to_vec(), b"W\0O".to_vec()],
+            opaque: vec![b"x\0\0".to_vec()],
+            implicit: vec![b"".to_vec()],
+            root_explicit: false,
+        };
+        assert_eq!(Manifest::decode(&m.encode()), Some(m));
+    }
+
+    #[test]
+    fn truncated_manifest_is_refused_not_misread() {
+        let m = Manifest {
+            whiteouts: vec![b"abc".to_vec()],
+            ..Manifest::default()
+        };
+        let data = m.encode();
+        for cut in MAGIC.len() + 1..data.len() {
+            assert_eq!(Manifest::decode(&data[..cut]), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn first_format_is_still_read() {
+        let d = Manifest::decode(b"Wa/b\0Ox\0R\0").unwrap();
+        assert_eq!(d.whiteouts, vec![b"a/b".to_vec()]);
+        assert_eq!(d.opaque, vec![b"x".to_vec()]);
+        assert!(d.root_explicit);
     }
 }

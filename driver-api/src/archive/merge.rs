@@ -6,18 +6,17 @@
 //! what the archive added); then staged entries are renamed into place one by one, so an
 //! entry already moved is simply absent from the staging tree when the merge is resumed.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
-};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::manifest::Manifest;
+use super::merged_view::{self, Found, Level, Reach, OPAQUE_XATTR};
 use crate::tree::{self, fd_xattrs, is_private_xattr, open_dir};
 use crate::{IoContext, Result};
 
@@ -58,7 +57,8 @@ pub(crate) fn merge(
     let tree = open_dir(&staging.join("tree"))?;
     let tfd = m.target.try_clone().ctx("duplicate fd", target)?;
     let root_meta = rfs::fstat(&tree).ctx("stat", staging)?;
-    m.merge_dir(tree.as_fd(), tfd.as_fd(), &mut Vec::new())
+    let below = m.overlay();
+    m.merge_dir(tree.as_fd(), tfd.as_fd(), &mut Vec::new(), below)
         .ctx("merge into", target)?;
     if manifest.root_explicit {
         copy_dir_meta(tree.as_fd(), &root_meta, tfd.as_fd()).ctx("set metadata of", target)?;
@@ -78,21 +78,21 @@ struct Merger {
 }
 
 impl Merger {
-    /// Opens a directory of the layer, following symlinks inside the layer root as the
-    /// container would see them; `None` when it does not exist.
-    fn resolve(&self, rel: &[u8]) -> rustix::io::Result<Option<OwnedFd>> {
-        let rel = if rel.is_empty() { &b"."[..] } else { rel };
-        match rfs::openat2(
-            &self.target,
-            OsStr::from_bytes(rel),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        ) {
-            Ok(fd) => Ok(Some(fd)),
-            Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(None),
-            Err(e) => Err(e),
-        }
+    fn overlay(&self) -> bool {
+        !self.lowers.is_empty()
+    }
+
+    /// Walks the merged view (the layer, then the layers below) to directory `rel`; see
+    /// [`merged_view::walk`].
+    fn walk(&self, rel: &[u8], reach: Reach) -> rustix::io::Result<Option<Level>> {
+        let layers: Vec<BorrowedFd<'_>> = std::iter::once(&self.target)
+            .chain(self.lowers.iter())
+            .map(|f| f.as_fd())
+            .collect();
+        merged_view::walk(&layers, rel, self.overlay(), reach, &|src, dst| {
+            let st = rfs::fstat(src)?;
+            copy_dir_meta(src, &st, dst)
+        })
     }
 
     /// Moves `dir/name` into the trash; nothing if it does not exist.
@@ -108,23 +108,44 @@ impl Merger {
         }
     }
 
+    /// Deletes `path` from the view: nothing when the view has nothing there (a deleted or
+    /// missing parent included); over lower layers, an overlay whiteout where they have it.
     fn delete(&mut self, path: &[u8]) -> rustix::io::Result<()> {
         let (parent, base) = match path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&b""[..], path),
         };
         let name = CString::new(base).map_err(|_| Errno::INVAL)?;
-        if self.lowers.is_empty() {
-            let Some(dir) = self.resolve(parent)? else {
-                return Ok(());
-            };
-            return self.trash(dir.as_fd(), &name);
-        }
-        // Over lower layers, a deletion is an overlay whiteout in the upper directory.
-        let Some(dir) = self.upper_dir(parent)? else {
+        let Some(level) = self.walk(parent, Reach::Look)? else {
             return Ok(());
         };
+        let below = Level {
+            dirs: level
+                .dirs
+                .iter()
+                .filter(|(i, _)| *i > 0)
+                .map(|(i, fd)| Ok((*i, fd.try_clone().map_err(|_| Errno::BADF)?)))
+                .collect::<rustix::io::Result<_>>()?,
+        };
+        let shadowed = !matches!(
+            merged_view::step(&below, &name, true)?,
+            Found::Missing | Found::Whiteout
+        );
+        if level.top().is_none() && !shadowed {
+            return Ok(());
+        }
+        drop(level);
+        let Some(level) = self.walk(parent, Reach::CopyUp)? else {
+            return Ok(());
+        };
+        let Some(dir) = level.top() else {
+            return Ok(());
+        };
+        let dir = dir.try_clone_to_owned().map_err(|_| Errno::BADF)?;
         self.trash(dir.as_fd(), &name)?;
+        if !shadowed {
+            return Ok(());
+        }
         match rfs::mknodat(
             &dir,
             &name,
@@ -138,135 +159,35 @@ impl Merger {
     }
 
     fn clear_opaque(&mut self, path: &[u8]) -> rustix::io::Result<()> {
-        let dir = if self.lowers.is_empty() {
-            self.resolve(path)?
-        } else {
-            self.upper_dir(path)?
-        };
-        let Some(dir) = dir else {
+        let Some(level) = self.walk(path, Reach::CopyUp)? else {
             return Ok(());
         };
+        let Some(dir) = level.top() else {
+            return Ok(());
+        };
+        let dir = dir.try_clone_to_owned().map_err(|_| Errno::BADF)?;
+        // Reached through a symlink to the layer root: an opaque root hides nothing (overlayfs
+        // ignores it), and the root may hold the staging directory itself.
+        if same_inode(dir.as_fd(), self.target.as_fd())? {
+            return Ok(());
+        }
         for name in tree::list_dir(dir.as_fd())? {
             self.trash(dir.as_fd(), &name)?;
         }
-        if !self.lowers.is_empty() {
+        if self.overlay() {
             rfs::fsetxattr(&dir, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())?;
         }
         Ok(())
     }
 
-    /// What the merged view (upper, then lowers) has at `rel`, which names no symlinks.
-    fn merged_kind(&self, rel: &[u8]) -> rustix::io::Result<Merged> {
-        let (parent, base) = match rel.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&b""[..], rel),
-        };
-        let name = CString::new(base).map_err(|_| Errno::INVAL)?;
-        for layer in std::iter::once(&self.target).chain(self.lowers.iter()) {
-            let dir = match open_beneath(layer.as_fd(), parent) {
-                Ok(d) => d,
-                Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
-                Err(e) => return Err(e),
-            };
-            match rfs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => {
-                    return Ok(match FileType::from_raw_mode(st.st_mode) {
-                        FileType::Directory => Merged::Dir,
-                        FileType::Symlink => {
-                            Merged::Symlink(rfs::readlinkat(&dir, &name, Vec::new())?.into_bytes())
-                        }
-                        FileType::CharacterDevice if st.st_rdev == 0 => Merged::Missing,
-                        _ => Merged::Other,
-                    })
-                }
-                Err(Errno::NOENT) => {
-                    let mut v = [0u8; 1];
-                    if matches!(rfs::fgetxattr(&dir, OPAQUE_XATTR, &mut v), Ok(1) if v[0] == b'y') {
-                        return Ok(Merged::Missing);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Merged::Missing)
-    }
-
-    /// The directory the merged view has at `rel`, following symlinks as the container would
-    /// (inside the layer root), made to exist in the upper directory: missing directories
-    /// are created there with the metadata of the lower directory they shadow. `None` when
-    /// the merged view has a non-directory on the way.
-    fn upper_dir(&mut self, rel: &[u8]) -> rustix::io::Result<Option<OwnedFd>> {
-        let mut todo: VecDeque<Vec<u8>> = split(rel).collect();
-        let mut path: Vec<Vec<u8>> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = todo.pop_front() {
-            if c == b".." {
-                path.pop();
-                continue;
-            }
-            path.push(c);
-            match self.merged_kind(&path.join(&b'/'))? {
-                Merged::Dir | Merged::Missing => {}
-                Merged::Other => return Ok(None),
-                Merged::Symlink(target) => {
-                    hops += 1;
-                    if hops > 40 {
-                        return Err(Errno::LOOP);
-                    }
-                    path.pop();
-                    if target.first() == Some(&b'/') {
-                        path.clear();
-                    }
-                    for (i, t) in split(&target).enumerate() {
-                        todo.insert(i, t);
-                    }
-                }
-            }
-        }
-        let mut cur = self.target.try_clone().map_err(|_| Errno::BADF)?;
-        let mut sofar: Vec<u8> = Vec::new();
-        for c in &path {
-            if !sofar.is_empty() {
-                sofar.push(b'/');
-            }
-            sofar.extend_from_slice(c);
-            let name = CString::new(c.clone()).map_err(|_| Errno::INVAL)?;
-            cur = match tree::open_dir_at(cur.as_fd(), &name) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => {
-                    rfs::mkdirat(&cur, &name, Mode::from_raw_mode(0o755))?;
-                    let fd = tree::open_dir_at(cur.as_fd(), &name)?;
-                    self.copy_up_meta(&sofar, fd.as_fd())?;
-                    fd
-                }
-                Err(Errno::NOTDIR) | Err(Errno::LOOP) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-        }
-        Ok(Some(cur))
-    }
-
-    /// Gives a directory just made in the upper layer the metadata of the first lower
-    /// directory at `rel` (a copy-up), or leaves it `0755 root:root` when there is none.
-    fn copy_up_meta(&self, rel: &[u8], dst: BorrowedFd<'_>) -> rustix::io::Result<()> {
-        for layer in &self.lowers {
-            match open_beneath(layer.as_fd(), rel) {
-                Ok(src) => {
-                    let st = rfs::fstat(&src)?;
-                    return copy_dir_meta(src.as_fd(), &st, dst);
-                }
-                Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
+    /// Merges the entries of staged directory `src` into `dst`; `below` when layers below
+    /// may have a directory at `rel` (never after a directory that only this archive has).
     fn merge_dir(
         &mut self,
         src: BorrowedFd<'_>,
         dst: BorrowedFd<'_>,
         rel: &mut Vec<u8>,
+        below: bool,
     ) -> rustix::io::Result<()> {
         for name in tree::list_dir(src)? {
             let len = rel.len();
@@ -274,7 +195,7 @@ impl Merger {
                 rel.push(b'/');
             }
             rel.extend_from_slice(name.to_bytes());
-            self.merge_entry(src, dst, &name, rel)?;
+            self.merge_entry(src, dst, &name, rel, below)?;
             rel.truncate(len);
         }
         Ok(())
@@ -286,30 +207,37 @@ impl Merger {
         dst: BorrowedFd<'_>,
         name: &CStr,
         rel: &[u8],
+        below: bool,
     ) -> rustix::io::Result<()> {
         let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)?;
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             let implicit = self.implicit.contains(rel);
+            // A directory only implied by the archive is the directory the view has there,
+            // following a symlink as tar and the container would (lib -> usr/lib), and
+            // created where missing (containerd's rule, on every backend); over lower
+            // layers, copied up.
+            let through_view = |m: &Self| -> rustix::io::Result<Option<(OwnedFd, bool)>> {
+                Ok(m.walk(rel, Reach::Create)?.and_then(|level| {
+                    let has_lowers = level.has_lowers();
+                    level
+                        .dirs
+                        .into_iter()
+                        .next()
+                        .filter(|(i, _)| *i == 0)
+                        .map(|(_, fd)| (fd, has_lowers))
+                }))
+            };
             let existing = match tree::open_dir_at(dst, name) {
-                Ok(fd) => Some(fd),
-                // A directory only implied by the archive goes through a symlink of the
-                // layer, as tar and the container would see it (e.g. lib -> usr/lib).
-                Err(Errno::LOOP) | Err(Errno::NOTDIR) if implicit && self.lowers.is_empty() => {
-                    self.resolve(rel)?
-                }
-                // Over lower layers, it is the directory of the merged view, copied up.
-                Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR)
-                    if implicit && !self.lowers.is_empty() =>
-                {
-                    self.upper_dir(rel)?
-                }
+                Ok(fd) => Some((fd, below)),
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) if implicit => through_view(self)?,
+                Err(Errno::NOENT) if implicit && below => through_view(self)?,
                 Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => None,
                 Err(e) => return Err(e),
             };
-            if let Some(target) = existing {
+            if let Some((target, below)) = existing {
                 let sub = tree::open_dir_at(src, name)?;
-                self.merge_dir(sub.as_fd(), target.as_fd(), &mut rel.to_vec())?;
-                if !self.implicit.contains(rel) {
+                self.merge_dir(sub.as_fd(), target.as_fd(), &mut rel.to_vec(), below)?;
+                if !implicit {
                     copy_dir_meta(sub.as_fd(), &st, target.as_fd())?;
                 }
                 return match rfs::unlinkat(src, name, AtFlags::REMOVEDIR) {
@@ -326,9 +254,7 @@ impl Merger {
                 // Over lower layers, a directory that replaces something else (a whiteout, a
                 // file) must hide what the lower layers have at that path, as the kernel's
                 // own replacement would.
-                if !self.lowers.is_empty()
-                    && FileType::from_raw_mode(st.st_mode) == FileType::Directory
-                {
+                if self.overlay() && FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                     let d = tree::open_dir_at(dst, name)?;
                     rfs::fsetxattr(&d, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())?;
                 }
@@ -339,38 +265,15 @@ impl Merger {
     }
 }
 
-/// What the merged view has at a path.
-enum Merged {
-    Dir,
-    Symlink(Vec<u8>),
-    Other,
-    Missing,
-}
-
-/// The xattr that makes an overlay upper directory opaque.
-const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
-
-fn split(p: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    p.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .map(<[u8]>::to_vec)
-}
-
-/// Opens directory `rel` of one layer without following symlinks.
-fn open_beneath(layer: BorrowedFd<'_>, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
-    let rel = if rel.is_empty() { &b"."[..] } else { rel };
-    rfs::openat2(
-        layer,
-        OsStr::from_bytes(rel),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
+/// Whether two open files are one inode.
+fn same_inode(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> rustix::io::Result<bool> {
+    let (x, y) = (rfs::fstat(a)?, rfs::fstat(b)?);
+    Ok(x.st_dev == y.st_dev && x.st_ino == y.st_ino)
 }
 
 /// Gives `dst` the owner, mode, xattrs and mtime that `src` had (`st`, taken before the merge
 /// changed `src`'s mtime).
-fn copy_dir_meta(
+pub(super) fn copy_dir_meta(
     src: BorrowedFd<'_>,
     st: &rfs::Stat,
     dst: BorrowedFd<'_>,

@@ -17,11 +17,20 @@
 //!    directory), then the staged entries are renamed into the layer. The journal marks the
 //!    switch between the phases; a crash during the merge is finished at the next open
 //!    ([`resume_merge`]).
+//!
+//! Every backend gives an archive the same meaning. Lookups go through the view the
+//! container has (the layer over the layers below it, see `merged_view.rs`): a whiteout or an
+//! opaque directory ends a lookup on any component of a path, and a directory the archive only
+//! implies follows a symlink of the layer inside its root and is created where missing
+//! (containerd's rule). An opaque marker of the layer root hides nothing (overlayfs ignores
+//! opaque on its upper root). NUL in any name and names beginning with [`STAGING_PREFIX`] at
+//! any depth are refused.
 
 mod entry_name;
 mod export;
 mod manifest;
 mod merge;
+mod merged_view;
 mod reader;
 mod stage;
 mod writer;

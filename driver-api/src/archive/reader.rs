@@ -96,7 +96,20 @@ impl<R: Read> TarReader<R> {
                 return Err(ReadError::Truncated);
             }
             if h.iter().all(|&b| b == 0) {
-                // End of archive (the second zero block, if any, is not needed).
+                // End of archive: a zero block, then a second one or the end of input. A
+                // member after a single zero block is an error, as in Go's archive/tar
+                // (moby, containerd): silently dropping it would apply half an image.
+                if !pax.is_empty() || long_name.is_some() || long_link.is_some() {
+                    return Err(ReadError::Malformed(
+                        "an extended header is followed by the end of the archive".into(),
+                    ));
+                }
+                if self.read_block(&mut h)? && h.iter().any(|&b| b != 0) {
+                    return Err(ReadError::Malformed(
+                        "a member follows a single zero block (a damaged or concatenated archive)"
+                            .into(),
+                    ));
+                }
                 return Ok(None);
             }
             verify_checksum(&h)?;
@@ -138,15 +151,26 @@ impl<R: Read> TarReader<R> {
                 uid: number(&h[108..116]).ok_or_else(|| bad("uid"))?,
                 gid: number(&h[116..124]).ok_or_else(|| bad("gid"))?,
                 size,
-                mtime: number(&h[136..148]).ok_or_else(|| bad("mtime"))? as i64,
+                mtime: number(&h[136..148])
+                    .and_then(|t| i64::try_from(t).ok())
+                    .ok_or_else(|| bad("mtime"))?,
                 mtime_nsec: 0,
                 link: trim_nul(&h[157..257]).to_vec(),
-                dev: (
-                    number(&h[329..337]).unwrap_or(0) as u32,
-                    number(&h[337..345]).unwrap_or(0) as u32,
-                ),
+                dev: (0, 0),
                 xattrs: Vec::new(),
             };
+            if matches!(e.kind, b'3' | b'4') {
+                // a device read as 0:0 would be an overlay whiteout: refuse, never guess
+                let dev = |f: &[u8], what: &str| {
+                    number(f)
+                        .and_then(|v| u32::try_from(v).ok())
+                        .ok_or_else(|| bad(what))
+                };
+                e.dev = (
+                    dev(&h[329..337], "device major")?,
+                    dev(&h[337..345], "device minor")?,
+                );
+            }
             if let Some(n) = long_name {
                 e.path = n;
             }
@@ -183,7 +207,12 @@ impl<R: Read> TarReader<R> {
                     }
                 }
             }
-            // Only regular members carry data; for the others a size is skipped, as tar does.
+            // Links, devices, directories and fifos carry no data whatever their size field
+            // says (as in Go's archive/tar: skipping it would swallow the members after);
+            // other unknown members' data is skipped.
+            if matches!(e.kind, b'1' | b'2' | b'3' | b'4' | b'5' | b'6') {
+                e.size = 0;
+            }
             self.left = e.size;
             self.pad = (BLOCK as u64 - e.size % BLOCK as u64) % BLOCK as u64;
             if !matches!(e.kind, b'0') {
@@ -378,10 +407,11 @@ pub(crate) fn parse_time(t: &str) -> Option<(i64, u32)> {
         None => (false, t),
     };
     let (sec, frac) = t.split_once('.').unwrap_or((t, ""));
-    let sec: i64 = sec.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+    // digits only: a second sign ("--5") is malformed, not a double negation
+    if sec.is_empty() || !sec.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
         return None;
     }
+    let sec: i64 = sec.parse().ok()?;
     let nsec = frac
         .bytes()
         .chain(std::iter::repeat(b'0'))
@@ -389,8 +419,8 @@ pub(crate) fn parse_time(t: &str) -> Option<(i64, u32)> {
         .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
     Some(match (neg, nsec) {
         (false, n) => (sec, n),
-        (true, 0) => (-sec, 0),
-        (true, n) => (-sec - 1, 1_000_000_000 - n),
+        (true, 0) => (sec.checked_neg()?, 0),
+        (true, n) => (sec.checked_neg()?.checked_sub(1)?, 1_000_000_000 - n),
     })
 }
 
@@ -507,5 +537,113 @@ mod tests {
         assert_eq!(parse_time("1.0123456789"), Some((1, 12_345_678)));
         assert_eq!(parse_time("x"), None);
         assert_eq!(parse_time("1.x"), None);
+    }
+
+    #[test]
+    fn pax_times_with_two_signs_or_out_of_range_are_refused() {
+        assert_eq!(parse_time("--9223372036854775808"), None);
+        assert_eq!(parse_time("--5.5"), None);
+        assert_eq!(parse_time("-+5"), None);
+        assert_eq!(parse_time("+5"), None);
+        assert_eq!(parse_time("-"), None);
+        assert_eq!(parse_time(".5"), None);
+        assert_eq!(parse_time("-9223372036854775808.5"), None);
+        assert_eq!(
+            parse_time("-9223372036854775807.5"),
+            Some((i64::MIN, 500_000_000))
+        );
+        assert_eq!(parse_time("9223372036854775808"), None);
+    }
+
+    /// A header block with a valid checksum: `f` fills its fields.
+    fn raw_header(name: &str, kind: u8, size: u64, f: impl FnOnce(&mut [u8; BLOCK])) -> Vec<u8> {
+        let mut h = [0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+        h[136..147].copy_from_slice(b"00000000000");
+        h[156] = kind;
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        f(&mut h);
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        h.to_vec()
+    }
+
+    fn names(bytes: &[u8]) -> Result<Vec<String>, ReadError> {
+        let mut r = TarReader::new(bytes);
+        let mut out = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            out.push(String::from_utf8_lossy(&e.path).into_owned());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn a_member_after_a_single_zero_block_is_an_error() {
+        let mut t = raw_header("a", b'0', 0, |_| {});
+        t.extend_from_slice(&[0u8; BLOCK]);
+        t.extend(raw_header("b", b'0', 0, |_| {}));
+        t.extend_from_slice(&[0u8; 2 * BLOCK]);
+        assert!(matches!(names(&t), Err(ReadError::Malformed(_))));
+        // one zero block then the end of input, or two zero blocks: the end
+        let mut one = raw_header("a", b'0', 0, |_| {});
+        one.extend_from_slice(&[0u8; BLOCK]);
+        assert_eq!(names(&one).unwrap(), vec!["a"]);
+        one.extend_from_slice(&[0u8; BLOCK]);
+        one.extend_from_slice(b"trailing garbage after the end is not read");
+        assert_eq!(names(&one).unwrap(), vec!["a"]);
+    }
+
+    #[test]
+    fn size_fields_of_data_less_members_are_not_skipped_as_data() {
+        for kind in [b'1', b'2', b'3', b'4', b'5', b'6'] {
+            let mut t = raw_header("x", kind, 512, |h| {
+                h[157] = b't';
+                h[329..336].copy_from_slice(b"0000001");
+                h[337..344].copy_from_slice(b"0000002");
+            });
+            t.extend(raw_header("after", b'0', 0, |_| {}));
+            t.extend_from_slice(&[0u8; 2 * BLOCK]);
+            assert_eq!(
+                names(&t).unwrap(),
+                vec!["x", "after"],
+                "kind {}",
+                kind as char
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_or_huge_device_numbers_are_refused() {
+        let t = raw_header("c", b'3', 0, |h| {
+            h[329..337].copy_from_slice(b"zzzzzzz\0");
+        });
+        assert!(matches!(names(&t), Err(ReadError::Malformed(_))));
+        let t = raw_header("c", b'3', 0, |h| {
+            h[337] = 0x80; // base-256: 2^32
+            h[340] = 1;
+        });
+        assert!(matches!(names(&t), Err(ReadError::Malformed(_))));
+        let mut t = raw_header("c", b'4', 0, |h| {
+            h[329..336].copy_from_slice(b"0000010");
+            h[337..344].copy_from_slice(b"0000003");
+        });
+        t.extend_from_slice(&[0u8; 2 * BLOCK]);
+        let e = TarReader::new(&t[..]).next_entry().unwrap().unwrap();
+        assert_eq!(e.dev, (8, 3));
+    }
+
+    #[test]
+    fn base256_mtimes_past_i64_are_refused() {
+        let t = raw_header("f", b'0', 0, |h| {
+            h[136] = 0x80;
+            h[140] = 0x80; // 2^63 in the low 8 bytes
+        });
+        assert!(matches!(names(&t), Err(ReadError::Malformed(_))));
     }
 }

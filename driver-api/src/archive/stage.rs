@@ -13,22 +13,23 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
-};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::entry_name::{components, marker, Marker};
 use super::manifest::Manifest;
+use super::merged_view::{self, Found, Reach};
 use super::reader::{ReadError, TarEntry, TarReader};
+use crate::dir_cursor::DirCursor;
 use crate::tree::{self, is_private_xattr, open_dir, proc_path};
-use crate::{DriverError, Result};
+use crate::{DriverError, IoContext, Result};
 
 /// Extracts `tar` into `tree` (an empty directory). `bases` are the layer's current content
 /// and then the layers below it (closest first), where hardlinks may find targets the
 /// archive itself does not carry.
 pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, bases: &[PathBuf]) -> Result<(Manifest, u64)> {
     let root = open_dir(tree)?;
+    let cursor = DirCursor::new(root.as_fd()).ctx("open directory", tree)?;
     let bases = bases
         .iter()
         .map(|b| open_dir(b))
@@ -36,7 +37,7 @@ pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, bases: &[PathBuf]) -> Resul
     let mut st = Stager {
         root,
         bases,
-        cache: None,
+        cursor,
         dir_times: Vec::new(),
         manifest: Manifest::default(),
         implicit: HashSet::new(),
@@ -115,8 +116,9 @@ struct Meta {
 struct Stager {
     root: OwnedFd,
     bases: Vec<OwnedFd>,
-    /// The last parent directory resolved, by archive path.
-    cache: Option<(Vec<u8>, OwnedFd)>,
+    /// The last parent directory resolved: consecutive entries share most of their path,
+    /// so moving from one to the next is cheap and opens nothing by a long path.
+    cursor: DirCursor,
     dir_times: Vec<(Vec<u8>, Timespec)>,
     manifest: Manifest,
     implicit: HashSet<Vec<u8>>,
@@ -126,7 +128,19 @@ struct Stager {
 
 impl Stager {
     fn entry<R: Read>(&mut self, entry: &TarEntry, reader: &mut TarReader<R>) -> EntryResult<()> {
+        // NUL ends a name for the kernel: refused everywhere, whiteouts and links included
+        if entry.path.contains(&0) {
+            return invalid("NUL in name");
+        }
+        if entry.link.contains(&0) {
+            return invalid("NUL in link target");
+        }
         let comps = components(&entry.path).or_else(invalid)?;
+        // Staging directories may lie inside the layer (and be reached through a symlink of
+        // a lower layer): their name is reserved at every depth.
+        if comps.iter().any(|c| is_reserved(c)) {
+            return invalid("the name is reserved for staging archives");
+        }
         let kind = entry.kind;
         let meta = meta(entry)?;
         let Some((base, parents)) = comps.split_last() else {
@@ -138,19 +152,22 @@ impl Stager {
             let root = self.root.try_clone().op("duplicate fd")?;
             return self.dir_meta(root.as_fd(), &meta, Vec::new());
         };
-        if comps[0].starts_with(super::STAGING_PREFIX.as_bytes()) {
-            return invalid("the name is reserved for staging archives");
-        }
         let parent_path = parents.join(&b'/');
         match marker(base).or_else(invalid)? {
             Marker::AufsMeta => return Ok(()),
+            // An opaque layer root hides nothing: overlayfs ignores opaque on its upper root,
+            // and every backend must give an image the same tree.
+            Marker::Opaque if parents.is_empty() => return Ok(()),
+            Marker::Whiteout(name) if is_reserved(name) => {
+                return invalid("whiteout of a name reserved for staging archives")
+            }
             Marker::Opaque => {
-                self.parent(&parent_path, parents)?;
+                self.parent(parents)?;
                 self.manifest.opaque.push(parent_path);
                 return Ok(());
             }
             Marker::Whiteout(name) => {
-                self.parent(&parent_path, parents)?;
+                self.parent(parents)?;
                 let mut p = parent_path.clone();
                 if !p.is_empty() {
                     p.push(b'/');
@@ -161,7 +178,7 @@ impl Stager {
             }
             Marker::Entry => {}
         }
-        let dir = self.parent(&parent_path, parents)?;
+        let dir = self.parent(parents)?;
         let dir = dir.as_fd();
         let name = CString::new(base.to_vec()).or_else(|_| invalid("NUL in name"))?;
         let full = comps.join(&b'/');
@@ -247,38 +264,41 @@ impl Stager {
     }
 
     /// Resolves (creating implicitly) the parent directory of an entry inside the staging tree.
-    fn parent(&mut self, path: &[u8], comps: &[&[u8]]) -> EntryResult<OwnedFd> {
-        if let Some((p, fd)) = &self.cache {
-            if p == path {
-                return fd.try_clone().op("duplicate fd");
+    fn parent(&mut self, comps: &[&[u8]]) -> EntryResult<OwnedFd> {
+        let mut common = self
+            .cursor
+            .names()
+            .iter()
+            .zip(comps)
+            .take_while(|(a, b)| a.as_bytes() == **b)
+            .count();
+        while self.cursor.depth() > common {
+            if self.cursor.up().is_err() {
+                // the way back was replaced by a later entry: start again from the root
+                self.cursor = DirCursor::new(self.root.as_fd()).op("open directory")?;
+                common = 0;
             }
         }
-        let mut cur = self.root.try_clone().op("duplicate fd")?;
-        let mut sofar: Vec<u8> = Vec::new();
-        for c in comps {
-            if !sofar.is_empty() {
-                sofar.push(b'/');
-            }
-            sofar.extend_from_slice(c);
+        for (k, c) in comps.iter().enumerate().skip(common) {
             let name = CString::new(c.to_vec()).or_else(|_| invalid("NUL in name"))?;
-            cur = match tree::open_dir_at(cur.as_fd(), &name) {
-                Ok(fd) => fd,
+            match self.cursor.down(&name) {
+                Ok(()) => {}
                 Err(Errno::NOENT) => {
-                    rfs::mkdirat(&cur, &name, Mode::from_raw_mode(0o755)).op("create directory")?;
-                    self.implicit.insert(sofar.clone());
-                    tree::open_dir_at(cur.as_fd(), &name).op("open directory")?
+                    rfs::mkdirat(self.cursor.dir(), &name, Mode::from_raw_mode(0o755))
+                        .op("create directory")?;
+                    self.implicit.insert(comps[..=k].join(&b'/'));
+                    self.cursor.down(&name).op("open directory")?;
                 }
                 Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
                     return invalid(format!(
                         "parent {} is not a directory in this archive (a symlink cannot redirect an entry)",
-                        String::from_utf8_lossy(&sofar)
+                        String::from_utf8_lossy(&comps[..=k].join(&b'/'))
                     ))
                 }
                 Err(e) => return Err(e).op("open directory"),
-            };
+            }
         }
-        self.cache = Some((path.to_vec(), cur.try_clone().op("duplicate fd")?));
-        Ok(cur)
+        self.cursor.dir().try_clone_to_owned().op("duplicate fd")
     }
 
     /// Removes an earlier entry of the same name (a later entry wins, as in tar).
@@ -287,11 +307,16 @@ impl Stager {
             Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(e).op("stat"),
             Ok(_) => {
-                // A replaced directory invalidates the parent cache below it.
-                if let Some((p, _)) = &self.cache {
-                    if p.starts_with(full) {
-                        self.cache = None;
-                    }
+                // A replaced directory takes the cursor's way back with it.
+                let at = self
+                    .cursor
+                    .names()
+                    .iter()
+                    .map(|n| n.as_bytes())
+                    .collect::<Vec<_>>()
+                    .join(&b'/');
+                if at.starts_with(full) {
+                    self.cursor = DirCursor::new(self.root.as_fd()).op("open directory")?;
                 }
                 tree::remove_entry_at(dir, name).op("replace")
             }
@@ -300,6 +325,9 @@ impl Stager {
 
     fn hardlink(&mut self, target: &[u8], dir: BorrowedFd<'_>, name: &CStr) -> EntryResult<()> {
         let comps = components(target).or_else(|r| invalid(format!("hard link target: {r}")))?;
+        if comps.iter().any(|c| is_reserved(c)) {
+            return invalid("hard link target is reserved for staging archives");
+        }
         let Some((tbase, tparents)) = comps.split_last() else {
             return invalid("hard link to the layer root");
         };
@@ -320,49 +348,35 @@ impl Stager {
                 Err(e) => return Err(e).op("create hard link"),
             }
         }
-        // Then in the layer's existing content, and in the layers below it, resolved inside
-        // each. Files of lower layers are copied, never linked: writing the layer must not
-        // change them.
-        let rel = if tparent.is_empty() {
-            b".".to_vec()
-        } else {
-            tparent
+        // Then in the view of the layer's existing content over the layers below it, as the
+        // container sees it (whiteouts and opaque directories on the way count), following
+        // symlinks inside the root. Files of lower layers are copied, never linked: writing
+        // the layer must not change them.
+        let layers: Vec<BorrowedFd<'_>> = self.bases.iter().map(|b| b.as_fd()).collect();
+        let overlay = layers.len() > 1;
+        let found = match merged_view::walk(&layers, &tparent, overlay, Reach::Look, &|_, _| Ok(()))
+            .op("open hard link target")?
+        {
+            Some(level) => {
+                merged_view::step(&level, &tname, overlay).op("stat hard link target")?
+            }
+            None => Found::Missing,
         };
-        for (i, base) in self.bases.iter().enumerate() {
-            let pfd = match rfs::openat2(
-                base,
-                OsStr::from_bytes(&rel),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
-                Err(e) => return Err(e).op("open hard link target"),
-            };
-            let st = match rfs::statat(&pfd, &tname, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(e).op("stat hard link target"),
-            };
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::Directory => {
-                    return invalid(format!("hard link to {display}, a directory"))
-                }
-                // an overlay whiteout: deleted in this layer
-                FileType::CharacterDevice if st.st_rdev == 0 && self.bases.len() > 1 => break,
-                _ => {}
+        let (layer, pfd) = match found {
+            Found::Dir(_) => return invalid(format!("hard link to {display}, a directory")),
+            Found::Symlink { layer, dir, .. } | Found::Entry { layer, dir } => (layer, dir),
+            Found::Missing | Found::Whiteout => {
+                return invalid(format!("hard link target {display} does not exist"))
             }
-            if i == 0 {
-                match rfs::linkat(&pfd, &tname, dir, name, AtFlags::empty()) {
-                    Ok(()) => return Ok(()),
-                    Err(Errno::XDEV) => {}
-                    Err(e) => return Err(e).op("create hard link"),
-                }
+        };
+        if layer == 0 {
+            match rfs::linkat(&pfd, &tname, dir, name, AtFlags::empty()) {
+                Ok(()) => return Ok(()),
+                Err(Errno::XDEV) => {}
+                Err(e) => return Err(e).op("create hard link"),
             }
-            return tree::copy_entry_at(pfd.as_fd(), &tname, dir, name).op("copy hard link target");
         }
-        invalid(format!("hard link target {display} does not exist"))
+        tree::copy_entry_at(pfd.as_fd(), &tname, dir, name).op("copy hard link target")
     }
 
     fn dir_meta(&mut self, fd: BorrowedFd<'_>, meta: &Meta, path: Vec<u8>) -> EntryResult<()> {
@@ -410,35 +424,32 @@ impl Stager {
     /// Sets directory times last, deepest first, since creating entries changes them.
     fn finish(&mut self) -> EntryResult<()> {
         let mut seen = HashSet::new();
+        let mut cursor = DirCursor::new(self.root.as_fd()).op("open directory")?;
         for (path, mtime) in self.dir_times.iter().rev() {
             if !seen.insert(path.clone()) {
                 continue;
             }
-            let fd = if path.is_empty() {
-                self.root.try_clone().op("duplicate fd")?
-            } else {
-                match rfs::openat2(
-                    &self.root,
-                    OsStr::from_bytes(path),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-                ) {
-                    Ok(fd) => fd,
-                    // a later entry replaced the directory: its time went with it
-                    Err(Errno::NOTDIR) | Err(Errno::NOENT) | Err(Errno::LOOP) => continue,
-                    Err(e) => return Err(e).op("open directory"),
-                }
-            };
-            rfs::futimens(&fd, &times(*mtime)).op("set times")?;
+            let names: Vec<&[u8]> = path
+                .split(|&b| b == b'/')
+                .filter(|c| !c.is_empty())
+                .collect();
+            match cursor.go_to(&names) {
+                Ok(()) => {}
+                // a later entry replaced the directory: its time went with it
+                Err(Errno::NOTDIR) | Err(Errno::NOENT) | Err(Errno::LOOP) => continue,
+                Err(e) => return Err(e).op("open directory"),
+            }
+            rfs::futimens(cursor.dir(), &times(*mtime)).op("set times")?;
         }
         Ok(())
     }
 }
 
 fn meta(entry: &TarEntry) -> EntryResult<Meta> {
-    let id = |v: u64, what: &str| {
-        u32::try_from(v).or_else(|_| invalid(format!("{what} {v} is out of range")))
+    // u32::MAX is (uid_t)-1, "no change" to chown: not an owner
+    let id = |v: u64, what: &str| match u32::try_from(v) {
+        Ok(v) if v != u32::MAX => Ok(v),
+        _ => invalid(format!("{what} {v} is out of range")),
     };
     let mut xattrs = Vec::with_capacity(entry.xattrs.len());
     for (k, v) in &entry.xattrs {
@@ -457,6 +468,11 @@ fn meta(entry: &TarEntry) -> EntryResult<Meta> {
         },
         xattrs,
     })
+}
+
+/// Whether a name component is reserved for staging directories.
+fn is_reserved(name: &[u8]) -> bool {
+    name.starts_with(super::STAGING_PREFIX.as_bytes())
 }
 
 fn read_error(e: ReadError) -> EntryError {
@@ -483,4 +499,36 @@ fn uid(u: u32) -> rfs::Uid {
 
 fn gid(g: u32) -> rfs::Gid {
     rfs::Gid::from_raw(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(uid: u64, gid: u64) -> TarEntry {
+        TarEntry {
+            path: b"f".to_vec(),
+            kind: b'0',
+            mode: 0o644,
+            uid,
+            gid,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            link: Vec::new(),
+            dev: (0, 0),
+            xattrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn owner_minus_one_is_out_of_range_not_no_change() {
+        assert!(meta(&entry(4_294_967_294, 4_294_967_294)).is_ok());
+        for (u, g) in [(4_294_967_295, 0), (0, 4_294_967_295), (1 << 32, 0)] {
+            match meta(&entry(u, g)) {
+                Err(EntryError::Invalid(r)) => assert!(r.contains("out of range"), "{r}"),
+                _ => panic!("uid {u} gid {g} accepted"),
+            }
+        }
+    }
 }

@@ -85,10 +85,11 @@ impl<W: Write> TarWriter<W> {
     pub fn append(&mut self, h: &Header, data: Option<&mut dyn Read>) -> io::Result<()> {
         let mut pax = Vec::new();
         let mut block = [0u8; BLOCK];
-        if h.name.len() > 100 {
+        // a NUL would end the ustar field early: such a name can only be a PAX record
+        if h.name.len() > 100 || h.name.contains(&0) {
             record(&mut pax, b"path", &h.name);
         }
-        if h.link.len() > 100 {
+        if h.link.len() > 100 || h.link.contains(&0) {
             record(&mut pax, b"linkpath", &h.link);
         }
         if h.mtime_nsec != 0 || !(0..=0o77777777777).contains(&h.mtime) {

@@ -50,6 +50,22 @@ pub struct Entry {
     pub op: Operation,
 }
 
+/// A journal record found at open.
+#[derive(Debug)]
+pub enum Pending {
+    /// A record to settle.
+    Entry(Entry),
+    /// A record that cannot be read.
+    Unreadable {
+        /// The layer its file is named after, if any.
+        id: Option<LayerId>,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        error: DriverError,
+    },
+}
+
 /// The journal directory.
 #[derive(Debug, Clone)]
 pub struct Journal {
@@ -96,8 +112,10 @@ impl Journal {
         }
     }
 
-    /// Every pending record.
-    pub fn pending(&self) -> Result<Vec<Entry>> {
+    /// Every pending record. A record that cannot be read is returned as an error of its
+    /// own (with the layer its file is named after, if any), so that one damaged record
+    /// never hides the others.
+    pub fn pending(&self) -> Result<Vec<Pending>> {
         let mut out = Vec::new();
         for ent in std::fs::read_dir(&self.dir).ctx("read journal", &self.dir)? {
             let ent = ent.ctx("read journal", &self.dir)?;
@@ -106,15 +124,49 @@ impl Journal {
             let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
-            let id = LayerId::new(stem).map_err(|_| DriverError::Corrupt {
-                path: ent.path(),
-                reason: "journal file is not named after a layer".into(),
-            })?;
-            if let Some(e) = self.get(&id)? {
-                out.push(e);
+            let Ok(id) = LayerId::new(stem) else {
+                out.push(Pending::Unreadable {
+                    id: None,
+                    path: ent.path(),
+                    error: DriverError::Corrupt {
+                        path: ent.path(),
+                        reason: "journal file is not named after a layer".into(),
+                    },
+                });
+                continue;
+            };
+            match self.get(&id) {
+                Ok(Some(e)) if e.id == id => out.push(Pending::Entry(e)),
+                Ok(Some(_)) => out.push(Pending::Unreadable {
+                    id: Some(id),
+                    path: ent.path(),
+                    error: DriverError::Corrupt {
+                        path: ent.path(),
+                        reason: "journal record names another layer than its file".into(),
+                    },
+                }),
+                Ok(None) => {}
+                Err(error) => out.push(Pending::Unreadable {
+                    id: Some(id),
+                    path: ent.path(),
+                    error,
+                }),
             }
         }
         Ok(out)
+    }
+
+    /// Moves an unreadable record aside (`<name>.unreadable`, which [`pending`](Self::pending)
+    /// skips), keeping it for inspection.
+    pub fn set_aside(&self, path: &Path) -> Result<()> {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".unreadable");
+        match std::fs::rename(path, &aside) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).ctx("set aside journal record", path)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The journal directory.

@@ -16,7 +16,12 @@
 //! mounts/<id>            "<boot id> <count>": the mount count, void after a reboot
 //! locks/<id>.lock        flock: mounting, unmounting and applying to one layer
 //! journal/<id>.json      the operation in flight on that layer, if any
+//! quarantine/<id>.json   why that layer was set aside (see [`Quarantine`])
 //! ```
+//!
+//! One bad layer never makes the store unusable: a journal record that cannot be settled
+//! (finished or rolled back) at open, or after a merge failed, retires into a quarantine
+//! record for its layer alone; every other layer keeps working.
 //!
 //! Lock order: the store lock before a layer lock, never the reverse. `get`, `put` and
 //! `apply_diff` take only the layer lock, so mounting one layer never waits for an import of
@@ -25,6 +30,7 @@
 mod atomic_file;
 mod journal;
 mod lock;
+mod quarantine;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,8 +39,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use atomic_file::{write_atomic, write_durable};
-pub use journal::{Entry, Journal, Operation};
+pub use journal::{Entry, Journal, Operation, Pending};
 pub use lock::FileLock;
+pub use quarantine::{Quarantine, QuarantineRecord};
 
 use atomic_file::{read_optional, remove_optional};
 
@@ -144,10 +151,18 @@ pub struct LayerStore<B: Backend> {
     meta: PathBuf,
     boot_id: String,
     journal: Journal,
+    quarantine: Quarantine,
     backend: B,
 }
 
-const DIRS: [&str; 5] = ["layers", "children", "mounts", "locks", "journal"];
+const DIRS: [&str; 6] = [
+    "layers",
+    "children",
+    "mounts",
+    "locks",
+    "journal",
+    "quarantine",
+];
 
 impl<B: Backend> LayerStore<B> {
     /// Opens the store at `home` (created if absent), finishing or rolling back any operation
@@ -165,6 +180,7 @@ impl<B: Backend> LayerStore<B> {
             home: home.to_owned(),
             boot_id,
             journal: Journal::new(meta.join("journal")),
+            quarantine: Quarantine::new(meta.join("quarantine")),
             meta,
             backend,
         };
@@ -187,6 +203,11 @@ impl<B: Backend> LayerStore<B> {
     /// The crash journal.
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// The layers set aside because an operation on them could not be settled.
+    pub fn quarantine(&self) -> &Quarantine {
+        &self.quarantine
     }
 
     /// Takes the store lock (creating, removing, recovering).
@@ -234,6 +255,18 @@ impl<B: Backend> LayerStore<B> {
         // Atomic but not flushed, like the layer data itself: after a power loss a layer
         // created just before is whole or absent (its data is then swept by `stored_ids`).
         write_atomic(&path, &data)
+    }
+
+    /// The layer's record, or `NotFound`, or `Quarantined` when it was set aside.
+    pub fn require_usable(&self, id: &LayerId) -> Result<LayerInfo> {
+        let rec = self.require(id)?;
+        match self.quarantine.get(id)? {
+            Some(q) => Err(DriverError::Quarantined {
+                id: id.clone(),
+                reason: q.reason,
+            }),
+            None => Ok(rec),
+        }
     }
 
     /// The layer's parent, grandparent and so on, closest first.
@@ -325,16 +358,79 @@ impl<B: Backend> LayerStore<B> {
         write_atomic(&path, format!("{} {count}\n", self.boot_id).as_bytes())
     }
 
+    /// Settles every journal record a crash left, and sweeps data no record names. What
+    /// cannot be settled quarantines its layer alone: only a store whose own directories
+    /// cannot be read or written fails to open.
     fn recover(&self) -> Result<()> {
-        for entry in self.journal.pending()? {
-            self.recover_one(&entry)?;
+        for pending in self.journal.pending()? {
+            match pending {
+                Pending::Entry(entry) => {
+                    if let Err(e) = self.recover_one(&entry) {
+                        self.quarantine_entry(&entry, &e)?;
+                    }
+                }
+                Pending::Unreadable { id, path, error } => {
+                    self.journal.set_aside(&path)?;
+                    if let Some(id) = id {
+                        self.quarantine.add(
+                            &id,
+                            format!(
+                                "its journal record cannot be read: {}",
+                                quarantine::describe(&error)
+                            ),
+                            None,
+                        )?;
+                    }
+                }
+            }
         }
         for id in self.backend.stored_ids()? {
-            if self.record(&id)?.is_none() {
-                self.backend.destroy(&id)?;
+            match self.record(&id) {
+                Ok(Some(_)) => {}
+                Ok(None) => match self.backend.destroy(&id) {
+                    Ok(()) => self.quarantine.release(&id)?,
+                    Err(e) => self.quarantine.add(
+                        &id,
+                        format!(
+                            "data of a removed layer could not be deleted: {}",
+                            quarantine::describe(&e)
+                        ),
+                        None,
+                    )?,
+                },
+                Err(e) => self.quarantine.add(
+                    &id,
+                    format!("its record cannot be read: {}", quarantine::describe(&e)),
+                    None,
+                )?,
             }
         }
         Ok(())
+    }
+
+    /// Retires a journal record that could not be settled into a quarantine record for its
+    /// layer, so the store and every other layer stay usable.
+    fn quarantine_entry(&self, entry: &Entry, error: &DriverError) -> Result<()> {
+        let what = match &entry.op {
+            Operation::Create => "create",
+            Operation::Remove => "remove",
+            Operation::Apply { staging, .. } => {
+                // Best effort: the staging directory holds nothing the layer needs, and it
+                // may lie inside the layer.
+                let _ = crate::tree::remove_tree(staging);
+                let _ = self.backend.apply_finished(&entry.id);
+                "apply"
+            }
+        };
+        self.quarantine.add(
+            &entry.id,
+            format!(
+                "{what} could not be finished: {}",
+                quarantine::describe(error)
+            ),
+            Some(entry.clone()),
+        )?;
+        self.journal.finish(&entry.id)
     }
 
     fn recover_one(&self, entry: &Entry) -> Result<()> {
@@ -409,7 +505,13 @@ impl<B: Backend> LayerStore<B> {
     fn settle(&self, id: &LayerId) -> Result<()> {
         match self.journal.get(id)? {
             Some(entry) if matches!(entry.op, Operation::Apply { merging: true, .. }) => {
-                self.settle_entry(&entry)
+                match self.settle_entry(&entry) {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        self.quarantine_entry(&entry, &e)?;
+                        self.require_usable(id).map(|_| ())
+                    }
+                }
             }
             _ => Ok(()),
         }
@@ -431,21 +533,28 @@ impl<B: Backend> LayerStore<B> {
     fn reconcile_mounts(&self) -> Result<()> {
         let table = MountTable::read()?;
         for id in self.list()? {
-            if (self.mount_count(&id)? > 0) == self.backend.is_mounted(&id, &table) {
-                continue;
-            }
-            // They disagree, perhaps because a process is between mounting and counting:
-            // decide under the layer lock, with a fresh look at the kernel's table.
-            let _layer = self.lock_layer(&id)?;
-            let count = self.mount_count(&id)?;
-            let mounted = self.backend.is_mounted(&id, &MountTable::read()?);
-            if count > 0 && !mounted {
-                // mounted before a reboot, or unmounted behind our back
-                self.set_mount_count(&id, 0)?;
-            } else if count == 0 && mounted {
-                // a process died between mounting and counting
-                self.backend.unmount(&id)?;
-            }
+            // One layer's unreadable count or stuck mount is that layer's problem: its own
+            // operations report it, and the store opens.
+            let _ = self.reconcile_mount(&id, &table);
+        }
+        Ok(())
+    }
+
+    fn reconcile_mount(&self, id: &LayerId, table: &MountTable) -> Result<()> {
+        if (self.mount_count(id)? > 0) == self.backend.is_mounted(id, table) {
+            return Ok(());
+        }
+        // They disagree, perhaps because a process is between mounting and counting:
+        // decide under the layer lock, with a fresh look at the kernel's table.
+        let _layer = self.lock_layer(id)?;
+        let count = self.mount_count(id)?;
+        let mounted = self.backend.is_mounted(id, &MountTable::read()?);
+        if count > 0 && !mounted {
+            // mounted before a reboot, or unmounted behind our back
+            self.set_mount_count(id, 0)?;
+        } else if count == 0 && mounted {
+            // a process died between mounting and counting
+            self.backend.unmount(id)?;
         }
         Ok(())
     }
@@ -461,14 +570,15 @@ impl<B: Backend> LayerStore<B> {
     }
 
     fn resolve_parent(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Option<LayerId>> {
-        let rec = self.require(id)?;
-        match parent {
-            Some(p) => {
-                self.require(p)?;
-                Ok(Some(p.clone()))
-            }
-            None => Ok(rec.parent),
+        let rec = self.require_usable(id)?;
+        let parent = match parent {
+            Some(p) => Some(p.clone()),
+            None => rec.parent,
+        };
+        if let Some(p) = &parent {
+            self.require_usable(p)?;
         }
+        Ok(parent)
     }
 }
 
@@ -539,11 +649,18 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         if self.record(id)?.is_some() {
             return Err(DriverError::AlreadyExists(id.clone()));
         }
+        // what a quarantined create or remove left must be removed first
+        if let Some(q) = self.quarantine.get(id)? {
+            return Err(DriverError::Quarantined {
+                id: id.clone(),
+                reason: q.reason,
+            });
+        }
         // Hold the parent's layer lock so no archive is being applied to it meanwhile.
         let _parent_lock = match parent {
             Some(p) => {
                 let l = self.lock_layer(p)?;
-                self.require(p)?;
+                self.require_usable(p)?;
                 self.settle(p)?;
                 Some(l)
             }
@@ -588,7 +705,22 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
     fn remove(&self, id: &LayerId) -> Result<()> {
         let _lock = self.lock()?;
         let _layer = self.lock_layer(id)?;
-        let rec = self.require(id)?;
+        let rec = match self.record(id)? {
+            Some(rec) => rec,
+            // a quarantined create or remove may have left data: removing the id ends it
+            None if self.quarantine.get(id)?.is_some() => {
+                self.journal.write(&Entry {
+                    id: id.clone(),
+                    op: Operation::Remove,
+                })?;
+                self.remove_dangling_edges(id)?;
+                self.backend.destroy(id)?;
+                remove_optional(&self.count_path(id))?;
+                self.quarantine.release(id)?;
+                return self.journal.finish(id);
+            }
+            None => return Err(DriverError::NotFound(id.clone())),
+        };
         let children = self.children(id)?;
         if !children.is_empty() {
             return Err(DriverError::HasChildren {
@@ -615,6 +747,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         }
         self.backend.destroy(id)?;
         remove_optional(&self.count_path(id))?;
+        self.quarantine.release(id)?;
         // The layer's lock file stays: a process waiting on it must lock the same inode a
         // later layer of the same id will use.
         self.journal.finish(id)
@@ -622,7 +755,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
 
     fn get(&self, id: &LayerId, mount_label: Option<&str>) -> Result<PathBuf> {
         let _layer = self.lock_layer(id)?;
-        self.require(id)?;
+        self.require_usable(id)?;
         let count = self.mount_count(id)?;
         if count == 0 {
             self.settle(id)?;
@@ -692,6 +825,16 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             .map(|l| l.len().to_string())
             .unwrap_or_else(|e| e.to_string());
         s.push(("Layers".into(), layers));
+        let quarantined = match self.quarantine.list() {
+            Ok(q) if q.is_empty() => "none".to_owned(),
+            Ok(q) => q
+                .iter()
+                .map(|r| format!("{} ({})", r.id, r.reason))
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(e) => e.to_string(),
+        };
+        s.push(("Quarantined Layers".into(), quarantined));
         s
     }
 
@@ -761,7 +904,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         tar: &mut dyn Read,
     ) -> Result<u64> {
         let _layer = self.lock_layer(id)?;
-        self.require(id)?;
+        self.require_usable(id)?;
         self.settle(id)?;
         let children = self.children(id)?;
         if !children.is_empty() {

@@ -62,6 +62,38 @@ pub const CASES: &[Case] = &[
         name: "bad_input::crash_during_merge_is_completed",
         run: crash_during_merge_is_completed,
     },
+    Case {
+        name: "bad_input::opaque_layer_root_hides_nothing",
+        run: opaque_layer_root_hides_nothing,
+    },
+    Case {
+        name: "bad_input::whiteouts_of_staging_names_are_rejected",
+        run: whiteouts_of_staging_names_are_rejected,
+    },
+    Case {
+        name: "bad_input::nul_in_names_is_rejected",
+        run: nul_in_names_is_rejected,
+    },
+    Case {
+        name: "bad_input::whited_out_parent_hides_what_was_below_it",
+        run: whited_out_parent_hides_what_was_below_it,
+    },
+    Case {
+        name: "bad_input::implied_parent_follows_lower_symlink_inside_layer",
+        run: implied_parent_follows_lower_symlink_inside_layer,
+    },
+    Case {
+        name: "bad_input::deep_path_over_a_parent_applies_in_linear_time",
+        run: deep_path_over_a_parent_applies_in_linear_time,
+    },
+    Case {
+        name: "bad_input::ten_thousand_deep_tree_applies_diffs_and_removes",
+        run: ten_thousand_deep_tree_applies_diffs_and_removes,
+    },
+    Case {
+        name: "bad_input::unfinishable_journal_entry_quarantines_one_layer",
+        run: unfinishable_journal_entry_quarantines_one_layer,
+    },
 ];
 
 /// A layer with one file, to apply bad archives to; returns it and its tree.
@@ -444,4 +476,392 @@ fn crash_during_merge_is_completed(ctx: &mut Ctx) -> Result<()> {
         },
         "layer whose merge was interrupted, after reopen",
     )
+}
+
+/// The value of `status` key `key`.
+fn status_value(ctx: &Ctx, key: &str) -> Result<String> {
+    ctx.d()
+        .status()
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .with_context(|| format!("status has no {key:?}"))
+}
+
+/// Checks the store works around quarantined layers: `good` mounts with its content, a new
+/// child of it can be made and applied to.
+fn store_still_works(ctx: &Ctx, good: &[(&LayerId, &str)], fresh: &str) -> Result<()> {
+    for (lid, file) in good {
+        let tree = view(ctx, lid).with_context(|| format!("mount {lid} beside a bad layer"))?;
+        ensure!(tree.get(file).is_some(), "{lid} lost {file}");
+    }
+    let tar = TarBuilder::default().file("fresh", b"f").finish();
+    apply_new(ctx, fresh, Some(good[0].0), &tar)
+        .with_context(|| format!("apply to a new layer {fresh} beside a bad layer"))?;
+    ensure!(
+        view(ctx, &id(fresh))?.get("fresh").is_some(),
+        "{fresh} lacks its file"
+    );
+    Ok(())
+}
+
+fn unfinishable_journal_entry_quarantines_one_layer(ctx: &mut Ctx) -> Result<()> {
+    let base = layer(ctx, "base", None, |p| write(&p.join("b"), "b"))?;
+    let good = layer(ctx, "good", Some("base"), |p| write(&p.join("g"), "g"))?;
+    let bad = layer(ctx, "bad", Some("base"), |p| write(&p.join("x"), "x"))?;
+    let worse = layer(ctx, "worse", Some("base"), |p| write(&p.join("w"), "w"))?;
+    ctx.close();
+    // A merge whose staging directory is gone cannot be finished nor rolled back; a record
+    // that is not JSON cannot even be read.
+    let journal = ctx.root.join(ctx.driver_name()).join(".store/journal");
+    ensure!(journal.is_dir(), "no journal at {}", journal.display());
+    let gone = ctx.work.join("no-such-staging");
+    let record = serde_json::json!({
+        "id": "bad",
+        "op": "apply",
+        "staging": gone,
+        "target": gone.join("target"),
+        "lowers": [],
+        "merging": true,
+    });
+    std::fs::write(journal.join("bad.json"), record.to_string())?;
+    std::fs::write(journal.join("worse.json"), b"{ not json")?;
+    ctx.reopen()
+        .context("open a store with an unfinishable journal entry")?;
+    let q = status_value(ctx, "Quarantined Layers")?;
+    ensure!(
+        q.contains("bad (") && q.contains("worse ("),
+        "status does not report both bad layers: {q:?}"
+    );
+    let mut all = ctx.d().list()?;
+    all.sort();
+    ensure!(
+        all == vec![bad.clone(), base.clone(), good.clone(), worse.clone()],
+        "layers listed: {all:?}"
+    );
+    store_still_works(ctx, &[(&good, "g"), (&base, "b")], "fresh1")?;
+    for lid in [&bad, &worse] {
+        expect_err(ctx.d().get(lid, None), "mount a quarantined layer", |e| {
+            matches!(e, DriverError::Quarantined { .. })
+        })?;
+        expect_err(
+            ctx.d()
+                .create(&id("kid"), Some(lid), &CreateOpts::default()),
+            "create a child of a quarantined layer",
+            |e| matches!(e, DriverError::Quarantined { .. }),
+        )?;
+        expect_err(
+            ctx.d()
+                .apply_diff(lid, None, &mut &TarBuilder::default().finish()[..]),
+            "apply to a quarantined layer",
+            |e| matches!(e, DriverError::Quarantined { .. }),
+        )?;
+    }
+    // Still so in a new process, and removing a quarantined layer ends its quarantine.
+    ctx.reopen()?;
+    ensure!(status_value(ctx, "Quarantined Layers")?.contains("bad ("));
+    ctx.d().remove(&bad).context("remove a quarantined layer")?;
+    ctx.d()
+        .remove(&worse)
+        .context("remove a quarantined layer")?;
+    ensure!(
+        status_value(ctx, "Quarantined Layers")? == "none",
+        "quarantine outlived removal: {:?}",
+        status_value(ctx, "Quarantined Layers")?
+    );
+    ctx.reopen()?;
+    store_still_works(ctx, &[(&good, "g")], "fresh2")?;
+    // The id is free again.
+    apply_new(
+        ctx,
+        "bad",
+        Some(&base),
+        &TarBuilder::default().file("y", b"y").finish(),
+    )?;
+    Ok(())
+}
+
+/// A parent with files and symlinks to its own root, and an empty child of it.
+fn parent_with_root_links(ctx: &Ctx) -> Result<(LayerId, LayerId)> {
+    let base = layer(ctx, "base", None, |p| {
+        write(&p.join("keep"), "k")?;
+        write(&p.join("dir/inner"), "i")?;
+        link(".", &p.join("dot"))?;
+        link("/", &p.join("slash"))
+    })?;
+    let t = id("target");
+    ctx.d().create(&t, Some(&base), &CreateOpts::default())?;
+    Ok((base, t))
+}
+
+/// Checks the store opens again and `lids` still mount.
+fn store_reopens(ctx: &mut Ctx, lids: &[&LayerId]) -> Result<()> {
+    ctx.reopen().context("reopen the store")?;
+    for lid in lids {
+        view(ctx, lid).with_context(|| format!("mount {lid} after reopen"))?;
+    }
+    let q = status_value(ctx, "Quarantined Layers")?;
+    ensure!(q == "none", "layers were quarantined: {q}");
+    Ok(())
+}
+
+fn opaque_layer_root_hides_nothing(ctx: &mut Ctx) -> Result<()> {
+    let (base, t) = parent_with_root_links(ctx)?;
+    let parent = view(ctx, &base)?;
+    // In each form, on every backend: the opaque root is ignored (overlayfs ignores opaque on
+    // its upper root), the rest of the archive applies.
+    for (n, marker) in [
+        ".wh..wh..opq",
+        "./.wh..wh..opq",
+        "dot/.wh..wh..opq",
+        "slash/.wh..wh..opq",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let lid = id(&format!("t{n}"));
+        ctx.d().create(&lid, Some(&base), &CreateOpts::default())?;
+        let tar = TarBuilder::default()
+            .file(marker, b"")
+            .file("new", b"n")
+            .finish();
+        ctx.d()
+            .apply_diff(&lid, None, &mut &tar[..])
+            .with_context(|| format!("apply {marker:?}"))?;
+        let got = view(ctx, &lid)?;
+        ensure!(
+            got.get("new").is_some(),
+            "{marker:?}: the archive's file is missing"
+        );
+        for keep in ["keep", "dir/inner", "dot", "slash"] {
+            ensure!(
+                got.get(keep).is_some(),
+                "{marker:?} hid the parent's {keep}"
+            );
+        }
+        ensure!(
+            parent.get(".wh..wh..opq").is_none() && got.get(".wh..wh..opq").is_none(),
+            "{marker:?} left a marker file"
+        );
+    }
+    // A container that creates /.wh..wh..opq: its diff imports without emptying anything.
+    let c = id("container");
+    ctx.d().create(&c, Some(&base), &rw())?;
+    with_mount(ctx.d(), &c, |p| write(&p.join(".wh..wh..opq"), ""))?;
+    let exported = diff_bytes(ctx, &c)?;
+    ctx.d()
+        .apply_diff(&t, None, &mut &exported[..])
+        .context("import a diff holding /.wh..wh..opq")?;
+    ensure!(
+        view(ctx, &t)?.get("keep").is_some(),
+        "importing the diff emptied the layer"
+    );
+    store_reopens(ctx, &[&base, &t, &id("t0"), &id("t3")])
+}
+
+fn whiteouts_of_staging_names_are_rejected(ctx: &mut Ctx) -> Result<()> {
+    let (base, t) = parent_with_root_links(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    for name in [
+        ".wh..graphdriver-apply.target",
+        "dot/.wh..graphdriver-apply.target",
+        "slash/.wh..graphdriver-apply.target",
+        "dir/.wh..graphdriver-apply.x",
+        "dot/.graphdriver-apply.target/tree/x",
+    ] {
+        let tar = TarBuilder::default()
+            .file("fine", b"x")
+            .file(name, b"")
+            .finish();
+        rejected(ctx, &t, &tar, name, &s)?;
+    }
+    let tar = TarBuilder::default()
+        .hardlink("h", ".graphdriver-apply.target/manifest")
+        .finish();
+    rejected(ctx, &t, &tar, "h", &s)?;
+    store_reopens(ctx, &[&base, &t])
+}
+
+fn nul_in_names_is_rejected(ctx: &mut Ctx) -> Result<()> {
+    let t = target(ctx)?;
+    let s = Sentinel::new(ctx)?;
+    for name in [".wh.a\0b", "a\0b", "pre/.wh.x\0", "d\0/f", ".wh..wh..opq\0"] {
+        let tar = TarBuilder::default()
+            .file("fine", b"x")
+            .file(name, b"")
+            .finish();
+        rejected(ctx, &t, &tar, name, &s)?;
+    }
+    let tar = TarBuilder::default().symlink("s", "a\0b").finish();
+    rejected(ctx, &t, &tar, "s", &s)?;
+    let tar = TarBuilder::default()
+        .hardlink("h", "pre/existing\0x")
+        .finish();
+    rejected(ctx, &t, &tar, "h", &s)?;
+    let base = ctx.d().parent(&t)?.context("target has a parent")?;
+    store_reopens(ctx, &[&base, &t])
+}
+
+fn whited_out_parent_hides_what_was_below_it(ctx: &mut Ctx) -> Result<()> {
+    let l1 = layer(ctx, "l1", None, |p| {
+        write(&p.join("a/secret"), "s")?;
+        link("/etc", &p.join("a/b"))?;
+        write(&p.join("etc/passwd"), "root")
+    })?;
+    // `a` deleted, or made opaque, by the layer above
+    for (n, hide) in [".wh.a", "a/.wh..wh..opq"].into_iter().enumerate() {
+        let (l2, _) = apply_new(
+            ctx,
+            &format!("hide{n}"),
+            Some(&l1),
+            &TarBuilder::default().file(hide, b"").finish(),
+        )?;
+        // a hardlink to the hidden file finds nothing
+        let l3 = id(&format!("top{n}"));
+        ctx.d().create(&l3, Some(&l2), &CreateOpts::default())?;
+        let s = Sentinel::new(ctx)?;
+        let tar = TarBuilder::default().hardlink("h", "a/secret").finish();
+        rejected(ctx, &l3, &tar, "h", &s)?;
+        // a path through the hidden symlink is a new directory, and deletes nothing
+        let tar = TarBuilder::default()
+            .file("a/b/.wh.passwd", b"")
+            .file("a/b/x", b"x")
+            .finish();
+        ctx.d()
+            .apply_diff(&l3, None, &mut &tar[..])
+            .with_context(|| format!("apply over {hide}"))?;
+        let got = view(ctx, &l3)?;
+        let why = || format!("over {hide}:\n{}", got.render(40));
+        ensure!(got.get("etc/passwd").is_some(), "passwd deleted {}", why());
+        ensure!(got.get("etc/x").is_none(), "x landed in etc {}", why());
+        ensure!(
+            got.get("a/b/x").is_some() && got.get("a/secret").is_none(),
+            "wrong a/ {}",
+            why()
+        );
+        ensure!(
+            std::fs::symlink_metadata(ctx.d().get(&l3, None)?.join("a/b"))?.is_dir(),
+            "a/b is not a directory {}",
+            why()
+        );
+        ctx.d().put(&l3)?;
+    }
+    Ok(())
+}
+
+fn implied_parent_follows_lower_symlink_inside_layer(ctx: &mut Ctx) -> Result<()> {
+    let s = Sentinel::new(ctx)?;
+    let base = layer(ctx, "base", None, |p| {
+        link("/some/abs/path", &p.join("lib"))?;
+        write(&p.join("usr/lib/old"), "o")?;
+        link("usr/lib", &p.join("rel"))?;
+        link("../../usr/lib", &p.join("up"))
+    })?;
+    let tar = TarBuilder::default()
+        .file("lib/evil", b"e")
+        .file("rel/f", b"f")
+        .file("up/g", b"g")
+        .finish();
+    let (t, _) = apply_new(ctx, "t", Some(&base), &tar)?;
+    s.check()?;
+    // containerd's rule, on every backend: an implied parent is what the layer's symlink
+    // names, inside the layer, created where missing; the symlinks stay
+    let got = view(ctx, &t)?;
+    for want in [
+        "some/abs/path/evil",
+        "usr/lib/f",
+        "usr/lib/g",
+        "usr/lib/old",
+    ] {
+        ensure!(
+            got.get(want).is_some(),
+            "{want} missing:\n{}",
+            got.render(40)
+        );
+    }
+    let root = ctx.d().get(&t, None)?;
+    let links = ["lib", "rel", "up"]
+        .iter()
+        .all(|l| std::fs::symlink_metadata(root.join(l)).is_ok_and(|m| m.is_symlink()));
+    ctx.d().put(&t)?;
+    ensure!(links, "a symlink was replaced:\n{}", got.render(40));
+    Ok(())
+}
+
+fn deep_path_over_a_parent_applies_in_linear_time(ctx: &mut Ctx) -> Result<()> {
+    let (b, _) = apply_new(
+        ctx,
+        "b",
+        None,
+        &TarBuilder::default().file("f", b"").finish(),
+    )?;
+    let deep = "d/".repeat(2000) + "f";
+    let tar = TarBuilder::default().file(&deep, b"x").finish();
+    let started = std::time::Instant::now();
+    let (c, _) = apply_new(ctx, "c", Some(&b), &tar)?;
+    let took = started.elapsed();
+    ensure!(
+        took < Duration::from_secs(5),
+        "a 2000-deep apply over a parent took {took:?}"
+    );
+    let changes = ctx.d().changes(&c, None)?;
+    ensure!(
+        changes
+            .iter()
+            .any(|ch| ch.path.to_string_lossy().ends_with("/d/f")),
+        "the deep file is not among the changes"
+    );
+    Ok(())
+}
+
+fn ten_thousand_deep_tree_applies_diffs_and_removes(ctx: &mut Ctx) -> Result<()> {
+    const DEPTH: usize = 10_000;
+    let deep = "d/".repeat(DEPTH) + "f";
+    let tar = TarBuilder::default().file(&deep, b"x").finish();
+    let (lid, size) = apply_new(ctx, "deep", None, &tar)?;
+    ensure!(size == 1, "applied size {size}");
+    // The walks hold a bounded number of open files: far fewer than the depth.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let low = rustix::process::Rlimit {
+        current: Some(256),
+        maximum: limit.maximum,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, low)?;
+    let walked = (|| -> Result<()> {
+        let changes = ctx
+            .d()
+            .changes(&lid, None)
+            .context("changes of a deep layer")?;
+        ensure!(
+            changes.len() == DEPTH + 1,
+            "{} changes, want {}",
+            changes.len(),
+            DEPTH + 1
+        );
+        let size = ctx
+            .d()
+            .diff_size(&lid, None)
+            .context("diff size of a deep layer")?;
+        ensure!(size == 1, "diff size {size}");
+        let exported = diff_bytes(ctx, &lid).context("diff of a deep layer")?;
+        let (copy, size) =
+            apply_new(ctx, "copy", None, &exported).context("apply the diff of a deep layer")?;
+        ensure!(size == 1, "applied size of the copy {size}");
+        ensure!(
+            ctx.d().changes(&copy, None)?.len() == DEPTH + 1,
+            "the copy differs"
+        );
+        ctx.d().remove(&copy).context("remove the copy")?;
+        ctx.d().remove(&lid).context("remove a deep layer")?;
+        Ok(())
+    })();
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
+    walked?;
+    ctx.reopen()?;
+    ensure!(
+        ctx.d().list()?.is_empty(),
+        "layers left: {:?}",
+        ctx.d().list()?
+    );
+    Ok(())
 }
