@@ -148,17 +148,26 @@ impl ImageStore {
                 let id = layer_id(&l.chain_id)?;
                 let rec = if let Some(rec) = done.get(&l.chain_id) {
                     report.existing.push(l.chain_id.clone());
-                    rec.clone()
-                } else if self.driver.exists(&id) {
+                    reused_record(l, rec)
+                } else if let (true, Some(rec)) = (self.driver.exists(&id), known.get(&l.chain_id))
+                {
                     report.existing.push(l.chain_id.clone());
-                    let size = match known.get(&l.chain_id) {
-                        Some(k) => k.size,
-                        None => self
-                            .driver
-                            .diff_size(&id, None)
-                            .map_err(|source| driver_err("measure", &id, source))?,
-                    };
-                    layer_record(l, l.blob.clone(), 0, size, known.get(&l.chain_id))
+                    reused_record(l, rec)
+                } else if self.driver.exists(&id) {
+                    // A layer no record names yet (another tool made it): trusted by its name.
+                    report.existing.push(l.chain_id.clone());
+                    let size = self
+                        .driver
+                        .diff_size(&id, None)
+                        .map_err(|source| driver_err("measure", &id, source))?;
+                    LayerRecord {
+                        chain_id: l.chain_id.clone(),
+                        diff_id: l.diff_id.clone(),
+                        blob: l.blob.clone().unwrap_or_else(|| l.diff_id.clone()),
+                        media_type: l.media_type.clone(),
+                        compressed_size: l.size.unwrap_or(0),
+                        size,
+                    }
                 } else {
                     self.db.add_pending(&l.chain_id, depth as u64)?;
                     self.driver
@@ -250,13 +259,14 @@ impl ImageStore {
                 actual: sums.diff_id,
             });
         }
-        Ok(layer_record(
-            l,
-            Some(sums.blob),
-            sums.compressed,
+        Ok(LayerRecord {
+            chain_id: l.chain_id.clone(),
+            diff_id: l.diff_id.clone(),
+            blob: sums.blob,
+            media_type: l.media_type.clone(),
+            compressed_size: sums.compressed,
             size,
-            None,
-        ))
+        })
     }
 
     /// What the records already say about each layer.
@@ -353,27 +363,21 @@ impl ImageStore {
     }
 }
 
-fn layer_record(
-    l: &LayerPlan,
-    blob: Option<Digest>,
-    compressed: u64,
-    size: u64,
-    known: Option<&LayerRecord>,
-) -> LayerRecord {
-    let blob = blob
-        .or_else(|| known.map(|k| k.blob.clone()))
-        .unwrap_or_else(|| l.diff_id.clone());
-    let compressed_size = known
-        .map(|k| k.compressed_size)
-        .or(l.size)
-        .unwrap_or(compressed);
+/// The record of a layer this image shares with one applied before: the size measured then,
+/// the blob as this image's manifest names it.
+fn reused_record(l: &LayerPlan, applied: &LayerRecord) -> LayerRecord {
+    let same_blob = l.blob.is_none() || l.blob.as_ref() == Some(&applied.blob);
     LayerRecord {
         chain_id: l.chain_id.clone(),
         diff_id: l.diff_id.clone(),
-        blob,
-        media_type: l.media_type.clone(),
-        compressed_size,
-        size,
+        blob: l.blob.clone().unwrap_or_else(|| applied.blob.clone()),
+        media_type: l.media_type.clone().or_else(|| applied.media_type.clone()),
+        compressed_size: match l.size {
+            Some(s) => s,
+            None if same_blob => applied.compressed_size,
+            None => 0,
+        },
+        size: applied.size,
     }
 }
 
