@@ -98,8 +98,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
             other => return Err(unsupported(format!("unknown option {other}"))),
         }
     }
-    let handle =
-        LibZfs::init(lib).map_err(|e| unsupported(format!("libzfs_init failed: {e}")))?;
+    let handle = LibZfs::init(lib).map_err(|e| unsupported(format!("libzfs_init failed: {e}")))?;
     let fsname = match fsname {
         Some(f) => f,
         None => {
@@ -277,14 +276,15 @@ impl Zfs {
         text: &str,
         args: &NvList,
     ) -> Result<Option<(i32, String)>> {
-        let out = self.zfs.channel_program(self.fsname.pool(), text, args).map_err(|f| {
-            ZfsError::Program {
+        let out = self
+            .zfs
+            .channel_program(self.fsname.pool(), text, args)
+            .map_err(|f| ZfsError::Program {
                 op,
                 name: name.to_owned(),
                 message: f.message,
                 source: f.errno,
-            }
-        })?;
+            })?;
         let out = out.unwrap_or_default();
         if out.is_empty() {
             return Ok(None);
@@ -308,7 +308,8 @@ impl Zfs {
     pub fn usage(&self, id: &LayerId) -> Result<Usage> {
         let name = self.layer_dataset(id);
         self.zfs
-            .lzc_sync_pool(self.fsname.pool()).zctx("sync pool", self.fsname.pool())?;
+            .lzc_sync_pool(self.fsname.pool())
+            .zctx("sync pool", self.fsname.pool())?;
         let p = self.props;
         self.dataset(&name, |ds| {
             let quota = ds.get_u64(p.quota);
@@ -405,9 +406,9 @@ fn destroy_snapshot(zfs: Lib, snap: &str) -> Result<()> {
     match zfs.lzc_destroy_one(snap) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::EBUSY)) => {
-            Ok(zfs.lzc_destroy_snap_deferred(snap).zctx("destroy (deferred) snapshot", snap)?)
-        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::EBUSY)) => Ok(zfs
+            .lzc_destroy_snap_deferred(snap)
+            .zctx("destroy (deferred) snapshot", snap)?),
         Err(e) => Err(e).zctx("destroy snapshot", snap)?,
     }
 }
@@ -443,9 +444,10 @@ impl Backend for Zfs {
             nv(props.add_u64("quota", limit))?;
         }
         match parent {
-            None => {
-                self.zfs.lzc_create_fs(name.as_str(), &props).zctx("create dataset", name.as_str())?
-            }
+            None => self
+                .zfs
+                .lzc_create_fs(name.as_str(), &props)
+                .zctx("create dataset", name.as_str())?,
             Some(p) => {
                 let parent = self.layer_dataset(p);
                 let origin = parent.children_snapshot();
@@ -453,7 +455,9 @@ impl Backend for Zfs {
                 let first = !self.zfs.lzc_exists_ds(&origin);
                 if first {
                     self.freeze(&parent)?;
-                    self.zfs.lzc_snapshot_one(&origin).zctx("snapshot", &origin)?;
+                    self.zfs
+                        .lzc_snapshot_one(&origin)
+                        .zctx("snapshot", &origin)?;
                 }
                 if let Err(e) = self.zfs.lzc_clone_fs(name.as_str(), &origin, &props) {
                     let error = ZfsError::Core {

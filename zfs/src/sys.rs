@@ -296,7 +296,13 @@ impl Lib {
         let n = cstring(name)?;
         // SAFETY: n and props live across the call; no wrapping key (not encrypted).
         errno(unsafe {
-            (self.0.lzc_create)(n.as_ptr(), LZC_DATSET_TYPE_ZFS, props.nvl, ptr::null_mut(), 0)
+            (self.0.lzc_create)(
+                n.as_ptr(),
+                LZC_DATSET_TYPE_ZFS,
+                props.nvl,
+                ptr::null_mut(),
+                0,
+            )
         })
     }
 
