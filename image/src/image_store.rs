@@ -301,7 +301,7 @@ impl ImageStore {
     fn sweep_pending(&self) -> Result<()> {
         let named = self.db.referenced()?;
         let mut pending = self.db.pending()?;
-        pending.sort_by(|a, b| b.1.cmp(&a.1));
+        pending.sort_by_key(|p| std::cmp::Reverse(p.1));
         for (chain_id, _) in pending {
             if named.contains(&chain_id) {
                 self.db.clear_pending(std::slice::from_ref(&chain_id))?;

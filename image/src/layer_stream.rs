@@ -101,7 +101,7 @@ type Compressed<R> = BufReader<HashingReader<R>>;
 
 enum Decoder<R: Read> {
     Plain(Compressed<R>),
-    Gzip(MultiGzDecoder<Compressed<R>>),
+    Gzip(Box<MultiGzDecoder<Compressed<R>>>),
     Zstd(zstd::stream::read::Decoder<'static, Compressed<R>>),
 }
 
@@ -170,7 +170,7 @@ impl<R: Read> LayerStream<R> {
         };
         let decoder = match compression {
             Compression::None => Decoder::Plain(buffered),
-            Compression::Gzip => Decoder::Gzip(MultiGzDecoder::new(buffered)),
+            Compression::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(buffered))),
             Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(buffered)?),
         };
         Ok(LayerStream {

@@ -219,7 +219,7 @@ fn unreferenced(
             }
         }
     }
-    out.sort_by(|a, b| b.1.cmp(&a.1));
+    out.sort_by_key(|p| std::cmp::Reverse(p.1));
     Ok(out)
 }
 

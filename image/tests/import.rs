@@ -1,6 +1,8 @@
 //! Import, verification, sharing, removal and crash recovery on real drivers (vfs, overlay2).
 //! Needs root (as the drivers do); scratch roots are under /var/tmp.
 
+#![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
+
 #[path = "support/image_builder.rs"]
 mod image_builder;
 

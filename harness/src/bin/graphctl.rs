@@ -4,12 +4,16 @@
 //! Exit codes: 0 ok, 1 the operation failed (the error on stderr), 2 usage. `exists` exits 0
 //! when the layer exists and 1 when it does not.
 
+#[path = "graphctl/image.rs"]
+mod image;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::IsTerminal;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -179,6 +183,11 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// The image store: import, ls, history, rm (kept in ROOT/images/).
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCmd,
+    },
     /// Test helper: mount a layer N times and exit without unmounting.
     #[command(name = "__hold", hide = true)]
     Hold { id: String, n: u32 },
@@ -249,6 +258,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let d = drivers::open(&cli.driver, &cli.root, &opts)
         .with_context(|| format!("open {} driver at {}", cli.driver, cli.root.display()))?;
+    if let Cmd::Image { cmd } = cli.cmd {
+        let out = io::stdout();
+        return image::run(cmd, Arc::from(d), &cli.root, &mut out.lock());
+    }
     let d: &dyn GraphDriver = d.as_ref();
     let out = io::stdout();
     let mut out = out.lock();
@@ -361,7 +374,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 d.put(&id)?;
             }
         }
-        Cmd::Check { .. } | Cmd::Bench { .. } | Cmd::Vm { .. } => {
+        Cmd::Check { .. } | Cmd::Bench { .. } | Cmd::Vm { .. } | Cmd::Image { .. } => {
             unreachable!("handled above")
         }
     }
