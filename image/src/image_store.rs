@@ -51,6 +51,17 @@ pub struct RemoveReport {
     pub image: ImageRecord,
     /// The layers removed with it (no other image used them), top first.
     pub removed: Vec<LayerId>,
+    /// Layers no image uses any more that the driver would not remove yet (mounted, or with
+    /// a layer from outside the store on top); they are removed by a later
+    /// [`ImageStore::open`] once they can be.
+    pub kept: Vec<LayerId>,
+}
+
+/// The outcome of removing pending layers.
+#[derive(Debug, Default)]
+struct LayerRemoval {
+    removed: Vec<LayerId>,
+    kept: Vec<LayerId>,
 }
 
 impl ImageStore {
@@ -280,19 +291,25 @@ impl ImageStore {
             .collect())
     }
 
-    /// Removes pending layers, top first, forgetting each once it is gone. Returns the ids.
-    fn remove_layers(&self, layers: &[Pending]) -> Result<Vec<LayerId>> {
-        let mut removed = Vec::new();
+    /// Removes pending layers, top first, forgetting each once it is gone. A layer the driver
+    /// will not remove yet (a layer outside the store on top of it, or mounted) stays pending
+    /// for a later [`open`](Self::open), as do its parents.
+    fn remove_layers(&self, layers: &[Pending]) -> Result<LayerRemoval> {
+        let mut out = LayerRemoval::default();
         for (chain_id, _) in layers {
             let id = layer_id(chain_id)?;
             match self.driver.remove(&id) {
-                Ok(()) => removed.push(id),
+                Ok(()) => out.removed.push(id),
                 Err(DriverError::NotFound(_)) => {}
+                Err(DriverError::HasChildren { .. } | DriverError::Busy { .. }) => {
+                    out.kept.push(id);
+                    continue;
+                }
                 Err(source) => return Err(driver_err("remove", &id, source)),
             }
             self.db.clear_pending(std::slice::from_ref(chain_id))?;
         }
-        Ok(removed)
+        Ok(out)
     }
 
     /// Removes the pending layers no image names (an import or removal was interrupted),
@@ -347,8 +364,12 @@ impl ImageStore {
             .db
             .remove_image(name)?
             .ok_or_else(|| ImageError::NotFound(name.to_owned()))?;
-        let removed = self.remove_layers(&orphans)?;
-        Ok(RemoveReport { image, removed })
+        let LayerRemoval { removed, kept } = self.remove_layers(&orphans)?;
+        Ok(RemoveReport {
+            image,
+            removed,
+            kept,
+        })
     }
 
     /// How many images use each layer (counted from the records, never stored).

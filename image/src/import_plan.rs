@@ -249,11 +249,20 @@ fn diff_ids(config: &ImageConfig, entry: &str, layers: usize) -> Result<Vec<Dige
         .collect()
 }
 
-/// The digest a `docker save` path implies: `blobs/sha256/<hex>`, `<hex>.json` or
-/// `<hex>/layer.tar` name their content only in the first form; the others are ids.
+/// The digest a `docker save` path implies: `blobs/sha256/<hex>` (docker 25 and later) names
+/// its content; `<id>/layer.tar` names a legacy layer id, not a digest.
 fn implied_digest(path: &str) -> Option<Digest> {
     let hex = path.strip_prefix("blobs/sha256/")?;
     Digest::parse(&format!("sha256:{hex}"), path).ok()
+}
+
+/// The digest a `docker save` config path implies: `blobs/sha256/<hex>`, or the legacy
+/// `<hex>.json`, whose name is the config's digest (the image id).
+fn implied_config_digest(path: &str) -> Option<Digest> {
+    implied_digest(path).or_else(|| {
+        let hex = path.strip_suffix(".json")?;
+        Digest::parse(&format!("sha256:{hex}"), path).ok()
+    })
 }
 
 /// A `docker save` path, checked: relative, no `..`.
@@ -276,7 +285,7 @@ fn docker_plans(archive: &ImageArchive, limits: &ImportLimits) -> Result<Vec<Ima
             .iter()
             .map(|l| docker_path(l))
             .collect::<Result<Vec<_>>>()?;
-        let implied = implied_digest(&config_path);
+        let implied = implied_config_digest(&config_path);
         let config_bytes = read_verified(
             archive,
             &config_path,

@@ -615,3 +615,76 @@ fn blob_symlink_out_of_a_layout_directory_is_rejected() {
         |e| matches!(e, ImageError::UnsafePath { .. }),
     );
 }
+
+#[test]
+fn docker_save_config_that_does_not_match_its_name_is_rejected() {
+    assert_rejected(
+        "docker-config",
+        ImportLimits::default(),
+        |dir, base| {
+            let save = docker_save(dir, &[(&["bad:1"], &[base.clone(), fresh_mid()])]);
+            let m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(save.join("manifest.json")).unwrap())
+                    .unwrap();
+            let config = save.join(m[0]["Config"].as_str().unwrap());
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+            v["created"] = json!("1999-01-01T00:00:00Z");
+            std::fs::write(&config, serde_json::to_vec(&v).unwrap()).unwrap();
+            save
+        },
+        |e| matches!(e, ImageError::DigestMismatch { blob, .. } if blob.ends_with(".json")),
+    );
+}
+
+#[test]
+fn reimporting_a_name_replaces_the_image_and_removes_layers_only_the_old_one_used() {
+    for drv in DRIVERS {
+        let dir = scratch("retag");
+        let imgs = TwoImages::new();
+        let mut v1 = OciLayout::new(&dir.path().join("v1"));
+        v1.image(Some("app"), &[imgs.base_gz.clone(), imgs.top_a.clone()]);
+        let v1 = v1.finish();
+        let mut v2 = OciLayout::new(&dir.path().join("v2"));
+        v2.image(Some("app"), &[imgs.base_zst.clone(), imgs.top_b.clone()]);
+        let v2 = v2.finish();
+        let (driver, store) = open_store(drv, dir.path()).unwrap();
+        store.import(&v1).unwrap();
+        let old_top = store.get("app").unwrap().top_layer().unwrap().unwrap();
+        let report = store.import_report(&v2).unwrap();
+        assert_eq!(report.applied.len(), 1);
+        assert_eq!(report.existing.len(), 1);
+        let new_top = store.get("app").unwrap().top_layer().unwrap().unwrap();
+        assert!(
+            !driver.exists(&old_top),
+            "{drv}: the old top layer is removed"
+        );
+        assert!(driver.exists(&new_top));
+        assert_eq!(layers(driver.as_ref()).len(), 2);
+        assert_eq!(names(&store), ["app"]);
+    }
+}
+
+#[test]
+fn removing_an_image_whose_layer_is_mounted_defers_the_layer_to_a_later_open() {
+    for drv in DRIVERS {
+        let dir = scratch("deferred");
+        let imgs = TwoImages::new();
+        let layout = imgs.write(&dir.path().join("layout"));
+        let store_dir = dir.path().join(format!("{drv}-images"));
+        let (driver, store) = open_store(drv, dir.path()).unwrap();
+        store.import(&layout).unwrap();
+        let top_b = store.get("b:latest").unwrap().top_layer().unwrap().unwrap();
+        let base = layer_id(&imgs.base_gz.diff_id).unwrap();
+        store.remove("a:latest").unwrap();
+        let mounted = Mounted::new(driver.as_ref(), &top_b);
+        let r = store.remove("b:latest").unwrap();
+        assert!(r.removed.is_empty(), "{drv}: {r:?}");
+        assert_eq!(r.kept, vec![top_b.clone(), base.clone()]);
+        assert!(names(&store).is_empty());
+        drop(mounted);
+        drop(store);
+        let _store = ImageStore::open(&store_dir, driver.clone()).unwrap();
+        assert!(layers(driver.as_ref()).is_empty(), "{drv}: swept at open");
+    }
+}
