@@ -114,6 +114,9 @@ pub fn run(
             for id in &report.removed {
                 writeln!(out, "Deleted: {id}")?;
             }
+            for id in &report.kept {
+                writeln!(out, "Kept (in use; removed at a later open): {id}")?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
