@@ -113,6 +113,32 @@ fn image_import_ls_history_rm_round_trip() {
     assert_eq!(h[0]["size"], 6);
     assert_eq!(h[0]["diff_id"], h[0]["chain_id"]);
 
+    let saved = dir.path().join("saved.tar");
+    let out = graphctl(
+        &root,
+        &[
+            "save",
+            "tiny:1",
+            "-o",
+            saved.to_str().unwrap(),
+            "--compression",
+            "zstd",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = dir.path().join("other");
+    let out = graphctl(&other, &["import", saved.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Loaded image: tiny:1"));
+
     let out = graphctl(&root, &["rm", "tiny:1"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Deleted: "));

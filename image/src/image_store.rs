@@ -12,8 +12,11 @@ use crate::chain_id::layer_id;
 use crate::image_archive::ImageArchive;
 use crate::import_plan::{plan, ImagePlan, LayerPlan};
 use crate::layer_stream::LayerStream;
+use crate::layout_tar::{write_layout_tar, SaveReport};
 use crate::record_db::{Pending, RecordDb};
-use crate::{Digest, ImageError, ImageName, ImageRecord, ImportLimits, LayerRecord, Result};
+use crate::{
+    Compression, Digest, ImageError, ImageName, ImageRecord, ImportLimits, LayerRecord, Result,
+};
 
 /// The database file in the store's directory.
 pub const DB_FILE: &str = "images.redb";
@@ -118,7 +121,15 @@ impl ImageStore {
         };
         let result = self.apply_plans(&archive, &plans, &mut created, &mut report);
         let orphans = match result {
-            Ok(records) => self.db.commit_images(&records).map(|o| (records, o)),
+            Ok(records) => {
+                let configs: Vec<(&Digest, &[u8])> = plans
+                    .iter()
+                    .map(|p| (&p.config, p.config_bytes.as_slice()))
+                    .collect();
+                self.db
+                    .commit_images(&records, &configs)
+                    .map(|o| (records, o))
+            }
             Err(e) => Err(e),
         };
         match orphans {
@@ -222,7 +233,7 @@ impl ImageStore {
         index: usize,
         l: &LayerPlan,
     ) -> Result<LayerRecord> {
-        let file = archive.open_file(&l.path, "manifest")?;
+        let file = archive.open_file(&l.path, &l.entry)?;
         let mut stream =
             LayerStream::new(file.reader, l.compression, self.limits).map_err(|source| {
                 ImageError::BlobRead {
@@ -370,6 +381,47 @@ impl ImageStore {
             removed,
             kept,
         })
+    }
+
+    /// Writes the image as an OCI image layout tar at `out` (replaced only when the whole tar
+    /// is written), its layers the driver's diffs compressed as `compression`. The same
+    /// layers give the same bytes. The image is named in `index.json` by
+    /// `org.opencontainers.image.ref.name`, so importing the tar gives it the same name.
+    pub fn save(&self, name: &str, out: &Path, compression: Compression) -> Result<SaveReport> {
+        let image = self.get(name)?;
+        let config = self
+            .db
+            .config(&image.config)?
+            .ok_or_else(|| ImageError::Invalid {
+                entry: image.config.to_string(),
+                reason: "the store has no copy of this config".to_owned(),
+            })?;
+        let mut tmp = out.as_os_str().to_owned();
+        tmp.push(format!(".tmp-{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let file = std::fs::File::create(&tmp).map_err(|e| ImageError::io("create", &tmp, e))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let written = write_layout_tar(
+            self.driver.as_ref(),
+            &image,
+            &config,
+            compression,
+            &mut w,
+            out,
+        )
+        .and_then(|report| {
+            let file = w
+                .into_inner()
+                .map_err(|e| ImageError::io("write", &tmp, e.into_error()))?;
+            file.sync_all()
+                .map_err(|e| ImageError::io("sync", &tmp, e))?;
+            std::fs::rename(&tmp, out).map_err(|e| ImageError::io("rename", &tmp, e))?;
+            Ok(report)
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// How many images use each layer (counted from the records, never stored).

@@ -25,6 +25,8 @@ pub(crate) struct ImagePlan {
     pub names: Vec<ImageName>,
     pub manifest: Option<Digest>,
     pub config: Digest,
+    /// The config document, kept so the image can be saved again.
+    pub config_bytes: Vec<u8>,
     pub created: Option<String>,
     pub layers: Vec<LayerPlan>,
 }
@@ -34,6 +36,8 @@ pub(crate) struct ImagePlan {
 pub(crate) struct LayerPlan {
     /// The blob's path in the archive.
     pub path: String,
+    /// The document that names the blob.
+    pub entry: String,
     /// The digest it must have, when the archive names one.
     pub blob: Option<Digest>,
     /// The size it must have, when a descriptor gives one.
@@ -212,6 +216,7 @@ fn resolve(
                 };
                 layers.push(LayerPlan {
                     path,
+                    entry: blob.clone(),
                     blob: Some(digest),
                     size: l.size,
                     compression,
@@ -225,6 +230,7 @@ fn resolve(
                 manifest: Some(digest),
                 config: config_digest,
                 created: config.created,
+                config_bytes,
                 layers,
             })
         }
@@ -306,6 +312,7 @@ fn docker_plans(archive: &ImageArchive, limits: &ImportLimits) -> Result<Vec<Ima
                 });
             }
             layers.push(LayerPlan {
+                entry: "manifest.json".to_owned(),
                 blob: implied_digest(&path),
                 path,
                 size: None,
@@ -326,6 +333,7 @@ fn docker_plans(archive: &ImageArchive, limits: &ImportLimits) -> Result<Vec<Ima
             manifest: None,
             config: config_digest,
             created: config.created,
+            config_bytes,
             layers,
         });
     }

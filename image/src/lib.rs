@@ -24,6 +24,13 @@
 //! the transaction that records its image; a removal marks the layers it will remove pending
 //! in the transaction that deletes the image. [`ImageStore::open`] removes pending layers that
 //! no image names. Reference counts are counted from the image records, never stored.
+//!
+//! # Saving
+//!
+//! [`ImageStore::save`] writes an image as an OCI image layout tar: its layers are the
+//! driver's diffs, compressed with fixed settings, so the same layers give the same bytes.
+//! When a driver's diff is not the imported tar byte for byte, the saved config's DiffIDs (and
+//! so its digest) are the new ones.
 
 mod chain_id;
 mod digest;
@@ -35,6 +42,7 @@ mod image_store;
 mod import_limits;
 mod import_plan;
 mod layer_stream;
+mod layout_tar;
 mod manifest;
 mod record_db;
 
@@ -46,4 +54,5 @@ pub use image_record::{ImageRecord, LayerRecord};
 pub use image_store::{ImageStore, ImportReport, RemoveReport, DB_FILE};
 pub use import_limits::ImportLimits;
 pub use layer_stream::Compression;
+pub use layout_tar::{layer_media_type, SaveReport};
 pub use manifest::REF_NAME;

@@ -13,6 +13,8 @@ use crate::{Digest, ImageError, ImageRecord, Result};
 
 /// Image name → [`ImageRecord`] as JSON.
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+/// Config digest → the config document, for every config an image names.
+const CONFIGS: TableDefinition<&str, &[u8]> = TableDefinition::new("configs");
 /// ChainID → depth in its chain (0 is a base layer), for layers being created or removed.
 const PENDING: TableDefinition<&str, u64> = TableDefinition::new("pending_layers");
 
@@ -38,6 +40,8 @@ impl RecordDb {
         tx.open_table(IMAGES)
             .map_err(|e| rec.err("create tables", e))?;
         tx.open_table(PENDING)
+            .map_err(|e| rec.err("create tables", e))?;
+        tx.open_table(CONFIGS)
             .map_err(|e| rec.err("create tables", e))?;
         tx.commit().map_err(|e| rec.err("commit", e))?;
         Ok(rec)
@@ -69,6 +73,18 @@ impl RecordDb {
             .map_err(|e| self.err("open table", e))?;
         let v = t.get(name).map_err(|e| self.err("read image", e))?;
         v.map(|v| decode(name, v.value())).transpose()
+    }
+
+    /// The config document with digest `digest`, if an image names it.
+    pub fn config(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read().map_err(|e| self.err("begin", e))?;
+        let t = tx
+            .open_table(CONFIGS)
+            .map_err(|e| self.err("open table", e))?;
+        let v = t
+            .get(digest.as_str())
+            .map_err(|e| self.err("read config", e))?;
+        Ok(v.map(|v| v.value().to_vec()))
     }
 
     /// Every pending layer.
@@ -116,7 +132,12 @@ impl RecordDb {
     /// In one transaction: writes `records` (replacing images of the same names) and forgets
     /// the pending layers they name. Layers only the replaced images named become pending
     /// (to be removed); they are returned, top first.
-    pub fn commit_images(&self, records: &[ImageRecord]) -> Result<Vec<Pending>> {
+    /// `configs` are the config documents the records name.
+    pub fn commit_images(
+        &self,
+        records: &[ImageRecord],
+        configs: &[(&Digest, &[u8])],
+    ) -> Result<Vec<Pending>> {
         let tx = self.db.begin_write().map_err(|e| self.err("begin", e))?;
         let orphans;
         {
@@ -144,6 +165,17 @@ impl RecordDb {
                         .map_err(|e| self.err("write pending", e))?;
                 }
             }
+            let mut config_table = tx
+                .open_table(CONFIGS)
+                .map_err(|e| self.err("open table", e))?;
+            for (d, bytes) in configs {
+                config_table
+                    .insert(d.as_str(), *bytes)
+                    .map_err(|e| self.err("write config", e))?;
+            }
+            drop_unused_configs(&images, &mut config_table, &replaced, |e| {
+                self.err("write config", e)
+            })?;
             orphans = unreferenced(&images, &replaced, |e| self.err("read images", e))?;
             for (c, depth) in &orphans {
                 pending
@@ -175,6 +207,15 @@ impl RecordDb {
             let orphans = unreferenced(&images, std::slice::from_ref(&old), |e| {
                 self.err("read images", e)
             })?;
+            let mut config_table = tx
+                .open_table(CONFIGS)
+                .map_err(|e| self.err("open table", e))?;
+            drop_unused_configs(
+                &images,
+                &mut config_table,
+                std::slice::from_ref(&old),
+                |e| self.err("write config", e),
+            )?;
             let mut pending = tx
                 .open_table(PENDING)
                 .map_err(|e| self.err("open table", e))?;
@@ -221,6 +262,26 @@ fn unreferenced(
     }
     out.sort_by_key(|p| std::cmp::Reverse(p.1));
     Ok(out)
+}
+
+/// Deletes the configs of `gone` that no image in `images` names.
+fn drop_unused_configs(
+    images: &impl ReadableTable<&'static str, &'static [u8]>,
+    configs: &mut redb::Table<&'static str, &'static [u8]>,
+    gone: &[ImageRecord],
+    err: impl Fn(redb::StorageError) -> ImageError,
+) -> Result<()> {
+    let mut named = BTreeSet::new();
+    for row in images.iter().map_err(&err)? {
+        let (k, v) = row.map_err(&err)?;
+        named.insert(decode(k.value(), v.value())?.config);
+    }
+    for r in gone {
+        if !named.contains(&r.config) {
+            configs.remove(r.config.as_str()).map_err(&err)?;
+        }
+    }
+    Ok(())
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<ImageRecord> {

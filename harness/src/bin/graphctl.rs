@@ -183,7 +183,7 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// The image store: import, ls, history, rm (kept in ROOT/images/).
+    /// The image store: import, ls, history, rm, save (kept in ROOT/images/).
     Image {
         #[command(subcommand)]
         cmd: image::ImageCmd,

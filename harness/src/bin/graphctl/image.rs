@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use anyhow::Result;
 use clap::Subcommand;
 use graphdriver_api::GraphDriver;
-use graphdriver_image::{ImageRecord, ImageStore, LayerRecord};
+use graphdriver_image::{Compression, ImageRecord, ImageStore, LayerRecord};
 use serde_json::json;
 
 /// The image store's directory under the driver root.
@@ -42,6 +42,38 @@ pub enum ImageCmd {
         /// The image.
         name: String,
     },
+    /// Write an image as an OCI image layout tar (the same layers give the same bytes).
+    Save {
+        /// The image.
+        name: String,
+        /// The output file.
+        #[arg(short = 'o')]
+        output: PathBuf,
+        /// How the layers are compressed.
+        #[arg(long, value_enum, default_value_t = SaveCompression::Gzip)]
+        compression: SaveCompression,
+    },
+}
+
+/// `--compression` of `image save`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum SaveCompression {
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// Plain tars.
+    None,
+}
+
+impl From<SaveCompression> for Compression {
+    fn from(c: SaveCompression) -> Compression {
+        match c {
+            SaveCompression::Gzip => Compression::Gzip,
+            SaveCompression::Zstd => Compression::Zstd,
+            SaveCompression::None => Compression::None,
+        }
+    }
 }
 
 pub fn run(
@@ -107,6 +139,19 @@ pub fn run(
                     )?;
                 }
             }
+        }
+        ImageCmd::Save {
+            name,
+            output,
+            compression,
+        } => {
+            let report = store.save(&name, &output, compression.into())?;
+            writeln!(
+                out,
+                "Saved {name} ({}) to {}",
+                report.manifest,
+                output.display()
+            )?;
         }
         ImageCmd::Rm { name } => {
             let report = store.remove(&name)?;
