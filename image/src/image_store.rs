@@ -192,9 +192,15 @@ impl ImageStore {
                     }
                 } else {
                     self.db.add_pending(&l.chain_id, depth as u64)?;
-                    self.driver
-                        .create(&id, parent.as_ref(), &CreateOpts::default())
-                        .map_err(|source| driver_err("create", &id, source))?;
+                    if let Err(source) =
+                        self.driver
+                            .create(&id, parent.as_ref(), &CreateOpts::default())
+                    {
+                        // Nothing was created: the pending record must not outlive it (the
+                        // layer may be another's, made since `exists` was asked).
+                        self.db.clear_pending(std::slice::from_ref(&l.chain_id))?;
+                        return Err(driver_err("create", &id, source));
+                    }
                     created.push((l.chain_id.clone(), depth as u64));
                     let rec = self.apply_layer(archive, &id, depth, l)?;
                     report.applied.push(l.chain_id.clone());

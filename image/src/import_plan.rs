@@ -141,7 +141,13 @@ fn oci_plans(archive: &ImageArchive, limits: &ImportLimits) -> Result<Vec<ImageP
             }
         }
     }
-    if plans.is_empty() && !index.manifests.is_empty() {
+    if index.manifests.is_empty() {
+        return Err(ImageError::Invalid {
+            entry: "index.json".to_owned(),
+            reason: "it lists no manifests".to_owned(),
+        });
+    }
+    if plans.is_empty() {
         return Err(ImageError::NoPlatform {
             entry: "index.json".to_owned(),
             platform: HOST_PLATFORM,
