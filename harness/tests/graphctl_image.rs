@@ -10,8 +10,17 @@ use graphdriver_image::Digest;
 use serde_json::{json, Value};
 
 fn graphctl(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_graphctl"))
-        .arg("--root")
+    graphctl_with(root, args, None)
+}
+
+/// `graphctl` with `GRAPHDRIVER_FAILPOINT` set to `failpoint`, if any.
+fn graphctl_with(root: &Path, args: &[&str], failpoint: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_graphctl"));
+    cmd.env_remove("GRAPHDRIVER_FAILPOINT");
+    if let Some(f) = failpoint {
+        cmd.env("GRAPHDRIVER_FAILPOINT", f);
+    }
+    cmd.arg("--root")
         .arg(root)
         .args(["--driver", "vfs", "image"])
         .args(args)
@@ -152,4 +161,69 @@ fn image_import_ls_history_rm_round_trip() {
     let out = graphctl(&root, &["rm", "tiny:1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("image tiny:1 does not exist"));
+}
+
+/// The driver's layers under `root`, via `graphctl ls` (which does not open the image store).
+fn driver_layers(root: &Path) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_graphctl"))
+        .arg("--root")
+        .arg(root)
+        .args(["--driver", "vfs", "ls"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_crash_during_import_or_removal_is_swept_at_the_next_open() {
+    let base = Path::new("/var/tmp/graphdriver-test");
+    std::fs::create_dir_all(base).unwrap();
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let root = dir.path().join("root");
+    let layout = tiny_layout(dir.path());
+    let layout = layout.to_str().unwrap();
+
+    // Killed after the layer is applied, before the image is recorded: the layer is there
+    // but pending; the next open of the store removes it and records nothing.
+    for point in ["image.import.after-layer", "apply.merge"] {
+        let out = graphctl_with(&root, &["import", layout], Some(point));
+        assert!(
+            !out.status.success(),
+            "{point}: the failpoint must stop the import"
+        );
+        assert_eq!(
+            driver_layers(&root).len(),
+            1,
+            "{point}: the crash left the layer"
+        );
+        let out = graphctl(&root, &["ls", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            json!([])
+        );
+        assert!(driver_layers(&root).is_empty(), "{point}: swept at open");
+    }
+
+    // Killed after the record is deleted, before its layers are removed: the layers are
+    // pending and the next open removes them.
+    assert!(graphctl(&root, &["import", layout]).status.success());
+    assert_eq!(driver_layers(&root).len(), 1);
+    let out = graphctl_with(&root, &["rm", "tiny:1"], Some("image.remove.after-record"));
+    assert!(!out.status.success());
+    assert_eq!(driver_layers(&root).len(), 1, "the crash left the layer");
+    let out = graphctl(&root, &["ls", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!([])
+    );
+    assert!(driver_layers(&root).is_empty(), "swept at open");
 }

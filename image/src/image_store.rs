@@ -203,6 +203,7 @@ impl ImageStore {
                     }
                     created.push((l.chain_id.clone(), depth as u64));
                     let rec = self.apply_layer(archive, &id, depth, l)?;
+                    graphdriver_api::failpoint::hit("image.import.after-layer");
                     report.applied.push(l.chain_id.clone());
                     rec
                 };
@@ -381,6 +382,7 @@ impl ImageStore {
             .db
             .remove_image(name)?
             .ok_or_else(|| ImageError::NotFound(name.to_owned()))?;
+        graphdriver_api::failpoint::hit("image.remove.after-record");
         let LayerRemoval { removed, kept } = self.remove_layers(&orphans)?;
         Ok(RemoveReport {
             image,
