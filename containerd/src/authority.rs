@@ -37,9 +37,8 @@ fn bad(what: &str) -> io::Error {
 /// Whether `a` is something h2 accepts as an authority: `host[:port]` in URI syntax.
 pub fn is_valid_authority(a: &[u8]) -> bool {
     !a.is_empty()
-        && a.iter().all(|&c| {
-            c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%@".contains(&c)
-        })
+        && a.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%@".contains(&c))
 }
 
 /// Rewrites one decoded header list: an invalid `:authority` becomes `localhost`.
@@ -91,15 +90,23 @@ fn fragment(f: &Frame) -> io::Result<&[u8]> {
     let mut p = f.payload.as_slice();
     let mut pad = 0;
     if f.flags & PADDED != 0 {
-        let (&n, rest) = p.split_first().ok_or_else(|| bad("HEADERS without its pad length"))?;
+        let (&n, rest) = p
+            .split_first()
+            .ok_or_else(|| bad("HEADERS without its pad length"))?;
         pad = usize::from(n);
         p = rest;
     }
     if f.flags & PRIORITY != 0 {
-        p = p.get(5..).ok_or_else(|| bad("HEADERS without its priority"))?;
+        p = p
+            .get(5..)
+            .ok_or_else(|| bad("HEADERS without its priority"))?;
     }
-    p.get(..p.len().checked_sub(pad).ok_or_else(|| bad("HEADERS padding too long"))?)
-        .ok_or_else(|| bad("HEADERS padding too long"))
+    p.get(
+        ..p.len()
+            .checked_sub(pad)
+            .ok_or_else(|| bad("HEADERS padding too long"))?,
+    )
+    .ok_or_else(|| bad("HEADERS padding too long"))
 }
 
 /// Copies the client's side of an HTTP/2 connection from `from` to `to`, re-encoding header
@@ -150,7 +157,13 @@ where
         loop {
             let chunk = chunks.next().unwrap_or_default();
             let last = chunks.peek().is_none();
-            frame_bytes(&mut out, kind, flags | if last { END_HEADERS } else { 0 }, f.stream, chunk);
+            frame_bytes(
+                &mut out,
+                kind,
+                flags | if last { END_HEADERS } else { 0 },
+                f.stream,
+                chunk,
+            );
             if last {
                 break;
             }
@@ -189,7 +202,9 @@ mod tests {
 
     #[test]
     fn socket_paths_are_not_authorities_and_host_names_are() {
-        assert!(!is_valid_authority(b"unix:///run/graphdriver/snapshotter.sock"));
+        assert!(!is_valid_authority(
+            b"unix:///run/graphdriver/snapshotter.sock"
+        ));
         assert!(!is_valid_authority(b"/tmp/s.sock"));
         assert!(!is_valid_authority(b""));
         assert!(is_valid_authority(b"localhost"));
@@ -228,7 +243,9 @@ mod tests {
                 frame_bytes(&mut wire, 0x0, END_STREAM, stream, b"data");
             }
             let mut got = Vec::new();
-            relay_client(wire.as_slice(), &mut got).await.expect("relay");
+            relay_client(wire.as_slice(), &mut got)
+                .await
+                .expect("relay");
             assert_eq!(&got[..24], PREFACE);
             let mut r = &got[24..];
             let mut server = Decoder::new();
@@ -237,9 +254,18 @@ mod tests {
                 if f.kind == HEADERS {
                     assert_eq!(f.flags & END_HEADERS, END_HEADERS);
                     let h = server.decode(&f.payload).expect("decodable");
-                    let auth = h.iter().find(|(n, _)| n == b":authority").expect("authority");
+                    let auth = h
+                        .iter()
+                        .find(|(n, _)| n == b":authority")
+                        .expect("authority");
                     assert_eq!(auth.1, b"localhost");
-                    seen.push(h.iter().find(|(n, _)| n == b":path").expect("path").1.clone());
+                    seen.push(
+                        h.iter()
+                            .find(|(n, _)| n == b":path")
+                            .expect("path")
+                            .1
+                            .clone(),
+                    );
                 } else {
                     assert_eq!(f.payload, b"data");
                 }

@@ -119,7 +119,9 @@ impl Filter {
         self.0.iter().all(|s| {
             let field = field(info, &s.path);
             match (&s.op, field) {
-                (Op::Present, Some(v)) => !v.is_empty() || s.path.first().is_some_and(|f| f == "labels"),
+                (Op::Present, Some(v)) => {
+                    !v.is_empty() || s.path.first().is_some_and(|f| f == "labels")
+                }
                 (Op::Present, None) => false,
                 (Op::Equal(want), Some(v)) => v == *want,
                 (Op::Equal(_), None) => false,

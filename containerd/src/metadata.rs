@@ -71,7 +71,11 @@ impl Metadata {
 
     /// Runs `f` in one write transaction: committed (durably) when it returns `Ok`, undone
     /// when it returns an error.
-    pub fn write<T>(&self, op: &'static str, f: impl FnOnce(&mut Tables<'_>) -> Result<T>) -> Result<T> {
+    pub fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Tables<'_>) -> Result<T>,
+    ) -> Result<T> {
         let txn = self.db.begin_write().map_err(db(op))?;
         let out = {
             let mut tables = Tables {

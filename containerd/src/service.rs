@@ -178,7 +178,14 @@ impl Snapshots for Service {
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
         let r = r.into_inner();
         let m = self
-            .run(move |s| s.prepare(Kind::Active, &r.key, parent(r.parent).as_deref(), labels(r.labels)))
+            .run(move |s| {
+                s.prepare(
+                    Kind::Active,
+                    &r.key,
+                    parent(r.parent).as_deref(),
+                    labels(r.labels),
+                )
+            })
             .await?;
         Ok(Response::new(pb::PrepareSnapshotResponse {
             mounts: mounts_to_pb(m),
@@ -191,7 +198,14 @@ impl Snapshots for Service {
     ) -> Result<Response<pb::ViewSnapshotResponse>, Status> {
         let r = r.into_inner();
         let m = self
-            .run(move |s| s.prepare(Kind::View, &r.key, parent(r.parent).as_deref(), labels(r.labels)))
+            .run(move |s| {
+                s.prepare(
+                    Kind::View,
+                    &r.key,
+                    parent(r.parent).as_deref(),
+                    labels(r.labels),
+                )
+            })
             .await?;
         Ok(Response::new(pb::ViewSnapshotResponse {
             mounts: mounts_to_pb(m),
@@ -306,7 +320,10 @@ pub async fn serve(
         Ok(_) => {
             return Err(sock(
                 "serve on",
-                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a file that is not a socket is there"),
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is there",
+                ),
             ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -261,7 +261,9 @@ impl Snapshotter {
             }
         };
         self.meta.write("prepare", |t| {
-            let mut r = t.get(key)?.ok_or_else(|| SnapshotError::NotFound(key.to_owned()))?;
+            let mut r = t
+                .get(key)?
+                .ok_or_else(|| SnapshotError::NotFound(key.to_owned()))?;
             r.state = State::Ready;
             r.held = Some(Held {
                 boot: self.boot.clone(),
@@ -294,9 +296,14 @@ impl Snapshotter {
             return Ok(h.path.clone());
         }
         let id = layer_id(key, &rec.layer)?;
-        let path = self.driver.get(&id, None).map_err(Self::driver_err(key, &id))?;
+        let path = self
+            .driver
+            .get(&id, None)
+            .map_err(Self::driver_err(key, &id))?;
         self.meta.write("mount", |t| {
-            let mut r = t.get(key)?.ok_or_else(|| SnapshotError::NotFound(key.to_owned()))?;
+            let mut r = t
+                .get(key)?
+                .ok_or_else(|| SnapshotError::NotFound(key.to_owned()))?;
             r.held = Some(Held {
                 boot: self.boot.clone(),
                 path: path.clone(),
@@ -340,7 +347,10 @@ impl Snapshotter {
         if rec.kind != Kind::Active {
             return Err(SnapshotError::FailedPrecondition {
                 key: key.to_owned(),
-                reason: format!("only an active snapshot can be committed (it is {})", rec.kind.as_str()),
+                reason: format!(
+                    "only an active snapshot can be committed (it is {})",
+                    rec.kind.as_str()
+                ),
             });
         }
         if self.meta.get(name)?.is_some() {
@@ -369,7 +379,9 @@ impl Snapshotter {
         })?;
         self.release(&id).map_err(Self::driver_err(name, &id))?;
         self.meta.write("commit", |t| {
-            let mut r = t.get(name)?.ok_or_else(|| SnapshotError::NotFound(name.to_owned()))?;
+            let mut r = t
+                .get(name)?
+                .ok_or_else(|| SnapshotError::NotFound(name.to_owned()))?;
             r.state = State::Ready;
             r.held = None;
             t.put(name, &r)

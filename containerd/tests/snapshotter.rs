@@ -49,7 +49,9 @@ fn an_active_snapshot_committed_becomes_a_parent_without_copying() {
     assert_eq!(info.labels["a"], "1");
     assert_eq!(s.usage("base").unwrap().size, 5);
 
-    let v = s.prepare(Kind::View, "v", Some("base"), no_labels()).unwrap();
+    let v = s
+        .prepare(Kind::View, "v", Some("base"), no_labels())
+        .unwrap();
     assert_eq!(v[0].options, ["rbind", "ro"]);
     assert_eq!(std::fs::read(v[0].source.join("hello")).unwrap(), b"world");
     assert_eq!(s.stat("v").unwrap().parent.as_deref(), Some("base"));
@@ -74,15 +76,22 @@ fn errors_are_the_classes_containerd_expects() {
         Err(SnapshotError::InvalidArgument(_))
     ));
     s.commit("c", "a", no_labels()).unwrap();
-    assert!(matches!(s.mounts("c"), Err(SnapshotError::FailedPrecondition { .. })));
+    assert!(matches!(
+        s.mounts("c"),
+        Err(SnapshotError::FailedPrecondition { .. })
+    ));
     assert!(matches!(
         s.commit("d", "c", no_labels()),
         Err(SnapshotError::NotFound(_) | SnapshotError::FailedPrecondition { .. })
     ));
     s.prepare(Kind::Active, "child", Some("c"), no_labels())
         .unwrap();
-    assert!(matches!(s.remove("c"), Err(SnapshotError::FailedPrecondition { .. })));
-    s.prepare(Kind::View, "view", Some("c"), no_labels()).unwrap();
+    assert!(matches!(
+        s.remove("c"),
+        Err(SnapshotError::FailedPrecondition { .. })
+    ));
+    s.prepare(Kind::View, "view", Some("c"), no_labels())
+        .unwrap();
     assert!(matches!(
         s.commit("e", "view", no_labels()),
         Err(SnapshotError::FailedPrecondition { .. })
@@ -99,22 +108,32 @@ fn labels_update_by_field_path_and_lists_filter_on_them() {
     let dir = scratch();
     let s = open(dir.path());
     let l = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     s.prepare(Kind::Active, "a", None, l(&[("x", "1"), ("y", "2")]))
         .unwrap();
     let mut info = s.stat("a").unwrap();
     info.labels = l(&[("x", "9"), ("z", "3")]);
-    let got = s.update(&info, &["labels.x".into(), "labels.y".into()]).unwrap();
-    assert_eq!(got.labels, l(&[("x", "9")]), "x set, y deleted, z untouched");
+    let got = s
+        .update(&info, &["labels.x".into(), "labels.y".into()])
+        .unwrap();
+    assert_eq!(
+        got.labels,
+        l(&[("x", "9")]),
+        "x set, y deleted, z untouched"
+    );
     let got = s.update(&info, &[]).unwrap();
     assert_eq!(got.labels, l(&[("x", "9"), ("z", "3")]));
     assert!(matches!(
         s.update(&info, &["parent".into()]),
         Err(SnapshotError::InvalidArgument(_))
     ));
-    s.commit("c", "a", l(&[("containerd.io/gc.root", "x")])).unwrap();
-    s.prepare(Kind::Active, "b", Some("c"), no_labels()).unwrap();
+    s.commit("c", "a", l(&[("containerd.io/gc.root", "x")]))
+        .unwrap();
+    s.prepare(Kind::Active, "b", Some("c"), no_labels())
+        .unwrap();
     let names = |f: &[&str]| -> Vec<String> {
         let f: Vec<String> = f.iter().map(|s| s.to_string()).collect();
         let mut v: Vec<String> = s.list(&f).unwrap().into_iter().map(|i| i.name).collect();
@@ -135,11 +154,15 @@ fn a_layer_no_snapshot_names_is_swept_when_the_service_opens() {
     // what a crash between the layer store and the records can leave: a layer of the
     // service's that no record names, mounted
     let stray = LayerId::new(&format!("{LAYER_PREFIX}999")).unwrap();
-    s.driver().create(&stray, None, &CreateOpts::default()).unwrap();
+    s.driver()
+        .create(&stray, None, &CreateOpts::default())
+        .unwrap();
     s.driver().get(&stray, None).unwrap();
     // and a layer that is not the service's, which it must leave alone
     let other = LayerId::new("someone-else").unwrap();
-    s.driver().create(&other, None, &CreateOpts::default()).unwrap();
+    s.driver()
+        .create(&other, None, &CreateOpts::default())
+        .unwrap();
     drop(s);
     let s = open(dir.path());
     let mut layers: Vec<String> = s
@@ -150,7 +173,10 @@ fn a_layer_no_snapshot_names_is_swept_when_the_service_opens() {
         .map(|l| l.to_string())
         .collect();
     layers.sort();
-    assert_eq!(layers, [format!("{LAYER_PREFIX}1"), "someone-else".to_owned()]);
+    assert_eq!(
+        layers,
+        [format!("{LAYER_PREFIX}1"), "someone-else".to_owned()]
+    );
     // the surviving active snapshot still mounts
     let m = s.mounts("kept").unwrap();
     assert!(m[0].source.is_dir());

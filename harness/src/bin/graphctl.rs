@@ -4,12 +4,16 @@
 //! Exit codes: 0 ok, 1 the operation failed (the error on stderr), 2 usage. `exists` exits 0
 //! when the layer exists and 1 when it does not.
 
+#[path = "graphctl/image.rs"]
+mod image;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::IsTerminal;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -189,6 +193,11 @@ enum Cmd {
         #[arg(long)]
         metadata: Option<PathBuf>,
     },
+    /// The image store: import, ls, history, rm, save (kept in ROOT/images/).
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCmd,
+    },
     /// Test helper: mount a layer N times and exit without unmounting.
     #[command(name = "__hold", hide = true)]
     Hold { id: String, n: u32 },
@@ -260,8 +269,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let d = drivers::open(&cli.driver, &cli.root, &opts)
         .with_context(|| format!("open {} driver at {}", cli.driver, cli.root.display()))?;
     if let Cmd::Snapshotter { address, metadata } = &cli.cmd {
-        let dir = metadata.clone().unwrap_or_else(|| cli.root.join("containerd"));
+        let dir = metadata
+            .clone()
+            .unwrap_or_else(|| cli.root.join("containerd"));
         return snapshotter(d, &dir, address);
+    }
+    if let Cmd::Image { cmd } = cli.cmd {
+        let out = io::stdout();
+        return image::run(cmd, Arc::from(d), &cli.root, &mut out.lock());
     }
     let d: &dyn GraphDriver = d.as_ref();
     let out = io::stdout();
@@ -375,7 +390,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 d.put(&id)?;
             }
         }
-        Cmd::Check { .. } | Cmd::Bench { .. } | Cmd::Vm { .. } | Cmd::Snapshotter { .. } => {
+        Cmd::Check { .. }
+        | Cmd::Bench { .. }
+        | Cmd::Vm { .. }
+        | Cmd::Snapshotter { .. }
+        | Cmd::Image { .. } => {
             unreachable!("handled above")
         }
     }
@@ -394,7 +413,10 @@ fn snapshotter(driver: Box<dyn GraphDriver>, dir: &Path, address: &Path) -> Resu
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("catch SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("catch SIGINT")?;
-        eprintln!("graphctl: serving containerd's snapshot API on {}", address.display());
+        eprintln!(
+            "graphctl: serving containerd's snapshot API on {}",
+            address.display()
+        );
         graphdriver_containerd::serve(s, address, async move {
             tokio::select! {
                 _ = term.recv() => {}

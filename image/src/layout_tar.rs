@@ -1,0 +1,282 @@
+//! Writing an image as an OCI image layout tar, byte for byte the same for the same layers.
+//!
+//! Each layer is the driver's diff (deterministic by the driver contract) compressed with
+//! fixed settings, so it is read twice: once to learn its digest and length (a tar header
+//! needs the length first, and the manifest the digest), once to stream it into the tar. The
+//! second read is checked against the first. Nothing is written to a temporary file but the
+//! output itself.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use graphdriver_api::GraphDriver;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::chain_id::layer_id;
+use crate::manifest::REF_NAME;
+use crate::{Compression, Digest, ImageError, ImageRecord, Result};
+
+/// What [`ImageStore::save`](crate::ImageStore::save) wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveReport {
+    /// The manifest's digest.
+    pub manifest: Digest,
+    /// The config's digest (the stored config, with `rootfs.diff_ids` rewritten when the
+    /// driver's diffs are not the imported tars byte for byte).
+    pub config: Digest,
+    /// The layer blobs, base first.
+    pub layers: Vec<Digest>,
+}
+
+/// gzip level and zstd level used when saving: fixed, so output is reproducible.
+const GZIP_LEVEL: u32 = 6;
+const ZSTD_LEVEL: i32 = 3;
+
+/// Hashes and counts what passes through into borrowed state.
+struct HashTee<'h, R> {
+    inner: R,
+    hasher: &'h mut Sha256,
+    count: &'h mut u64,
+}
+
+impl<R: Read> Read for HashTee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        *self.count += n as u64;
+        Ok(n)
+    }
+}
+
+fn compressor<'a>(r: Box<dyn Read + 'a>, c: Compression) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        Compression::None => r,
+        Compression::Gzip => Box::new(flate2::read::GzEncoder::new(
+            r,
+            flate2::Compression::new(GZIP_LEVEL),
+        )),
+        Compression::Zstd => Box::new(zstd::stream::read::Encoder::new(r, ZSTD_LEVEL)?),
+    })
+}
+
+/// The OCI media type of a layer compressed as `c`.
+pub fn layer_media_type(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+    }
+}
+
+/// A layer blob's digests and length.
+struct BlobSums {
+    blob: Digest,
+    len: u64,
+    diff_id: Digest,
+}
+
+/// Streams layer `index` of `image` (its diff against its parent) through the compressor
+/// into `sink`, and returns the sums.
+fn stream_layer(
+    driver: &dyn GraphDriver,
+    image: &ImageRecord,
+    index: usize,
+    c: Compression,
+    sink: impl FnOnce(&mut dyn Read, Option<u64>) -> Result<()>,
+    len_hint: Option<u64>,
+) -> Result<BlobSums> {
+    let l = &image.layers[index];
+    let id = layer_id(&l.chain_id)?;
+    let diff = driver
+        .diff(&id, None)
+        .map_err(|source| ImageError::Driver {
+            op: "diff",
+            layer: id.clone(),
+            source,
+        })?;
+    let (mut diff_h, mut diff_n) = (Sha256::new(), 0u64);
+    let (mut blob_h, mut blob_n) = (Sha256::new(), 0u64);
+    {
+        let tee = HashTee {
+            inner: diff,
+            hasher: &mut diff_h,
+            count: &mut diff_n,
+        };
+        let enc = compressor(Box::new(tee), c).map_err(|source| ImageError::BlobRead {
+            blob: id.to_string(),
+            source,
+        })?;
+        let mut out = HashTee {
+            inner: enc,
+            hasher: &mut blob_h,
+            count: &mut blob_n,
+        };
+        sink(&mut out, len_hint)?;
+        // The sink may stop at the length it was promised: the rest must be empty.
+        let rest = io::copy(&mut out, &mut io::sink()).map_err(|source| ImageError::BlobRead {
+            blob: id.to_string(),
+            source,
+        })?;
+        if rest != 0 && len_hint.is_some() {
+            return Err(changed(id.as_str()));
+        }
+    }
+    Ok(BlobSums {
+        blob: Digest::from_hasher(blob_h),
+        len: blob_n,
+        diff_id: Digest::from_hasher(diff_h),
+    })
+}
+
+fn changed(layer: &str) -> ImageError {
+    ImageError::Invalid {
+        entry: format!("layer {layer}"),
+        reason: "the driver's diff changed between two reads".to_owned(),
+    }
+}
+
+/// Writes `image` as an OCI image layout tar to `out`; `path` names `out` in errors.
+pub(crate) fn write_layout_tar(
+    driver: &dyn GraphDriver,
+    image: &ImageRecord,
+    config: &[u8],
+    c: Compression,
+    out: &mut dyn Write,
+    path: &Path,
+) -> Result<SaveReport> {
+    let write_err = |e: io::Error| ImageError::io("write", path, e);
+    // Pass 1: digests and lengths.
+    let mut sums = Vec::with_capacity(image.layers.len());
+    for i in 0..image.layers.len() {
+        let s = stream_layer(
+            driver,
+            image,
+            i,
+            c,
+            |r, _| {
+                io::copy(r, &mut io::sink()).map_err(|source| ImageError::BlobRead {
+                    blob: image.layers[i].chain_id.to_string(),
+                    source,
+                })?;
+                Ok(())
+            },
+            None,
+        )?;
+        sums.push(s);
+    }
+
+    let diff_ids: Vec<&Digest> = sums.iter().map(|s| &s.diff_id).collect();
+    let same = image
+        .layers
+        .iter()
+        .map(|l| &l.diff_id)
+        .eq(diff_ids.iter().copied());
+    let config: Vec<u8> = if same {
+        config.to_vec()
+    } else {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(config).map_err(|source| ImageError::Malformed {
+                entry: image.config.to_string(),
+                source,
+            })?;
+        v["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
+        serde_json::to_vec(&v).map_err(|source| ImageError::Malformed {
+            entry: image.config.to_string(),
+            source,
+        })?
+    };
+    let config_digest = Digest::of(&config);
+    let layers: Vec<serde_json::Value> = sums
+        .iter()
+        .map(|s| json!({"mediaType": layer_media_type(c), "digest": s.blob, "size": s.len}))
+        .collect();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": layers,
+    }))
+    .map_err(|source| ImageError::Malformed {
+        entry: "manifest".to_owned(),
+        source,
+    })?;
+    let manifest_digest = Digest::of(&manifest);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {REF_NAME: image.name},
+        }],
+    }))
+    .map_err(|source| ImageError::Malformed {
+        entry: "index.json".to_owned(),
+        source,
+    })?;
+
+    // Pass 2: the tar.
+    let mut tar = tar::Builder::new(out);
+    let put = |tar: &mut tar::Builder<&mut dyn Write>, name: &str, data: &[u8]| {
+        let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        tar.append_data(&mut h, name, data).map_err(write_err)
+    };
+    put(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    put(&mut tar, "index.json", &index)?;
+    for dir in ["blobs/", "blobs/sha256/"] {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        tar.append_data(&mut h, dir, io::empty())
+            .map_err(write_err)?;
+    }
+    put(&mut tar, &config_digest.blob_path(), &config)?;
+    put(&mut tar, &manifest_digest.blob_path(), &manifest)?;
+    let mut written: Vec<&Digest> = Vec::new();
+    for (i, s) in sums.iter().enumerate() {
+        if written.contains(&&s.blob) {
+            continue;
+        }
+        written.push(&s.blob);
+        let again = stream_layer(
+            driver,
+            image,
+            i,
+            c,
+            |r, len| {
+                let len = len.unwrap_or(0);
+                let mut h = header(tar::EntryType::Regular, 0o644, len);
+                tar.append_data(&mut h, s.blob.blob_path(), r.take(len))
+                    .map_err(write_err)
+            },
+            Some(s.len),
+        )?;
+        if again.blob != s.blob || again.len != s.len {
+            return Err(changed(&image.layers[i].chain_id.to_string()));
+        }
+    }
+    tar.into_inner()
+        .map_err(write_err)?
+        .flush()
+        .map_err(write_err)?;
+    Ok(SaveReport {
+        manifest: manifest_digest,
+        config: config_digest,
+        layers: sums.into_iter().map(|s| s.blob).collect(),
+    })
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    h
+}
