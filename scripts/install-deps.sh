@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing graphdriver needs on Debian 12. Safe to run twice: it
 # only calls apt when a package is missing.
+#   scripts/install-deps.sh [--containerd]   (--containerd: also containerd, runc, Go and
+#                                             containerd's Go sources, for its test suite)
 set -euo pipefail
 PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux tar mount chromium)
+if [ "${1:-}" = --containerd ]; then
+  PKGS=(containerd runc golang-go golang-github-containerd-containerd-dev)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

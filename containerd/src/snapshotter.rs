@@ -397,7 +397,7 @@ impl Snapshotter {
             if t.has_children(key)? {
                 return Err(SnapshotError::FailedPrecondition {
                     key: key.to_owned(),
-                    reason: "it has children".into(),
+                    reason: "cannot remove a snapshot that has children".into(),
                 });
             }
             let mut r = rec.clone();
