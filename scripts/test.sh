@@ -38,6 +38,11 @@ stage "conformance suite (overlay2 through legacy mount(2) with short links)"
 GRAPHDRIVER_REQUIRE=overlay2 ./target/release/graphctl check --driver overlay2 --opt overlay2.mount_api=legacy
 done_stage
 
+stage "containerd: its own snapshotter suite on graphdriver ($DRIVERS), then containerd and runc end to end"
+scripts/containerd-tests.sh ${DRIVERS//,/ }
+scripts/containerd-e2e.sh ${DRIVERS//,/ }
+done_stage
+
 stage "tests of kernel features this host lacks (quotas, device-mapper: tests and the devmapper suite), in the VM"
 scripts/vm-tests.sh
 done_stage

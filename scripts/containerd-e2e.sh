@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# End to end with real containerd and runc (Debian's 1.6.20 and 1.1.5) on graphdriver's
+# snapshotter, per backend: an OCI archive with two gzip layers made from the Debian rootfs
+# is imported with `ctr images import --snapshotter graphdriver-BACKEND`; `ctr run --rm` runs
+# /bin/sh in it, writes a file and prints /etc/debian_version; a snapshot prepared on the
+# image is written and committed, and a second container runs on a snapshot of the commit;
+# then everything is removed, and no snapshot, mount or loop device of the service's is left.
+#   scripts/containerd-e2e.sh [BACKEND...]    (default: vfs overlay2 btrfs)
+# Run as root. Safe to run twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(vfs overlay2 btrfs)
+ROOTFS=${GRAPHDRIVER_ROOTFS_TAR:-$(scripts/debian-rootfs.sh)}
+IMAGE=${ROOTFS%.tar}-oci.tar
+NAME=docker.io/library/debian-graphdriver:test
+[ -s "$IMAGE" ] && [ "$IMAGE" -nt "$ROOTFS" ] || scripts/oci-image.py "$ROOTFS" "$IMAGE" "$NAME"
+DIR=${GRAPHDRIVER_CONTAINERD_DIR:-/var/tmp/graphdriver-containerd}
+export GRAPHDRIVER_CONTAINERD_DIR=$DIR
+trap 'scripts/containerd.sh stop' EXIT
+scripts/containerd.sh start "${BACKENDS[@]}"
+CTR="ctr --address $DIR/containerd.sock --namespace graphdriver"
+MNT=$(mktemp -d /var/tmp/graphdriver-e2e.XXXXXX)
+fail() { echo "containerd-e2e: $*" >&2; exit 1; }
+passed=0
+for b in "${BACKENDS[@]}"; do
+  S=graphdriver-$b
+  echo "--- containerd + runc on $S"
+  t=$(date +%s%N)
+  $CTR images import --snapshotter "$S" "$IMAGE" >/dev/null
+  echo "import and unpack: $(( ($(date +%s%N) - t) / 1000000 )) ms"
+  out=$($CTR run --rm --snapshotter "$S" "$NAME" "run-$b" /bin/sh -c \
+        'echo written > /tmp/x && cat /tmp/x /etc/debian_version /etc/graphdriver-release')
+  echo "$out"
+  [ "$(sed -n 1p <<<"$out")" = written ] || fail "$b: the container could not write"
+  grep -qx "$(tar -xOf "$ROOTFS" ./etc/debian_version)" <<<"$out" || fail "$b: wrong /etc/debian_version"
+  grep -qx 'graphdriver test image' <<<"$out" || fail "$b: the top layer is missing"
+  # commit: a snapshot on the image's top layer, written through containerd's mount, then a
+  # second container on a snapshot of the commit
+  top=$($CTR snapshots --snapshotter "$S" ls | awk 'NR > 1 && $2 != "" && $3 == "Committed" {print $1}' | head -1)
+  [ -n "$top" ] || fail "$b: no committed top layer"
+  $CTR snapshots --snapshotter "$S" prepare work "$top"
+  eval "$($CTR snapshots --snapshotter "$S" mounts "$MNT" work)"
+  echo "from the first snapshot" > "$MNT/committed-file"
+  umount "$MNT"
+  $CTR snapshots --snapshotter "$S" commit committed work
+  $CTR snapshots --snapshotter "$S" prepare second committed
+  eval "$($CTR snapshots --snapshotter "$S" mounts "$MNT" second)"
+  out=$($CTR run --rm --rootfs "$MNT" "second-$b" /bin/cat /committed-file /etc/graphdriver-release)
+  umount "$MNT"
+  echo "$out"
+  grep -qx 'from the first snapshot' <<<"$out" || fail "$b: the commit did not keep the write"
+  kind=$($CTR snapshots --snapshotter "$S" info committed | python3 -c 'import json,sys; print(json.load(sys.stdin)["Kind"].lower())')
+  [ "$kind" = committed ] || fail "$b: committed snapshot is $kind"
+  # remove everything
+  $CTR snapshots --snapshotter "$S" rm second
+  $CTR snapshots --snapshotter "$S" rm committed
+  $CTR images rm --sync "$NAME" >/dev/null
+  left=$($CTR snapshots --snapshotter "$S" ls | awk 'NR > 1' | wc -l)
+  [ "$left" = 0 ] || { $CTR snapshots --snapshotter "$S" ls; fail "$b: $left snapshots left"; }
+  # no mount of the service's is left (btrfs: only its loop-backed filesystem itself)
+  mounts=$(awk -v d="$DIR/gd-$b/" 'index($5, d) == 1 && $5 != d "btrfs" {print $5}' /proc/self/mountinfo)
+  [ -z "$mounts" ] || fail "$b: mounts left: $mounts"
+  passed=$((passed + 1))
+done
+rmdir "$MNT"
+scripts/containerd.sh stop
+trap - EXIT
+leftover=$(losetup -a | grep -c "$DIR" || true)
+[ "$leftover" = 0 ] || fail "loop devices left: $(losetup -a | grep "$DIR")"
+echo "containerd end to end: $passed passed, $(( ${#BACKENDS[@]} - passed )) failed"

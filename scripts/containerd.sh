@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# A private containerd for the tests and the bench: its own root, state, sockets and config
+# under DIR (default /var/tmp/graphdriver-containerd), CRI off, and one graphdriver
+# snapshotter per backend as a proxy plugin named graphdriver-BACKEND (each a `graphctl
+# snapshotter` with its own driver root under DIR). Nothing outside DIR is touched but the
+# shims' sockets, which containerd 1.6 keeps under /run/containerd/s and removes with them.
+#   scripts/containerd.sh start [BACKEND...]   (default: vfs overlay2 btrfs)
+#   scripts/containerd.sh stop                 (stops everything, unmounts, removes DIR)
+#   scripts/containerd.sh env                  (prints CTR=..., the ctr command line to use)
+# Installs Debian's containerd and runc when missing. Run as root. Safe to run twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${GRAPHDRIVER_CONTAINERD_DIR:-/var/tmp/graphdriver-containerd}
+G=${GRAPHCTL:-$PWD/target/release/graphctl}
+SOCK=$DIR/containerd.sock
+CTR="ctr --address $SOCK --namespace graphdriver"
+
+wait_for() { # wait_for PATH SECONDS
+  local i=0
+  while [ ! -S "$1" ]; do
+    i=$((i + 1)); [ "$i" -le $(( $2 * 10 )) ] || { echo "containerd.sh: no socket $1" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
+stop() {
+  [ -d "$DIR" ] || return 0
+  for p in "$DIR"/*.pid; do
+    [ -f "$p" ] || continue
+    kill -TERM "$(cat "$p")" 2>/dev/null || true
+  done
+  for p in "$DIR"/*.pid; do
+    [ -f "$p" ] || continue
+    for _ in $(seq 50); do kill -0 "$(cat "$p")" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$(cat "$p")" 2>/dev/null || true
+    rm -f "$p"
+  done
+  # what the snapshotters and containerd held, deepest first
+  awk -v d="$DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  rm -rf "$DIR"
+}
+
+case ${1:-} in
+  start)
+    shift
+    BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(vfs overlay2 btrfs)
+    scripts/install-deps.sh --containerd
+    [ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
+    stop
+    mkdir -p "$DIR"
+    {
+      echo 'version = 2'
+      echo "root = \"$DIR/root\""
+      echo "state = \"$DIR/state\""
+      echo 'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]'
+      echo '[grpc]'
+      echo "  address = \"$SOCK\""
+      echo '[ttrpc]'
+      echo "  address = \"$SOCK.ttrpc\""
+      echo '[debug]'
+      echo '  address = ""'
+      echo '[metrics]'
+      echo '  address = ""'
+      for b in "${BACKENDS[@]}"; do
+        echo "[proxy_plugins.graphdriver-$b]"
+        echo '  type = "snapshot"'
+        echo "  address = \"$DIR/graphdriver-$b.sock\""
+      done
+    } > "$DIR/config.toml"
+    for b in "${BACKENDS[@]}"; do
+      opts=()
+      [ "$b" = btrfs ] && opts=(--opt btrfs.loopback=8G)
+      "$G" --driver "$b" --root "$DIR/gd-$b" "${opts[@]}" snapshotter --address "$DIR/graphdriver-$b.sock" \
+        >"$DIR/graphdriver-$b.log" 2>&1 &
+      echo $! > "$DIR/graphdriver-$b.pid"
+    done
+    for b in "${BACKENDS[@]}"; do wait_for "$DIR/graphdriver-$b.sock" 60; done
+    containerd --config "$DIR/config.toml" >"$DIR/containerd.log" 2>&1 &
+    echo $! > "$DIR/containerd.pid"
+    wait_for "$SOCK" 60
+    echo "containerd.sh: containerd $(containerd --version | awk '{print $3}') at $SOCK with graphdriver-{$(IFS=,; echo "${BACKENDS[*]}")}" >&2
+    ;;
+  stop) stop ;;
+  env) echo "CTR=\"$CTR\"" ;;
+  *) echo "usage: scripts/containerd.sh start [BACKEND...] | stop | env" >&2; exit 2 ;;
+esac
