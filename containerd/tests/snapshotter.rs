@@ -153,7 +153,7 @@ fn a_layer_no_snapshot_names_is_swept_when_the_service_opens() {
     s.prepare(Kind::Active, "kept", None, no_labels()).unwrap();
     // what a crash between the layer store and the records can leave: a layer of the
     // service's that no record names, mounted
-    let stray = LayerId::new(&format!("{LAYER_PREFIX}999")).unwrap();
+    let stray = LayerId::new(format!("{LAYER_PREFIX}999")).unwrap();
     s.driver()
         .create(&stray, None, &CreateOpts::default())
         .unwrap();

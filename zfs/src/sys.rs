@@ -652,9 +652,10 @@ mod tests {
 
     #[test]
     fn a_library_that_is_not_there_is_named_with_every_name_tried() {
-        let err = open_library(&["libgraphdriver-absent.so", "libgraphdriver-absent.so.9"])
-            .err()
-            .expect("no such library");
+        let Err(err) = open_library(&["libgraphdriver-absent.so", "libgraphdriver-absent.so.9"])
+        else {
+            panic!("a library that is not there loaded");
+        };
         assert_eq!(
             err.what,
             "libgraphdriver-absent.so or libgraphdriver-absent.so.9"
