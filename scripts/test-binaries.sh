@@ -9,3 +9,19 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["executable"])'
 }
+
+# in_vm SECONDS COMMAND...: runs COMMAND (a `graphctl vm` or `vm/run` line) and, when it has
+# not finished in SECONDS, kills it and runs it once more, saying so. A guest under software
+# emulation has been seen to hang once in many runs (qemu spinning, no output); a second hang
+# fails the run.
+in_vm() {
+  local limit=$1; shift
+  local rc=0
+  timeout --kill-after=10 "$limit" "$@" || rc=$?
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    echo "in_vm: no result after ${limit}s; killed it, running it once more: $*" >&2
+    rc=0
+    timeout --kill-after=10 "$limit" "$@" || rc=$?
+  fi
+  return "$rc"
+}

@@ -27,10 +27,10 @@ took
 # The pools live on files in the guest's RAM; the ARC is kept small beside them.
 ARC='echo $((256 << 20)) > /sys/module/zfs/parameters/zfs_arc_max'
 stage "conformance suite on zfs, in the VM"
-GRAPHDRIVER_REQUIRE=zfs vm/run -m 4G -p loop,zfs -- \
+GRAPHDRIVER_REQUIRE=zfs in_vm 1500 vm/run -m 4G -p loop,zfs -- \
   bash -c "$ARC; exec target/release/graphctl check --driver zfs"
 took
 
 stage "zfs tests and benchmark, in the VM"
-vm/run -m 4G -p loop,zfs -- bash -c "$ARC; exec $test_bin --ignored --test-threads=1 --nocapture"
+in_vm 900 vm/run -m 4G -p loop,zfs -- bash -c "$ARC; exec $test_bin --ignored --test-threads=1 --nocapture"
 took

@@ -12,10 +12,10 @@ G=$PWD/target/release/graphctl
 [ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
 for b in $bins; do
   echo "--- in the VM: $(basename "$b") --ignored"
-  "$G" vm --modules loop,dm-thin-pool -- "$b" --ignored --test-threads=1
+  in_vm 600 "$G" vm --modules loop,dm-thin-pool -- "$b" --ignored --test-threads=1
 done
 echo "--- in the VM: conformance suite on devmapper"
-GRAPHDRIVER_REQUIRE=devmapper "$G" vm --modules loop,dm-thin-pool -- "$G" check --driver devmapper
+GRAPHDRIVER_REQUIRE=devmapper in_vm 1500 "$G" vm --modules loop,dm-thin-pool -- "$G" check --driver devmapper
 # the suite again with xfs on the thin devices (8 minutes more under emulation, so not in CI
 # by default): GRAPHDRIVER_DM_XFS_SUITE=1
 if [ "${GRAPHDRIVER_DM_XFS_SUITE:-0}" = 1 ]; then
