@@ -58,10 +58,15 @@ impl Measurement {
         }
     }
 
-    /// This measurement compared with `base`: the ratio of medians, and the baseline's name.
+    /// This measurement compared with `base`: the ratio of medians, and the baseline's name
+    /// (neither when the baseline's median is zero).
     pub fn against(mut self, base: &Measurement) -> Measurement {
-        self.ratio_to_baseline = Some(self.median / base.median);
-        self.baseline = Some(base.subject.clone());
+        // no ratio to a baseline of zero (JSON has no infinity)
+        let ratio = self.median / base.median;
+        if ratio.is_finite() {
+            self.ratio_to_baseline = Some(ratio);
+            self.baseline = Some(base.subject.clone());
+        }
         self
     }
 }

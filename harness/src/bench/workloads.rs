@@ -133,6 +133,13 @@ impl Ctx<'_> {
     /// Bytes in use on the backing filesystem, after writing back what is dirty: the real
     /// disk use, from the filesystem's own free-space count (statfs), not from file sizes.
     pub fn used_bytes(&self) -> Result<u64> {
+        // btrfs deletes removed subvolumes in the background: wait for them, or space freed
+        // by earlier workloads shows up inside the next measurement (an image measured at 0)
+        if graphdriver_api::BackingFs::of(self.t.fs.path())?.is_btrfs() {
+            run(Command::new("btrfs")
+                .args(["subvolume", "sync"])
+                .arg(self.t.fs.path()))?;
+        }
         let dir = File::open(self.t.fs.path())?;
         rustix::fs::syncfs(&dir)?;
         let st = rustix::fs::fstatfs(&dir)?;
