@@ -224,6 +224,10 @@ impl Btrfs {
                 Ok(p) => p,
                 // deleted in a transaction not yet committed: its directory shows it
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                // a path longer than the kernel hands out (4 KiB): compare the whole trees
+                Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                    return NaiveDiff::changes(&path, &self.subvol(parent));
+                }
                 Err(e) => return Err(e).ctx("find the paths of an inode in", &path),
             };
             for p in paths {

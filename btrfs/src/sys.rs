@@ -346,7 +346,9 @@ pub fn tree_search_v2(
 }
 
 /// `ioctl(fd, BTRFS_IOC_INO_PATHS, {inum})`: every path of inode `inum`, relative to the root
-/// of the subvolume holding `fd`.
+/// of the subvolume holding `fd`. The kernel fills at most 4 KiB of paths, and counts the
+/// ones that did not fit (a path longer than that, or many hard links): then
+/// `ENAMETOOLONG`, never a silently shorter list.
 pub fn ino_paths(fd: BorrowedFd<'_>, inum: u64) -> io::Result<Vec<Vec<u8>>> {
     const SIZE: usize = 64 * 1024;
     // struct btrfs_data_container: bytes_left, bytes_missing, elem_cnt, elem_missed (u32),
@@ -362,6 +364,10 @@ pub fn ino_paths(fd: BorrowedFd<'_>, inum: u64) -> io::Result<Vec<Vec<u8>>> {
     check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_INO_PATHS, args.as_mut_ptr()) })?;
     let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let elem_cnt = u32::from_ne_bytes(bytes[8..12].try_into().unwrap_or([0; 4])) as usize;
+    let elem_missed = u32::from_ne_bytes(bytes[12..16].try_into().unwrap_or([0; 4]));
+    if elem_missed > 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
     let vals = 16;
     let mut out = Vec::with_capacity(elem_cnt);
     for i in 0..elem_cnt {

@@ -292,8 +292,12 @@ fn errno_io(errno: Errno) -> io::Error {
 
 /// A source directory being copied: its entries were read up front.
 struct Frame {
-    src: OwnedFd,
-    dst: OwnedFd,
+    /// Closed (`None`) while the frame is more than [`OPEN_FRAMES`] below the top of the
+    /// walk, opened again through `..` when the walk comes back to it.
+    src: Option<OwnedFd>,
+    dst: Option<OwnedFd>,
+    /// Device and inode of `dst`, to check that `..` leads back to it.
+    dst_id: (u64, u64),
     st: Stat,
     /// Packed entries: `kind` byte, name, NUL; repeated.
     entries: Vec<u8>,
@@ -302,6 +306,38 @@ struct Frame {
     rel_len: usize,
     /// The destination root: its owner was not set by us at creation time.
     root: bool,
+}
+
+/// How many directories of the walk keep their two descriptors open: a copy needs a bounded
+/// number of open files whatever the depth of the tree.
+const OPEN_FRAMES: usize = 32;
+
+impl Frame {
+    fn fds(&self) -> Res<(BorrowedFd<'_>, BorrowedFd<'_>)> {
+        match (&self.src, &self.dst) {
+            (Some(s), Some(d)) => Ok((s.as_fd(), d.as_fd())),
+            _ => Err(on_src("open")(Errno::BADF)),
+        }
+    }
+
+    /// Opens this frame's directories again through `..` of its child's, checking that
+    /// they are the same directories (`ESTALE` when the tree was moved meanwhile).
+    fn reopen(&mut self, child: &Frame) -> Res<()> {
+        let (csrc, cdst) = child.fds()?;
+        let src = rfs::openat(csrc, c"..", DIR, Mode::empty()).map_err(on_src("open .."))?;
+        let sst = rfs::fstat(&src).map_err(on_src("stat"))?;
+        if (sst.st_dev, sst.st_ino) != (self.st.st_dev, self.st.st_ino) {
+            return Err(on_src("open ..")(Errno::STALE));
+        }
+        let dst = rfs::openat(cdst, c"..", DIR, Mode::empty()).map_err(on_dst("open .."))?;
+        let dst_st = rfs::fstat(&dst).map_err(on_dst("stat"))?;
+        if (dst_st.st_dev, dst_st.st_ino) != self.dst_id {
+            return Err(on_dst("open ..")(Errno::STALE));
+        }
+        self.src = Some(src);
+        self.dst = Some(dst);
+        Ok(())
+    }
 }
 
 /// The first copy of an inode with more than one link.
@@ -411,8 +447,9 @@ impl<'a> Copier<'a> {
             .map_err(|e| wrap("readdir", src, None, errno_io(e)))?;
         self.data.stats.dirs += 1;
         Ok(Frame {
-            src: sfd,
-            dst: dfd,
+            src: Some(sfd),
+            dst: Some(dfd),
+            dst_id: self.dst_root_id,
             st,
             entries,
             pos: 0,
@@ -444,6 +481,8 @@ impl<'a> Copier<'a> {
     /// Walks the tree depth first, without recursion.
     fn run(&mut self, root: Frame) -> io::Result<()> {
         let mut stack = vec![root];
+        // frames below this index have their descriptors closed
+        let mut open_from = 0;
         while let Some(top) = stack.last_mut() {
             if self.shared.failed.load(Ordering::Relaxed) {
                 // A worker failed; its error is reported by the caller.
@@ -452,6 +491,12 @@ impl<'a> Copier<'a> {
             if top.pos >= top.entries.len() {
                 let Some(mut frame) = stack.pop() else { break };
                 self.finish_dir(&frame).map_err(|f| self.error(f, None))?;
+                if let Some(parent) = stack.last_mut() {
+                    if parent.src.is_none() {
+                        parent.reopen(&frame).map_err(|f| self.error(f, None))?;
+                        open_from = stack.len() - 1;
+                    }
+                }
                 self.rel.truncate(frame.rel_len);
                 frame.entries.clear();
                 self.pool.push(std::mem::take(&mut frame.entries));
@@ -474,8 +519,19 @@ impl<'a> Copier<'a> {
                     ))
                 }
             };
-            match self.copy_entry(top.src.as_fd(), top.dst.as_fd(), name, kind) {
-                Ok(Some(frame)) => stack.push(frame),
+            let copied = match top.fds() {
+                Ok((src, dst)) => self.copy_entry(src, dst, name, kind),
+                Err(f) => Err(f),
+            };
+            match copied {
+                Ok(Some(frame)) => {
+                    stack.push(frame);
+                    if stack.len() - open_from > OPEN_FRAMES {
+                        stack[open_from].src = None;
+                        stack[open_from].dst = None;
+                        open_from += 1;
+                    }
+                }
                 Ok(None) => {}
                 Err(f) => return Err(self.error(f, Some(name))),
             }
@@ -667,6 +723,7 @@ impl<'a> Copier<'a> {
         // children (see `finish_dir`).
         rfs::mkdirat(ddir, name, Mode::from_raw_mode(0o700)).map_err(on_dst("mkdir"))?;
         let dfd = rfs::openat(ddir, name, DIR, Mode::empty()).map_err(on_dst("open"))?;
+        let dst_st = rfs::fstat(&dfd).map_err(on_dst("stat"))?;
         let mut entries = self.pool.pop().unwrap_or_default();
         self.read_entries(sfd.as_fd(), &mut entries)
             .map_err(on_src("readdir"))?;
@@ -677,8 +734,9 @@ impl<'a> Copier<'a> {
         self.rel.extend_from_slice(name.to_bytes());
         self.data.stats.dirs += 1;
         Ok(Frame {
-            src: sfd,
-            dst: dfd,
+            src: Some(sfd),
+            dst: Some(dfd),
+            dst_id: (dst_st.st_dev, dst_st.st_ino),
             st,
             entries,
             pos: 0,
@@ -689,8 +747,8 @@ impl<'a> Copier<'a> {
 
     fn finish_dir(&mut self, frame: &Frame) -> Res<()> {
         let owned = !frame.root && self.owner_is_ours(&frame.st);
-        self.data
-            .finish_fd(frame.src.as_fd(), frame.dst.as_fd(), &frame.st, owned)
+        let (src, dst) = frame.fds()?;
+        self.data.finish_fd(src, dst, &frame.st, owned)
     }
 
     /// Whether a new entry already has `st`'s owner: entries are created

@@ -16,7 +16,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::manifest::Manifest;
-use super::merged_view::{self, Found, Level, Reach, OPAQUE_XATTR};
+use super::merged_view::{self, Found, Level, Position, Reach, OPAQUE_XATTR};
 use crate::tree::{self, fd_xattrs, is_private_xattr, open_dir};
 use crate::{IoContext, Result};
 
@@ -41,6 +41,7 @@ pub(crate) fn merge(
         ),
         trashed: 0,
         implicit: manifest.implicit.iter().cloned().collect(),
+        view: None,
     };
     let done = staging.join("deletions-done");
     if !done.exists() {
@@ -56,12 +57,14 @@ pub(crate) fn merge(
     }
     let tree = open_dir(&staging.join("tree"))?;
     let tfd = m.target.try_clone().ctx("duplicate fd", target)?;
+    let tfd2 = m.target.try_clone().ctx("duplicate fd", target)?;
     let root_meta = rfs::fstat(&tree).ctx("stat", staging)?;
     let below = m.overlay();
-    m.merge_dir(tree.as_fd(), tfd.as_fd(), &mut Vec::new(), below)
+    let tree_dup = tree.try_clone().ctx("duplicate fd", staging)?;
+    m.merge_tree(tree_dup, tfd, below)
         .ctx("merge into", target)?;
     if manifest.root_explicit {
-        copy_dir_meta(tree.as_fd(), &root_meta, tfd.as_fd()).ctx("set metadata of", target)?;
+        copy_dir_meta(tree.as_fd(), &root_meta, tfd2.as_fd()).ctx("set metadata of", target)?;
     }
     Ok(())
 }
@@ -75,6 +78,79 @@ struct Merger {
     attempt: String,
     trashed: u64,
     implicit: HashSet<Vec<u8>>,
+    /// The last directory the merge reached through the view, and where: the next one is
+    /// usually a child of it, one step away instead of a walk from the root.
+    view: Option<(Vec<u8>, Position)>,
+}
+
+/// How many directories of a merge keep their two descriptors open; those further up are
+/// closed on the way down and opened again through `..` on the way back, so a merge needs a
+/// bounded number of open files whatever the depth of the tree.
+const OPEN_FRAMES: usize = 32;
+
+/// A staged directory being merged into a directory of the layer.
+struct Frame {
+    src: Option<OwnedFd>,
+    dst: Option<OwnedFd>,
+    src_id: (u64, u64),
+    dst_id: (u64, u64),
+    /// The staged entries, read up front (merging renames them away).
+    names: Vec<CString>,
+    next: usize,
+    /// Length of the merge's relative path before this directory's name was added.
+    rel_len: usize,
+    /// Layers below may have a directory here.
+    below: bool,
+    /// For a subdirectory: its name in the staged parent, its staged metadata (taken before
+    /// the merge changed its mtime), and whether the archive only implied it.
+    sub: Option<(CString, rfs::Stat, bool)>,
+}
+
+impl Frame {
+    fn new(
+        src: OwnedFd,
+        dst: OwnedFd,
+        rel_len: usize,
+        below: bool,
+        sub: Option<(CString, rfs::Stat, bool)>,
+    ) -> rustix::io::Result<Frame> {
+        Ok(Frame {
+            names: tree::list_dir(src.as_fd())?,
+            src_id: id_of(src.as_fd())?,
+            dst_id: id_of(dst.as_fd())?,
+            src: Some(src),
+            dst: Some(dst),
+            next: 0,
+            rel_len,
+            below,
+            sub,
+        })
+    }
+
+    fn fds(&self) -> rustix::io::Result<(BorrowedFd<'_>, BorrowedFd<'_>)> {
+        match (&self.src, &self.dst) {
+            (Some(s), Some(d)) => Ok((s.as_fd(), d.as_fd())),
+            _ => Err(Errno::BADF),
+        }
+    }
+}
+
+fn id_of(fd: BorrowedFd<'_>) -> rustix::io::Result<(u64, u64)> {
+    let st = rfs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Opens the parent of `child` through `..`; `ESTALE` unless it is the directory `id`.
+fn reopen_parent(child: BorrowedFd<'_>, id: (u64, u64)) -> rustix::io::Result<Option<OwnedFd>> {
+    let fd = tree::open_dir_at(child, c"..")?;
+    Ok((id_of(fd.as_fd())? == id).then_some(fd))
+}
+
+/// What merging one staged entry leaves to do.
+enum Merged {
+    Done,
+    /// A directory to merge into one the layer already has.
+    Into(Frame),
 }
 
 impl Merger {
@@ -180,25 +256,111 @@ impl Merger {
         Ok(())
     }
 
-    /// Merges the entries of staged directory `src` into `dst`; `below` when layers below
-    /// may have a directory at `rel` (never after a directory that only this archive has).
-    fn merge_dir(
-        &mut self,
-        src: BorrowedFd<'_>,
-        dst: BorrowedFd<'_>,
-        rel: &mut Vec<u8>,
-        below: bool,
-    ) -> rustix::io::Result<()> {
-        for name in tree::list_dir(src)? {
-            let len = rel.len();
-            if !rel.is_empty() {
-                rel.push(b'/');
+    /// Merges the staged tree `src` into `dst`, depth first without recursion; `below` when
+    /// layers below may have a directory at the root.
+    fn merge_tree(&mut self, src: OwnedFd, dst: OwnedFd, below: bool) -> rustix::io::Result<()> {
+        let mut rel: Vec<u8> = Vec::new();
+        let mut stack = vec![Frame::new(src, dst, 0, below, None)?];
+        // frames below this index have their descriptors closed
+        let mut open_from = 0;
+        while let Some(top) = stack.last_mut() {
+            if top.next < top.names.len() {
+                let name = top.names[top.next].clone();
+                top.next += 1;
+                let len = rel.len();
+                if !rel.is_empty() {
+                    rel.push(b'/');
+                }
+                rel.extend_from_slice(name.to_bytes());
+                let (s, d) = top.fds()?;
+                match self.merge_entry(s, d, &name, &rel, len, top.below)? {
+                    Merged::Done => rel.truncate(len),
+                    Merged::Into(frame) => {
+                        stack.push(frame);
+                        if stack.len() - open_from > OPEN_FRAMES {
+                            stack[open_from].src = None;
+                            stack[open_from].dst = None;
+                            open_from += 1;
+                        }
+                    }
+                }
+                continue;
             }
-            rel.extend_from_slice(name.to_bytes());
-            self.merge_entry(src, dst, &name, rel, below)?;
-            rel.truncate(len);
+            let Some(done) = stack.pop() else { break };
+            let Some((name, st, implicit)) = &done.sub else {
+                break;
+            };
+            let (dsrc, ddst) = done.fds()?;
+            let parent_index = stack.len().checked_sub(1).ok_or(Errno::INVAL)?;
+            let parent = &mut stack[parent_index];
+            if parent.src.is_none() || parent.dst.is_none() {
+                parent.src = Some(reopen_parent(dsrc, parent.src_id)?.ok_or(Errno::STALE)?);
+                parent.dst = match reopen_parent(ddst, parent.dst_id)? {
+                    Some(fd) => Some(fd),
+                    // reached through a symlink: walk the view to it again
+                    None => {
+                        let level = self
+                            .walk(&rel[..done.rel_len], Reach::Look)?
+                            .ok_or(Errno::STALE)?;
+                        let fd = level.top().ok_or(Errno::STALE)?.try_clone_to_owned();
+                        let fd = fd.map_err(|_| Errno::BADF)?;
+                        if id_of(fd.as_fd())? != parent.dst_id {
+                            return Err(Errno::STALE);
+                        }
+                        Some(fd)
+                    }
+                };
+                open_from = parent_index;
+            }
+            if !implicit {
+                copy_dir_meta(dsrc, st, ddst)?;
+            }
+            let (psrc, _) = parent.fds()?;
+            match rfs::unlinkat(psrc, name, AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e),
+            }
+            rel.truncate(done.rel_len);
         }
         Ok(())
+    }
+
+    /// The layer's directory at `rel` as the view has it, created (or copied up) where
+    /// missing, and whether lower layers take part in it.
+    fn view_dir(&mut self, rel: &[u8]) -> rustix::io::Result<Option<(OwnedFd, bool)>> {
+        let (parent, last) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&b""[..], rel),
+        };
+        let (start, suffix) = match self.view.take() {
+            Some((r, pos)) if r == parent && !r.is_empty() => (Some(pos), last),
+            _ => (None, rel),
+        };
+        let layers: Vec<BorrowedFd<'_>> = std::iter::once(&self.target)
+            .chain(self.lowers.iter())
+            .map(|f| f.as_fd())
+            .collect();
+        let pos = merged_view::walk_from(
+            &layers,
+            start,
+            suffix,
+            self.overlay(),
+            Reach::Create,
+            &|src, dst| {
+                let st = rfs::fstat(src)?;
+                copy_dir_meta(src, &st, dst)
+            },
+        )?;
+        let Some(pos) = pos else { return Ok(None) };
+        let found = match pos.level.dirs.first() {
+            Some((0, fd)) => Some((
+                fd.try_clone().map_err(|_| Errno::BADF)?,
+                pos.level.has_lowers(),
+            )),
+            _ => None,
+        };
+        self.view = Some((rel.to_vec(), pos));
+        Ok(found)
     }
 
     fn merge_entry(
@@ -207,8 +369,9 @@ impl Merger {
         dst: BorrowedFd<'_>,
         name: &CStr,
         rel: &[u8],
+        rel_len: usize,
         below: bool,
-    ) -> rustix::io::Result<()> {
+    ) -> rustix::io::Result<Merged> {
         let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)?;
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             let implicit = self.implicit.contains(rel);
@@ -216,38 +379,27 @@ impl Merger {
             // following a symlink as tar and the container would (lib -> usr/lib), and
             // created where missing (containerd's rule, on every backend); over lower
             // layers, copied up.
-            let through_view = |m: &Self| -> rustix::io::Result<Option<(OwnedFd, bool)>> {
-                Ok(m.walk(rel, Reach::Create)?.and_then(|level| {
-                    let has_lowers = level.has_lowers();
-                    level
-                        .dirs
-                        .into_iter()
-                        .next()
-                        .filter(|(i, _)| *i == 0)
-                        .map(|(_, fd)| (fd, has_lowers))
-                }))
-            };
             let existing = match tree::open_dir_at(dst, name) {
                 Ok(fd) => Some((fd, below)),
-                Err(Errno::LOOP) | Err(Errno::NOTDIR) if implicit => through_view(self)?,
-                Err(Errno::NOENT) if implicit && below => through_view(self)?,
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) if implicit => self.view_dir(rel)?,
+                Err(Errno::NOENT) if implicit && below => self.view_dir(rel)?,
                 Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => None,
                 Err(e) => return Err(e),
             };
             if let Some((target, below)) = existing {
                 let sub = tree::open_dir_at(src, name)?;
-                self.merge_dir(sub.as_fd(), target.as_fd(), &mut rel.to_vec(), below)?;
-                if !implicit {
-                    copy_dir_meta(sub.as_fd(), &st, target.as_fd())?;
-                }
-                return match rfs::unlinkat(src, name, AtFlags::REMOVEDIR) {
-                    Ok(()) | Err(Errno::NOENT) => Ok(()),
-                    Err(e) => Err(e),
-                };
+                let frame = Frame::new(
+                    sub,
+                    target,
+                    rel_len,
+                    below,
+                    Some((name.to_owned(), st, implicit)),
+                )?;
+                return Ok(Merged::Into(frame));
             }
         }
         match rfs::renameat(src, name, dst, name) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Merged::Done),
             Err(Errno::ISDIR) | Err(Errno::NOTDIR) | Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => {
                 self.trash(dst, name)?;
                 rfs::renameat(src, name, dst, name)?;
@@ -258,7 +410,7 @@ impl Merger {
                     let d = tree::open_dir_at(dst, name)?;
                     rfs::fsetxattr(&d, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())?;
                 }
-                Ok(())
+                Ok(Merged::Done)
             }
             Err(e) => Err(e),
         }

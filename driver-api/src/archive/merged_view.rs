@@ -139,6 +139,15 @@ pub(crate) enum Reach {
     Create,
 }
 
+/// Where a walk stands: the directory of the view it reached, the resolved names from the
+/// root to it (symlinks already followed), and how many symlinks it followed on the way.
+#[derive(Debug)]
+pub(crate) struct Position {
+    pub level: Level,
+    path: Vec<Vec<u8>>,
+    hops: u32,
+}
+
 /// Walks the view of `layers` (top first) to directory `rel`, following symlinks inside the
 /// root. `None` when the way holds a non-directory, a whiteout, or (unless `reach` is
 /// [`Reach::Create`]) nothing. With [`Reach::CopyUp`] or [`Reach::Create`] the result's
@@ -150,11 +159,27 @@ pub(crate) fn walk(
     reach: Reach,
     copy_meta: &dyn Fn(BorrowedFd<'_>, BorrowedFd<'_>) -> Result<()>,
 ) -> Result<Option<Level>> {
+    Ok(walk_from(layers, None, rel, overlay, reach, copy_meta)?.map(|p| p.level))
+}
+
+/// [`walk`], starting from `start` (the root when `None`) instead of the root: `rel` is then
+/// relative to where `start` stands, and the symlinks it followed count against the limit.
+/// A caller that goes down a tree one directory at a time keeps the last position and pays
+/// one step per level instead of a walk from the root.
+pub(crate) fn walk_from(
+    layers: &[BorrowedFd<'_>],
+    start: Option<Position>,
+    rel: &[u8],
+    overlay: bool,
+    reach: Reach,
+    copy_meta: &dyn Fn(BorrowedFd<'_>, BorrowedFd<'_>) -> Result<()>,
+) -> Result<Option<Position>> {
     let root = || Level::root(layers);
-    let mut level = root()?;
+    let (mut level, mut path, mut hops) = match start {
+        Some(p) => (p.level, p.path, p.hops),
+        None => (root()?, Vec::new(), 0),
+    };
     let mut todo: VecDeque<Vec<u8>> = split(rel).collect();
-    let mut path: Vec<Vec<u8>> = Vec::new();
-    let mut hops = 0;
     while let Some(c) = todo.pop_front() {
         if c == b".." {
             // rare (symlink targets): walk the resolved path again from the root
@@ -190,7 +215,7 @@ pub(crate) fn walk(
             }
         }
     }
-    Ok(Some(level))
+    Ok(Some(Position { level, path, hops }))
 }
 
 enum Descend {

@@ -2,11 +2,12 @@
 //! changes, nothing half-applied is visible, and errors name the entry.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use graphdriver_api::{CreateOpts, DriverError, LayerId};
+use graphdriver_api::{ChangeKind, CreateOpts, DriverError, LayerId};
 
 use super::support::*;
 use super::{Case, Ctx};
@@ -858,7 +859,42 @@ fn ten_thousand_deep_tree_applies_diffs_and_removes(ctx: &mut Ctx) -> Result<()>
             "the copy differs"
         );
         ctx.d().remove(&copy).context("remove the copy")?;
-        ctx.d().remove(&lid).context("remove a deep layer")?;
+        // A child of the deep layer (a full copy on vfs), and a deep apply over it that
+        // merges into every one of its directories.
+        let child = id("deep-child");
+        ctx.d()
+            .create(&child, Some(&lid), &CreateOpts::default())
+            .context("create a child of a deep layer")?;
+        ensure!(
+            ctx.d().changes(&child, None)?.is_empty(),
+            "an untouched child of a deep layer has changes"
+        );
+        let over = "d/".repeat(DEPTH) + "g";
+        let tar = TarBuilder::default().file(&over, b"y").finish();
+        let (top, size) = apply_new(ctx, "deep-over", Some(&lid), &tar)
+            .context("apply a deep path over a deep parent")?;
+        ensure!(size == 1, "applied size over the deep parent {size}");
+        let changes = ctx
+            .d()
+            .changes(&top, None)
+            .context("changes over a deep parent")?;
+        let added: Vec<_> = changes
+            .iter()
+            .filter(|c| c.kind != ChangeKind::Modified)
+            .collect();
+        ensure!(
+            changes.len() == DEPTH + 1
+                && added.len() == 1
+                && added[0].kind == ChangeKind::Added
+                && added[0].path.as_os_str().as_bytes().ends_with(b"/d/g"),
+            "{} changes over the deep parent ({} not modified directories), want {DEPTH} \
+             modified directories and the new file",
+            changes.len(),
+            added.len()
+        );
+        for l in [&top, &child, &lid] {
+            ctx.d().remove(l).with_context(|| format!("remove {l}"))?;
+        }
         Ok(())
     })();
     rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
