@@ -150,7 +150,7 @@ fn reopen_parent(child: BorrowedFd<'_>, id: (u64, u64)) -> rustix::io::Result<Op
 enum Merged {
     Done,
     /// A directory to merge into one the layer already has.
-    Into(Frame),
+    Into(Box<Frame>),
 }
 
 impl Merger {
@@ -276,7 +276,7 @@ impl Merger {
                 match self.merge_entry(s, d, &name, &rel, len, top.below)? {
                     Merged::Done => rel.truncate(len),
                     Merged::Into(frame) => {
-                        stack.push(frame);
+                        stack.push(*frame);
                         if stack.len() - open_from > OPEN_FRAMES {
                             stack[open_from].src = None;
                             stack[open_from].dst = None;
@@ -395,7 +395,7 @@ impl Merger {
                     below,
                     Some((name.to_owned(), st, implicit)),
                 )?;
-                return Ok(Merged::Into(frame));
+                return Ok(Merged::Into(Box::new(frame)));
             }
         }
         match rfs::renameat(src, name, dst, name) {
