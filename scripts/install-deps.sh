@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs what building and testing graphdriver needs on Debian 12. Safe to run twice: it
 # only calls apt when a package is missing.
-#   scripts/install-deps.sh [--containerd]   (--containerd: also containerd, runc, Go and
-#                                             containerd's Go sources, for its test suite)
+#   scripts/install-deps.sh                  what building, the tests and the bench need
+#   scripts/install-deps.sh --containerd     only containerd, runc, Go and containerd's Go
+#                                            sources, for its test suite
+#   scripts/install-deps.sh --images         only skopeo and umoci, the image tools the
+#                                            interop tests check graphdriver's images with
 set -euo pipefail
-PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux tar mount chromium)
-if [ "${1:-}" = --containerd ]; then
-  PKGS=(containerd runc golang-go golang-github-containerd-containerd-dev)
-fi
+case ${1:-} in
+  --containerd) PKGS=(containerd runc golang-go golang-github-containerd-containerd-dev) ;;
+  --images) PKGS=(skopeo umoci) ;;
+  "") PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux tar mount chromium) ;;
+  *) echo "install-deps: unknown option $1" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -49,6 +49,28 @@ impl<R: Read> Read for HashTee<'_, R> {
     }
 }
 
+/// A reader that fills every buffer it is given unless the stream ends: what it returns for
+/// each read depends on the bytes only, never on how the source happened to deliver them (a
+/// pipe from the export thread hands out whatever it has). A compressor's output depends on
+/// the sizes of the reads it sees (gzip's did: two saves of one layer gave different blobs),
+/// and `save` compresses each layer twice and needs the same bytes both times.
+struct Filled<R>(R);
+
+impl<R: Read> Read for Filled<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.0.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+}
+
 fn compressor<'a>(r: Box<dyn Read + 'a>, c: Compression) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match c {
         Compression::None => r,
@@ -99,7 +121,7 @@ fn stream_layer(
     let (mut blob_h, mut blob_n) = (Sha256::new(), 0u64);
     {
         let tee = HashTee {
-            inner: diff,
+            inner: Filled(diff),
             hasher: &mut diff_h,
             count: &mut diff_n,
         };
@@ -279,4 +301,58 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h.set_mtime(0);
     h.set_size(size);
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out the bytes in chunks whose sizes follow `seed`, as a pipe would.
+    struct Chunky<'a> {
+        data: &'a [u8],
+        state: u64,
+    }
+
+    impl Read for Chunky<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.state = self.state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let n = ((self.state >> 33) as usize % 70_000 + 1)
+                .min(buf.len())
+                .min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn compressed(data: &[u8], seed: u64, c: Compression) -> Vec<u8> {
+        let src = Filled(Chunky { data, state: seed });
+        let mut out = Vec::new();
+        compressor(Box::new(src), c)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_layer_compresses_to_the_same_bytes_however_its_reads_are_cut() {
+        // compressible but not trivially: a few MiB of structured noise
+        let mut data = Vec::new();
+        let mut x = 1u64;
+        while data.len() < 4 << 20 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            data.extend_from_slice(format!("entry {} {}\n", x >> 50, x % 1000).as_bytes());
+        }
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let a = compressed(&data, 1, c);
+            let b = compressed(&data, 2, c);
+            assert!(
+                a == b,
+                "{c:?}: two reads of one stream compressed differently"
+            );
+        }
+    }
 }
