@@ -43,6 +43,10 @@ scripts/containerd-tests.sh ${DRIVERS//,/ }
 scripts/containerd-e2e.sh ${DRIVERS//,/ }
 done_stage
 
+stage "images: skopeo and umoci read what graphdriver saves, graphdriver imports what skopeo writes ($DRIVERS)"
+scripts/image-interop.sh ${DRIVERS//,/ }
+done_stage
+
 stage "tests of kernel features this host lacks (quotas, device-mapper: tests and the devmapper suite), in the VM"
 scripts/vm-tests.sh
 done_stage

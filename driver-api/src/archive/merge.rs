@@ -104,6 +104,8 @@ struct Frame {
     /// For a subdirectory: its name in the staged parent, its staged metadata (taken before
     /// the merge changed its mtime), and whether the archive only implied it.
     sub: Option<(CString, rfs::Stat, bool)>,
+    /// For an implied directory the layer already had: its mtime before the merge.
+    kept_mtime: Option<(i64, i64)>,
 }
 
 impl Frame {
@@ -124,6 +126,7 @@ impl Frame {
             rel_len,
             below,
             sub,
+            kept_mtime: None,
         })
     }
 
@@ -314,6 +317,11 @@ impl Merger {
             }
             if !implicit {
                 copy_dir_meta(dsrc, st, ddst)?;
+            } else if let Some((sec, nsec)) = done.kept_mtime {
+                // The archive does not describe a directory it only implies: it keeps its
+                // metadata, mtime included (adding entries changed it), so applying the
+                // same layers gives the same tree, and the same diff, every time.
+                set_mtime(ddst, sec, nsec)?;
             }
             let (psrc, _) = parent.fds()?;
             match rfs::unlinkat(psrc, name, AtFlags::REMOVEDIR) {
@@ -388,13 +396,20 @@ impl Merger {
             };
             if let Some((target, below)) = existing {
                 let sub = tree::open_dir_at(src, name)?;
-                let frame = Frame::new(
+                let kept_mtime = if implicit {
+                    let st = rfs::fstat(&target)?;
+                    Some((st.st_mtime, st.st_mtime_nsec as i64))
+                } else {
+                    None
+                };
+                let mut frame = Frame::new(
                     sub,
                     target,
                     rel_len,
                     below,
                     Some((name.to_owned(), st, implicit)),
                 )?;
+                frame.kept_mtime = kept_mtime;
                 return Ok(Merged::Into(Box::new(frame)));
             }
         }
@@ -415,6 +430,23 @@ impl Merger {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Sets the mtime of `dir` (not its atime).
+fn set_mtime(dir: BorrowedFd<'_>, sec: i64, nsec: i64) -> rustix::io::Result<()> {
+    rfs::futimens(
+        dir,
+        &Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: rfs::UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec as _,
+            },
+        },
+    )
 }
 
 /// Whether two open files are one inode.

@@ -22,7 +22,9 @@
 //! container has (the layer over the layers below it, see `merged_view.rs`): a whiteout or an
 //! opaque directory ends a lookup on any component of a path, and a directory the archive only
 //! implies follows a symlink of the layer inside its root and is created where missing
-//! (containerd's rule). An opaque marker of the layer root hides nothing (overlayfs ignores
+//! (containerd's rule); one that exists keeps its metadata, mtime included, as the archive
+//! does not describe it (so applying the same layers gives the same tree and the same diff,
+//! and `image save` the same image, on every backend). An opaque marker of the layer root hides nothing (overlayfs ignores
 //! opaque on its upper root). NUL in any name and names beginning with [`STAGING_PREFIX`] at
 //! any depth are refused.
 

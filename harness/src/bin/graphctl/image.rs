@@ -148,7 +148,8 @@ pub fn run(
             let report = store.save(&name, &output, compression.into())?;
             writeln!(
                 out,
-                "Saved {name} ({}) to {}",
+                "Saved {name} ({}, manifest {}) to {}",
+                report.config,
                 report.manifest,
                 output.display()
             )?;
