@@ -5,6 +5,9 @@
 # /bin/sh in it, writes a file and prints /etc/debian_version; a snapshot prepared on the
 # image is written and committed, and a second container runs on a snapshot of the commit;
 # then everything is removed, and no snapshot, mount or loop device of the service's is left.
+# On overlay2, a 200-layer image (the rootfs, 198 small layers, the top layer) is imported and
+# run the same way: overlay2 mounts it through the new mount API (lowerdir+), one lower per
+# layer.
 #   scripts/containerd-e2e.sh [BACKEND...]    (default: vfs overlay2 btrfs)
 # Run as root. Safe to run twice.
 set -euo pipefail
@@ -14,6 +17,10 @@ ROOTFS=${GRAPHDRIVER_ROOTFS_TAR:-$(scripts/debian-rootfs.sh)}
 IMAGE=${ROOTFS%.tar}-oci.tar
 NAME=docker.io/library/debian-graphdriver:test
 [ -s "$IMAGE" ] && [ "$IMAGE" -nt "$ROOTFS" ] || scripts/oci-image.py "$ROOTFS" "$IMAGE" "$NAME"
+IMAGE200=${ROOTFS%.tar}-oci-200.tar
+NAME200=docker.io/library/debian-graphdriver:200
+[ -s "$IMAGE200" ] && [ "$IMAGE200" -nt "$ROOTFS" ] ||
+  scripts/oci-image.py "$ROOTFS" "$IMAGE200" "$NAME200" 200
 DIR=${GRAPHDRIVER_CONTAINERD_DIR:-/var/tmp/graphdriver-containerd}
 export GRAPHDRIVER_CONTAINERD_DIR=$DIR
 trap 'scripts/containerd.sh stop' EXIT
@@ -60,6 +67,23 @@ for b in "${BACKENDS[@]}"; do
   # no mount of the service's is left (btrfs: only its loop-backed filesystem itself)
   mounts=$(awk -v d="$DIR/gd-$b/" 'index($5, d) == 1 && $5 != d "btrfs" {print $5}' /proc/self/mountinfo)
   [ -z "$mounts" ] || fail "$b: mounts left: $mounts"
+  if [ "$b" = overlay2 ]; then
+    echo "--- a 200-layer image on $S"
+    t=$(date +%s%N)
+    $CTR images import --snapshotter "$S" "$IMAGE200" >/dev/null
+    echo "import and unpack of 200 layers: $(( ($(date +%s%N) - t) / 1000000 )) ms"
+    t=$(date +%s%N)
+    out=$($CTR run --rm --snapshotter "$S" "$NAME200" "run200-$b" /bin/sh -c \
+          'cat /layers/last; ls /layers | wc -l; cat /etc/graphdriver-release')
+    echo "run: $(( ($(date +%s%N) - t) / 1000000 )) ms"
+    [ "$(echo $out)" = "198 199 graphdriver test image" ] || fail "$b: the 200-layer image reads: $out"
+    n=$($CTR snapshots --snapshotter "$S" ls | awk 'NR > 1' | wc -l)
+    [ "$n" = 200 ] || fail "$b: $n snapshots for a 200-layer image"
+    $CTR images rm --sync "$NAME200" >/dev/null
+    left=$($CTR snapshots --snapshotter "$S" ls | awk 'NR > 1' | wc -l)
+    [ "$left" = 0 ] || fail "$b: $left snapshots left after the 200-layer image"
+    echo "200 layers: $out" | tr '\n' ' '; echo
+  fi
   passed=$((passed + 1))
 done
 rmdir "$MNT"

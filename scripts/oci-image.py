@@ -3,12 +3,18 @@
 two gzip layers, the Debian rootfs tar given and a small layer on top that adds
 /etc/graphdriver-release, and an index naming the image for `ctr images import`.
 
-    scripts/oci-image.py ROOTFS.tar OUT.tar NAME
+    scripts/oci-image.py ROOTFS.tar OUT.tar NAME [LAYERS]
+
+With LAYERS (at least 2), the image has that many layers: the rootfs, then LAYERS-2 small
+ones each adding /layers/N and changing /layers/last (so each whites out or replaces a file
+of the one below), then the top layer.
 
 Deterministic: the same rootfs gives the same archive (gzip without name or time)."""
 import gzip, hashlib, io, json, sys, tarfile
 
 rootfs, out, name = sys.argv[1], sys.argv[2], sys.argv[3]
+count = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+assert count >= 2, "an image here has at least the rootfs and the top layer"
 blobs = {}
 
 def blob(data, media):
@@ -31,8 +37,19 @@ def top_layer():
         t.addfile(i, io.BytesIO(body))
     return buf.getvalue()
 
+def small_layer(n):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for path, body in ((f"layers/{n}", f"layer {n}\n".encode()),
+                           ("layers/last", f"{n}\n".encode())):
+            i = tarfile.TarInfo(path)
+            i.size, i.mode, i.mtime = len(body), 0o644, 1700000000
+            t.addfile(i, io.BytesIO(body))
+    return buf.getvalue()
+
 layers, diff_ids = [], []
-for raw in (open(rootfs, "rb").read(), top_layer()):
+raws = [open(rootfs, "rb").read()] + [small_layer(n) for n in range(1, count - 1)] + [top_layer()]
+for raw in raws:
     diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
     layers.append(blob(gz(raw), "application/vnd.oci.image.layer.v1.tar+gzip"))
 config = blob(json.dumps({
