@@ -833,6 +833,21 @@ fn deep_path_over_a_parent_applies_in_linear_time(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Runs `f` with the open-file limit at 256, far below the depths the deep cases walk: their
+/// walks must hold a bounded number of open files.
+fn with_few_open_files(ctx: &mut Ctx, f: impl FnOnce(&mut Ctx) -> Result<()>) -> Result<()> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let low = Rlimit {
+        current: Some(256),
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, low)?;
+    let r = f(ctx);
+    setrlimit(Resource::Nofile, limit)?;
+    r
+}
+
 fn ten_thousand_deep_tree_applies_diffs_and_removes(ctx: &mut Ctx) -> Result<()> {
     const DEPTH: usize = 10_000;
     let deep = "d/".repeat(DEPTH) + "f";
@@ -840,13 +855,7 @@ fn ten_thousand_deep_tree_applies_diffs_and_removes(ctx: &mut Ctx) -> Result<()>
     let (lid, size) = apply_new(ctx, "deep", None, &tar)?;
     ensure!(size == 1, "applied size {size}");
     // The walks hold a bounded number of open files: far fewer than the depth.
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let low = rustix::process::Rlimit {
-        current: Some(256),
-        maximum: limit.maximum,
-    };
-    rustix::process::setrlimit(rustix::process::Resource::Nofile, low)?;
-    let walked = (|| -> Result<()> {
+    with_few_open_files(ctx, |ctx| {
         let changes = ctx
             .d()
             .changes(&lid, None)
@@ -873,9 +882,7 @@ fn ten_thousand_deep_tree_applies_diffs_and_removes(ctx: &mut Ctx) -> Result<()>
         ctx.d().remove(&copy).context("remove the copy")?;
         ctx.d().remove(&lid).context("remove a deep layer")?;
         Ok(())
-    })();
-    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
-    walked?;
+    })?;
     ctx.reopen()?;
     ensure!(
         ctx.d().list()?.is_empty(),
@@ -896,13 +903,7 @@ fn deep_parent_has_children_and_takes_deep_applies(ctx: &mut Ctx) -> Result<()> 
         None,
         &TarBuilder::default().file(&deep, b"x").finish(),
     )?;
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let low = rustix::process::Rlimit {
-        current: Some(256),
-        maximum: limit.maximum,
-    };
-    rustix::process::setrlimit(rustix::process::Resource::Nofile, low)?;
-    let walked = (|| -> Result<()> {
+    with_few_open_files(ctx, |ctx| {
         // A child of the deep layer (a full copy on vfs), and a deep apply over it that
         // merges into every one of its directories.
         let child = id("deep-child");
@@ -940,9 +941,7 @@ fn deep_parent_has_children_and_takes_deep_applies(ctx: &mut Ctx) -> Result<()> 
             ctx.d().remove(l).with_context(|| format!("remove {l}"))?;
         }
         Ok(())
-    })();
-    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
-    walked?;
+    })?;
     ctx.reopen()?;
     ensure!(
         ctx.d().list()?.is_empty(),
