@@ -15,7 +15,7 @@ for b in $bins; do
   in_vm 600 "$G" vm --modules loop,dm-thin-pool -- "$b" --ignored --test-threads=1
 done
 echo "--- in the VM: conformance suite on devmapper"
-GRAPHDRIVER_REQUIRE=devmapper in_vm 1500 "$G" vm --modules loop,dm-thin-pool -- "$G" check --driver devmapper
+GRAPHDRIVER_REQUIRE=devmapper in_vm 1800 "$G" vm --modules loop,dm-thin-pool -- "$G" check --driver devmapper
 # the suite again with xfs on the thin devices (8 minutes more under emulation, so not in CI
 # by default): GRAPHDRIVER_DM_XFS_SUITE=1
 if [ "${GRAPHDRIVER_DM_XFS_SUITE:-0}" = 1 ]; then
