@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use graphdriver_api::failpoint;
 use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
 
 use crate::filter::{self, Filter};
@@ -237,6 +238,7 @@ impl Snapshotter {
             )?;
             Ok((layer, parent_layer))
         })?;
+        failpoint::hit("snapshotter.prepare.after-record");
         let id = layer_id(key, &layer)?;
         let parent_id = parent_layer.map(|p| layer_id(key, &p)).transpose()?;
         let made = self
@@ -249,7 +251,10 @@ impl Snapshotter {
                     ..CreateOpts::default()
                 },
             )
-            .and_then(|()| self.driver.get(&id, None));
+            .and_then(|()| {
+                failpoint::hit("snapshotter.prepare.after-create");
+                self.driver.get(&id, None)
+            });
         let path = match made {
             Ok(path) => path,
             Err(e) => {
@@ -260,6 +265,7 @@ impl Snapshotter {
                 return Err(Self::driver_err(key, &id)(e));
             }
         };
+        failpoint::hit("snapshotter.prepare.after-mount");
         self.meta.write("prepare", |t| {
             let mut r = t
                 .get(key)?
@@ -377,7 +383,9 @@ impl Snapshotter {
                 },
             )
         })?;
+        failpoint::hit("snapshotter.commit.after-rename");
         self.release(&id).map_err(Self::driver_err(name, &id))?;
+        failpoint::hit("snapshotter.commit.after-release");
         self.meta.write("commit", |t| {
             let mut r = t
                 .get(name)?
@@ -404,8 +412,19 @@ impl Snapshotter {
             r.state = State::Removing;
             t.put(key, &r)
         })?;
-        match self.discard(&id) {
-            Ok(()) => self.meta.write("remove", |t| t.delete(key)),
+        failpoint::hit("snapshotter.remove.after-record");
+        let removed = self.release(&id).and_then(|()| {
+            failpoint::hit("snapshotter.remove.after-release");
+            match self.driver.remove(&id) {
+                Ok(()) | Err(DriverError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        match removed {
+            Ok(()) => {
+                failpoint::hit("snapshotter.remove.after-discard");
+                self.meta.write("remove", |t| t.delete(key))
+            }
             Err(e) => {
                 // back as it was, without the hold it may have lost
                 self.meta.write("roll back remove", |t| {
