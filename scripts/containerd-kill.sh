@@ -28,7 +28,7 @@ unset GRAPHDRIVER_FAILPOINT # only the restarts below set it
 
 PREPARE_POINTS=(snapshotter.prepare.after-record create.after-make snapshotter.prepare.after-create
                 get.after-mount snapshotter.prepare.after-mount)
-COMMIT_POINTS=(snapshotter.commit.after-rename snapshotter.commit.after-release)
+COMMIT_POINTS=(snapshotter.commit.after-unhold snapshotter.commit.after-release)
 REMOVE_POINTS=(snapshotter.remove.after-record snapshotter.remove.after-release remove.after-record
                snapshotter.remove.after-discard)
 
@@ -362,6 +362,7 @@ for B in "${BACKENDS[@]}"; do
 done
 
 rmdir "$MNT"
+rm -f "$MNT.ok" "$MNT.why" "$MNT.err"
 scripts/containerd.sh stop
 trap - EXIT
 leftover=$(losetup -a | grep -c "$DIR" || true)

@@ -1,11 +1,15 @@
 //! The snapshot model on top of graph driver layers, as containerd's own snapshotters keep
 //! it: one layer per snapshot, keys and names in one namespace, records in [`Metadata`].
 //!
-//! Crash safety with the layer store: every operation that touches both writes its intent
-//! to the database first (state `Creating`, `Removing`, `Releasing`), then changes the
-//! layers, then marks the record `Ready` (or deletes it). [`Snapshotter::open`] finishes or
-//! rolls back whatever a crash interrupted, and sweeps layers that no record names, so a
-//! record never names a missing layer and no layer is left that nothing names.
+//! Crash safety with the layer store: Prepare and Remove write their intent to the database
+//! first (state `Creating`, `Removing`), then change the layers, then mark the record
+//! `Ready` (or delete it); Commit unmounts the active snapshot's layer and then renames its
+//! record in one transaction, so a crash leaves it active, as containerd (which rolls its
+//! own record back when a call fails) still has it. [`Snapshotter::open`] finishes or rolls
+//! back whatever a crash interrupted (and the `Releasing` state commits wrote before), and
+//! sweeps layers that no record names, so a record never names a missing layer and no layer
+//! is left that nothing names. `scripts/containerd-kill.sh` kills the service at each step
+//! under containerd.
 //!
 //! Mounts: the service mounts an active snapshot's (or a view's) layer with
 //! [`GraphDriver::get`] once and hands containerd a bind mount of it (`ro` for a view). The
@@ -343,6 +347,12 @@ impl Snapshotter {
 
     /// `Commit`: the active snapshot `key` becomes committed snapshot `name`, with `labels`.
     /// No data moves: the layer stays and is unmounted; only its record changes.
+    ///
+    /// The layer is unmounted while `key` is still active (its record first forgets the
+    /// mount, so a later `Mounts` takes it again), and one transaction then turns `key`
+    /// into `name`: a crash before that transaction leaves `key` active, as the caller
+    /// (containerd rolls its own record back when the call fails) still believes it is.
+    /// Only a crash between that transaction and the reply leaves the two apart.
     pub fn commit(&self, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<()> {
         if name.is_empty() {
             return Err(SnapshotError::InvalidArgument("empty snapshot name".into()));
@@ -364,6 +374,18 @@ impl Snapshotter {
         }
         let id = layer_id(key, &rec.layer)?;
         let usage = self.measure(key, &id)?;
+        if rec.held.is_some() {
+            self.meta.write("commit", |t| {
+                let mut r = t
+                    .get(key)?
+                    .ok_or_else(|| SnapshotError::NotFound(key.to_owned()))?;
+                r.held = None;
+                t.put(key, &r)
+            })?;
+        }
+        failpoint::hit("snapshotter.commit.after-unhold");
+        self.release(&id).map_err(Self::driver_err(key, &id))?;
+        failpoint::hit("snapshotter.commit.after-release");
         let now = SystemTime::now();
         self.meta.write("commit", |t| {
             if t.get(name)?.is_some() {
@@ -377,22 +399,12 @@ impl Snapshotter {
                     labels,
                     created: now,
                     updated: now,
-                    state: State::Releasing,
+                    state: State::Ready,
+                    held: None,
                     usage: Some(usage),
-                    ..rec.clone()
+                    ..rec
                 },
             )
-        })?;
-        failpoint::hit("snapshotter.commit.after-rename");
-        self.release(&id).map_err(Self::driver_err(name, &id))?;
-        failpoint::hit("snapshotter.commit.after-release");
-        self.meta.write("commit", |t| {
-            let mut r = t
-                .get(name)?
-                .ok_or_else(|| SnapshotError::NotFound(name.to_owned()))?;
-            r.state = State::Ready;
-            r.held = None;
-            t.put(name, &r)
         })
     }
 
