@@ -7,6 +7,11 @@
 #   scripts/containerd.sh start [BACKEND...]   (default: vfs overlay2 btrfs)
 #   scripts/containerd.sh stop                 (stops everything, unmounts, removes DIR)
 #   scripts/containerd.sh env                  (prints CTR=..., the ctr command line to use)
+#   scripts/containerd.sh restart-snapshotter BACKEND
+#                                  (stops that backend's snapshotter, SIGKILL after 5 s, and
+#                                   starts it again on the same root and socket; the new one
+#                                   gets this environment, so GRAPHDRIVER_FAILPOINT=NAME set
+#                                   here makes it abort at that point: scripts/containerd-kill.sh)
 # Installs Debian's containerd and runc when missing. Run as root. Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +46,30 @@ stop() {
   rm -rf "$DIR"
 }
 
+start_snapshotter() { # start_snapshotter BACKEND: in the background, its pid in DIR
+  local b=$1 opts=()
+  [ "$b" = btrfs ] && opts=(--opt btrfs.loopback=8G)
+  # a crash point aborts the process: no core file
+  (ulimit -c 0; exec "$G" --driver "$b" --root "$DIR/gd-$b" "${opts[@]}" snapshotter \
+     --address "$DIR/graphdriver-$b.sock") >>"$DIR/graphdriver-$b.log" 2>&1 &
+  echo $! > "$DIR/graphdriver-$b.pid"
+}
+
+alive() { # alive PID: running, not a zombie waiting for init to reap it
+  local s
+  s=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ "${s%% *}" != Z ]
+}
+
+stop_snapshotter() { # stop_snapshotter BACKEND: SIGTERM, SIGKILL after 5 s
+  local p=$DIR/graphdriver-$1.pid
+  [ -f "$p" ] || return 0
+  kill -TERM "$(cat "$p")" 2>/dev/null || true
+  for _ in $(seq 100); do alive "$(cat "$p")" || break; sleep 0.05; done
+  kill -KILL "$(cat "$p")" 2>/dev/null || true
+  rm -f "$p"
+}
+
 case ${1:-} in
   start)
     shift
@@ -68,13 +97,7 @@ case ${1:-} in
         echo "  address = \"$DIR/graphdriver-$b.sock\""
       done
     } > "$DIR/config.toml"
-    for b in "${BACKENDS[@]}"; do
-      opts=()
-      [ "$b" = btrfs ] && opts=(--opt btrfs.loopback=8G)
-      "$G" --driver "$b" --root "$DIR/gd-$b" "${opts[@]}" snapshotter --address "$DIR/graphdriver-$b.sock" \
-        >"$DIR/graphdriver-$b.log" 2>&1 &
-      echo $! > "$DIR/graphdriver-$b.pid"
-    done
+    for b in "${BACKENDS[@]}"; do start_snapshotter "$b"; done
     for b in "${BACKENDS[@]}"; do wait_for "$DIR/graphdriver-$b.sock" 60; done
     containerd --config "$DIR/config.toml" >"$DIR/containerd.log" 2>&1 &
     echo $! > "$DIR/containerd.pid"
@@ -83,5 +106,21 @@ case ${1:-} in
     ;;
   stop) stop ;;
   env) echo "CTR=\"$CTR\"" ;;
-  *) echo "usage: scripts/containerd.sh start [BACKEND...] | stop | env" >&2; exit 2 ;;
+  restart-snapshotter)
+    b=${2:?usage: scripts/containerd.sh restart-snapshotter BACKEND}
+    grep -qx "\[proxy_plugins.graphdriver-$b\]" "$DIR/config.toml" 2>/dev/null ||
+      { echo "containerd.sh: no graphdriver-$b in a running containerd at $DIR" >&2; exit 1; }
+    stop_snapshotter "$b"
+    # the socket a killed one left would pass for the new one's
+    rm -f "$DIR/graphdriver-$b.sock"
+    start_snapshotter "$b"
+    for i in $(seq 1200); do
+      [ ! -S "$DIR/graphdriver-$b.sock" ] || break
+      alive "$(cat "$DIR/graphdriver-$b.pid")" ||
+        { echo "containerd.sh: graphdriver-$b exited; see $DIR/graphdriver-$b.log" >&2; exit 1; }
+      [ "$i" -lt 1200 ] || { echo "containerd.sh: no socket $DIR/graphdriver-$b.sock" >&2; exit 1; }
+      sleep 0.05
+    done
+    ;;
+  *) echo "usage: scripts/containerd.sh start [BACKEND...] | stop | env | restart-snapshotter BACKEND" >&2; exit 2 ;;
 esac

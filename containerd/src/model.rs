@@ -150,8 +150,8 @@ pub(crate) enum State {
     Creating,
     /// Remove recorded it; its layer may still exist. Finished at open.
     Removing,
-    /// Commit recorded it; the active snapshot's mount may still be held. Released at
-    /// open.
+    /// Written by earlier versions' Commit (the committed record, the active snapshot's
+    /// mount perhaps still held); released at open. Commit no longer writes it.
     Releasing,
 }
 

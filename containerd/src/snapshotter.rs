@@ -1,11 +1,15 @@
 //! The snapshot model on top of graph driver layers, as containerd's own snapshotters keep
 //! it: one layer per snapshot, keys and names in one namespace, records in [`Metadata`].
 //!
-//! Crash safety with the layer store: every operation that touches both writes its intent
-//! to the database first (state `Creating`, `Removing`, `Releasing`), then changes the
-//! layers, then marks the record `Ready` (or deletes it). [`Snapshotter::open`] finishes or
-//! rolls back whatever a crash interrupted, and sweeps layers that no record names, so a
-//! record never names a missing layer and no layer is left that nothing names.
+//! Crash safety with the layer store: Prepare and Remove write their intent to the database
+//! first (state `Creating`, `Removing`), then change the layers, then mark the record
+//! `Ready` (or delete it); Commit unmounts the active snapshot's layer and then renames its
+//! record in one transaction, so a crash leaves it active, as containerd (which rolls its
+//! own record back when a call fails) still has it. [`Snapshotter::open`] finishes or rolls
+//! back whatever a crash interrupted (and the `Releasing` state commits wrote before), and
+//! sweeps layers that no record names, so a record never names a missing layer and no layer
+//! is left that nothing names. `scripts/containerd-kill.sh` kills the service at each step
+//! under containerd.
 //!
 //! Mounts: the service mounts an active snapshot's (or a view's) layer with
 //! [`GraphDriver::get`] once and hands containerd a bind mount of it (`ro` for a view). The
@@ -17,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use graphdriver_api::failpoint;
 use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
 
 use crate::filter::{self, Filter};
@@ -237,6 +242,7 @@ impl Snapshotter {
             )?;
             Ok((layer, parent_layer))
         })?;
+        failpoint::hit("snapshotter.prepare.after-record");
         let id = layer_id(key, &layer)?;
         let parent_id = parent_layer.map(|p| layer_id(key, &p)).transpose()?;
         let made = self
@@ -249,7 +255,10 @@ impl Snapshotter {
                     ..CreateOpts::default()
                 },
             )
-            .and_then(|()| self.driver.get(&id, None));
+            .and_then(|()| {
+                failpoint::hit("snapshotter.prepare.after-create");
+                self.driver.get(&id, None)
+            });
         let path = match made {
             Ok(path) => path,
             Err(e) => {
@@ -260,6 +269,7 @@ impl Snapshotter {
                 return Err(Self::driver_err(key, &id)(e));
             }
         };
+        failpoint::hit("snapshotter.prepare.after-mount");
         self.meta.write("prepare", |t| {
             let mut r = t
                 .get(key)?
@@ -337,6 +347,12 @@ impl Snapshotter {
 
     /// `Commit`: the active snapshot `key` becomes committed snapshot `name`, with `labels`.
     /// No data moves: the layer stays and is unmounted; only its record changes.
+    ///
+    /// The layer is unmounted while `key` is still active (its record first forgets the
+    /// mount, so a later `Mounts` takes it again), and one transaction then turns `key`
+    /// into `name`: a crash before that transaction leaves `key` active, as the caller
+    /// (containerd rolls its own record back when the call fails) still believes it is.
+    /// Only a crash between that transaction and the reply leaves the two apart.
     pub fn commit(&self, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<()> {
         if name.is_empty() {
             return Err(SnapshotError::InvalidArgument("empty snapshot name".into()));
@@ -358,6 +374,18 @@ impl Snapshotter {
         }
         let id = layer_id(key, &rec.layer)?;
         let usage = self.measure(key, &id)?;
+        if rec.held.is_some() {
+            self.meta.write("commit", |t| {
+                let mut r = t
+                    .get(key)?
+                    .ok_or_else(|| SnapshotError::NotFound(key.to_owned()))?;
+                r.held = None;
+                t.put(key, &r)
+            })?;
+        }
+        failpoint::hit("snapshotter.commit.after-unhold");
+        self.release(&id).map_err(Self::driver_err(key, &id))?;
+        failpoint::hit("snapshotter.commit.after-release");
         let now = SystemTime::now();
         self.meta.write("commit", |t| {
             if t.get(name)?.is_some() {
@@ -371,20 +399,12 @@ impl Snapshotter {
                     labels,
                     created: now,
                     updated: now,
-                    state: State::Releasing,
+                    state: State::Ready,
+                    held: None,
                     usage: Some(usage),
-                    ..rec.clone()
+                    ..rec
                 },
             )
-        })?;
-        self.release(&id).map_err(Self::driver_err(name, &id))?;
-        self.meta.write("commit", |t| {
-            let mut r = t
-                .get(name)?
-                .ok_or_else(|| SnapshotError::NotFound(name.to_owned()))?;
-            r.state = State::Ready;
-            r.held = None;
-            t.put(name, &r)
         })
     }
 
@@ -404,8 +424,19 @@ impl Snapshotter {
             r.state = State::Removing;
             t.put(key, &r)
         })?;
-        match self.discard(&id) {
-            Ok(()) => self.meta.write("remove", |t| t.delete(key)),
+        failpoint::hit("snapshotter.remove.after-record");
+        let removed = self.release(&id).and_then(|()| {
+            failpoint::hit("snapshotter.remove.after-release");
+            match self.driver.remove(&id) {
+                Ok(()) | Err(DriverError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        match removed {
+            Ok(()) => {
+                failpoint::hit("snapshotter.remove.after-discard");
+                self.meta.write("remove", |t| t.delete(key))
+            }
             Err(e) => {
                 // back as it was, without the hold it may have lost
                 self.meta.write("roll back remove", |t| {
