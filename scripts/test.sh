@@ -38,9 +38,10 @@ stage "conformance suite (overlay2 through legacy mount(2) with short links)"
 GRAPHDRIVER_REQUIRE=overlay2 ./target/release/graphctl check --driver overlay2 --opt overlay2.mount_api=legacy
 done_stage
 
-stage "containerd: its own snapshotter suite on graphdriver ($DRIVERS), then containerd and runc end to end"
+stage "containerd: its own snapshotter suite on graphdriver ($DRIVERS), containerd and runc end to end, the service killed mid-operation"
 scripts/containerd-tests.sh ${DRIVERS//,/ }
 scripts/containerd-e2e.sh ${DRIVERS//,/ }
+scripts/containerd-kill.sh ${DRIVERS//,/ }
 done_stage
 
 stage "images: skopeo and umoci read what graphdriver saves, graphdriver imports what skopeo writes ($DRIVERS)"
