@@ -103,15 +103,17 @@ pub fn run(
                 serde_json::to_writer_pretty(&mut *out, &v)?;
                 writeln!(out)?;
             } else {
+                // the name column as wide as the longest name, so the columns stay aligned
+                let w = images.iter().map(|r| r.name.len()).max().unwrap_or(0).max(20);
                 writeln!(
                     out,
-                    "{:<40} {:<12} {:>6} {:>12}  CREATED",
+                    "{:<w$} {:<12} {:>6} {:>12}  CREATED",
                     "NAME", "IMAGE ID", "LAYERS", "SIZE"
                 )?;
                 for r in &images {
                     writeln!(
                         out,
-                        "{:<40} {:<12} {:>6} {:>12}  {}",
+                        "{:<w$} {:<12} {:>6} {:>12}  {}",
                         r.name,
                         short(r.config.hex()),
                         r.layers.len(),
