@@ -104,7 +104,12 @@ pub fn run(
                 writeln!(out)?;
             } else {
                 // the name column as wide as the longest name, so the columns stay aligned
-                let w = images.iter().map(|r| r.name.len()).max().unwrap_or(0).max(20);
+                let w = images
+                    .iter()
+                    .map(|r| r.name.to_string().len())
+                    .max()
+                    .unwrap_or(0)
+                    .max(20);
                 writeln!(
                     out,
                     "{:<w$} {:<12} {:>6} {:>12}  CREATED",
@@ -114,7 +119,7 @@ pub fn run(
                     writeln!(
                         out,
                         "{:<w$} {:<12} {:>6} {:>12}  {}",
-                        r.name,
+                        r.name.to_string(),
                         short(r.config.hex()),
                         r.layers.len(),
                         r.size(),
