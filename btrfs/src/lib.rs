@@ -424,6 +424,10 @@ impl Backend for Btrfs {
         Some(self.changed_since_snapshot(id, parent))
     }
 
+    fn tracks_stored_ids(&self) -> bool {
+        true
+    }
+
     fn stored_ids(&self) -> Result<Vec<LayerId>> {
         tree::layer_ids_in(&self.subvols, |_| true)
     }

@@ -632,6 +632,10 @@ impl Backend for Devmapper {
         self.unmount(id)
     }
 
+    fn tracks_stored_ids(&self) -> bool {
+        true
+    }
+
     fn stored_ids(&self) -> Result<Vec<LayerId>> {
         let meta = self.meta.load()?;
         Ok(meta

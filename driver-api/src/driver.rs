@@ -139,6 +139,19 @@ pub trait GraphDriver: Send + Sync + fmt::Debug {
     /// Unmounts everything this driver mounted and releases kernel resources. The layers stay.
     fn cleanup(&self) -> Result<()>;
 
+    /// Checks the store against itself and its backend and, with `repair`, repairs what it
+    /// can, saying what it did (see [`crate::store::FsckReport`]): what opening it settled, records
+    /// without data, graph edges and records that disagree, stray or wrong mount counts. A
+    /// runtime can call it at start; `graphctl fsck` is the operator's way to it.
+    /// Checked by `lifecycle::fsck_finds_and_repairs_planted_damage`.
+    fn fsck(&self, repair: bool) -> Result<crate::store::FsckReport> {
+        let _ = repair;
+        Err(crate::DriverError::Unsupported {
+            driver: self.name(),
+            reason: "fsck needs a layer store".to_owned(),
+        })
+    }
+
     /// An OCI layer tar of what `id` changed relative to `parent` (default: its own parent; a
     /// layer without a parent exports its whole tree). The output is deterministic: the same
     /// content gives the same bytes. The layers stay mounted until the reader is dropped.

@@ -327,6 +327,11 @@ impl Overlay {
         let l = self.home.join("l");
         let mut wanted = std::collections::HashSet::new();
         for id in ids {
+            // A layer whose directory is gone is fsck's to report (missing data), and its
+            // own operations fail with a clear error: it must not stop the store opening.
+            if !self.dir(id).is_dir() {
+                continue;
+            }
             let name = match self.short_name(id) {
                 Some(n) => n,
                 None => {
@@ -534,6 +539,10 @@ impl Backend for Overlay {
             staging_parent: self.dir(id),
             lowers: ancestors.iter().map(|a| self.diff(a)).collect(),
         })
+    }
+
+    fn tracks_stored_ids(&self) -> bool {
+        true
     }
 
     fn stored_ids(&self) -> Result<Vec<LayerId>> {

@@ -149,6 +149,10 @@ impl Backend for Vfs {
         })
     }
 
+    fn tracks_stored_ids(&self) -> bool {
+        true
+    }
+
     fn stored_ids(&self) -> Result<Vec<LayerId>> {
         tree::layer_ids_in(&self.home.join("dir"), |_| true)
     }

@@ -544,6 +544,10 @@ impl Backend for Zfs {
         self.unmount(id)
     }
 
+    fn tracks_stored_ids(&self) -> bool {
+        true
+    }
+
     fn stored_ids(&self) -> Result<Vec<LayerId>> {
         self.owned_layers()
     }

@@ -40,6 +40,17 @@ pub enum Operation {
     },
 }
 
+impl Operation {
+    /// `create`, `remove` or `apply`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Remove => "remove",
+            Operation::Apply { .. } => "apply",
+        }
+    }
+}
+
 /// A journal record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {

@@ -28,6 +28,7 @@
 //! another.
 
 mod atomic_file;
+mod fsck;
 mod journal;
 mod lock;
 mod quarantine;
@@ -39,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use atomic_file::{write_atomic, write_durable};
+pub use fsck::{Finding, FindingKind, FsckReport};
 pub use journal::{Entry, Journal, Operation, Pending};
 pub use lock::FileLock;
 pub use quarantine::{Quarantine, QuarantineRecord};
@@ -123,6 +125,13 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
         Ok(Vec::new())
     }
 
+    /// Whether [`stored_ids`](Self::stored_ids) lists everything the backend holds, so that
+    /// `fsck` can report a record whose data is gone. The default (false) goes with the
+    /// default `stored_ids`.
+    fn tracks_stored_ids(&self) -> bool {
+        false
+    }
+
     /// A directory holding every added and modified entry of `id`'s native change list at
     /// its path (overlay's upper directory), so a diff can be read without mounting the
     /// layer. Only consulted when [`native_changes`](Self::native_changes) answered.
@@ -153,6 +162,8 @@ pub struct LayerStore<B: Backend> {
     journal: Journal,
     quarantine: Quarantine,
     backend: B,
+    /// What opening the store settled or set aside, for [`LayerStore::fsck`].
+    opened: std::sync::Mutex<Vec<Finding>>,
 }
 
 const DIRS: [&str; 6] = [
@@ -183,6 +194,7 @@ impl<B: Backend> LayerStore<B> {
             quarantine: Quarantine::new(meta.join("quarantine")),
             meta,
             backend,
+            opened: Default::default(),
         };
         let _lock = store.lock()?;
         store.recover()?;
@@ -365,8 +377,15 @@ impl<B: Backend> LayerStore<B> {
         for pending in self.journal.pending()? {
             match pending {
                 Pending::Entry(entry) => {
-                    if let Err(e) = self.recover_one(&entry) {
-                        self.quarantine_entry(&entry, &e)?;
+                    let what = format!("{} of {}", entry.op.name(), entry.id);
+                    let f = Finding::new(FindingKind::InterruptedOperation, Some(&entry.id), what);
+                    match self.recover_one(&entry) {
+                        Ok(true) => self.note(f.repaired("settled when the store was opened")),
+                        Ok(false) => {} // running in another process
+                        Err(e) => {
+                            self.quarantine_entry(&entry, &e)?;
+                            self.note(f.repaired("could not be settled: quarantined"));
+                        }
                     }
                 }
                 Pending::Unreadable { id, path, error } => {
@@ -388,7 +407,17 @@ impl<B: Backend> LayerStore<B> {
             match self.record(&id) {
                 Ok(Some(_)) => {}
                 Ok(None) => match self.backend.destroy(&id) {
-                    Ok(()) => self.quarantine.release(&id)?,
+                    Ok(()) => {
+                        self.quarantine.release(&id)?;
+                        self.note(
+                            Finding::new(
+                                FindingKind::OrphanData,
+                                Some(&id),
+                                format!("{} data no record names", self.backend.name()),
+                            )
+                            .repaired("deleted when the store was opened"),
+                        );
+                    }
                     Err(e) => self.quarantine.add(
                         &id,
                         format!(
@@ -433,7 +462,8 @@ impl<B: Backend> LayerStore<B> {
         self.journal.finish(&entry.id)
     }
 
-    fn recover_one(&self, entry: &Entry) -> Result<()> {
+    /// Settles `entry`; `false` when its operation is still running in another process.
+    fn recover_one(&self, entry: &Entry) -> Result<bool> {
         let id = &entry.id;
         // Creates and removes hold the store lock, which we hold; an apply holds only its
         // layer's lock: if that is taken, the apply is running, not crashed.
@@ -442,12 +472,19 @@ impl<B: Backend> LayerStore<B> {
                 match FileLock::try_exclusive(&self.meta.join("locks").join(format!("{id}.lock")))?
                 {
                     Some(l) => Some(l),
-                    None => return Ok(()),
+                    None => return Ok(false),
                 }
             }
             _ => None,
         };
-        self.settle_entry(entry)
+        self.settle_entry(entry).map(|()| true)
+    }
+
+    /// Keeps what opening the store repaired, for [`LayerStore::fsck`].
+    fn note(&self, f: Finding) {
+        if let Ok(mut v) = self.opened.lock() {
+            v.push(f);
+        }
     }
 
     /// Finishes what a journal record says was left half-done (its locks held).
@@ -552,9 +589,25 @@ impl<B: Backend> LayerStore<B> {
         if count > 0 && !mounted {
             // mounted before a reboot, or unmounted behind our back
             self.set_mount_count(id, 0)?;
+            self.note(
+                Finding::new(
+                    FindingKind::MountCountMismatch,
+                    Some(id),
+                    format!("its mount count was {count}, but it was not mounted"),
+                )
+                .repaired("count reset when the store was opened"),
+            );
         } else if count == 0 && mounted {
             // a process died between mounting and counting
             self.backend.unmount(id)?;
+            self.note(
+                Finding::new(
+                    FindingKind::MountCountMismatch,
+                    Some(id),
+                    "mounted, but its mount count was 0".to_owned(),
+                )
+                .repaired("unmounted when the store was opened"),
+            );
         }
         Ok(())
     }
@@ -836,6 +889,10 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         };
         s.push(("Quarantined Layers".into(), quarantined));
         s
+    }
+
+    fn fsck(&self, repair: bool) -> Result<FsckReport> {
+        LayerStore::fsck(self, repair)
     }
 
     fn cleanup(&self) -> Result<()> {

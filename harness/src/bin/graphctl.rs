@@ -2,7 +2,8 @@
 //! benchmarks.
 //!
 //! Exit codes: 0 ok, 1 the operation failed (the error on stderr), 2 usage. `exists` exits 0
-//! when the layer exists and 1 when it does not.
+//! when the layer exists and 1 when it does not; `fsck` exits 1 when it leaves something
+//! unrepaired.
 
 #[path = "graphctl/image.rs"]
 mod image;
@@ -91,6 +92,16 @@ enum Cmd {
     /// Print what the driver knows about its backing store.
     Status {
         /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the store against its backend (records, data, graph, mount counts; what opening
+    /// it settled); exit 1 if anything is left unrepaired
+    Fsck {
+        /// Repair what can be repaired (a record without data is quarantined)
+        #[arg(long)]
+        repair: bool,
+        /// As JSON
         #[arg(long)]
         json: bool,
     },
@@ -329,6 +340,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for (k, v) in s {
                     writeln!(out, "{k}: {v}")?;
                 }
+            }
+        }
+        Cmd::Fsck { repair, json } => {
+            let report = d.fsck(repair)?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                for f in &report.findings {
+                    let kind = serde_json::to_value(f.kind)?;
+                    writeln!(
+                        out,
+                        "{:<9} {:<22} {:<20} {}{}",
+                        if f.repaired.is_some() {
+                            "repaired"
+                        } else {
+                            "found"
+                        },
+                        kind.as_str().unwrap_or("?"),
+                        f.layer.as_ref().map_or("-", |l| l.as_str()),
+                        f.detail,
+                        f.repaired
+                            .as_deref()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    )?;
+                }
+                let left = report
+                    .findings
+                    .iter()
+                    .filter(|f| f.repaired.is_none())
+                    .count();
+                writeln!(
+                    out,
+                    "fsck: {} layers, {} findings, {} repaired, {left} left",
+                    report.layers,
+                    report.findings.len(),
+                    report.findings.len() - left
+                )?;
+            }
+            if !report.is_clean() {
+                return Ok(ExitCode::from(1));
             }
         }
         Cmd::Diff { id, parent, output } => {

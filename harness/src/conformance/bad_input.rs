@@ -523,14 +523,7 @@ fn unfinishable_journal_entry_quarantines_one_layer(ctx: &mut Ctx) -> Result<()>
     ctx.close();
     // A merge whose staging directory is gone cannot be finished nor rolled back; a record
     // that is not JSON cannot even be read.
-    // the store's home is <root>/<driver>, or the backend's own name for it (devmapper:
-    // <root>/devicemapper, as docker names it)
-    let journal = std::fs::read_dir(&ctx.root)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join(".store/journal"))
-        .find(|j| j.is_dir())
-        .unwrap_or_else(|| ctx.root.join(ctx.driver_name()).join(".store/journal"));
-    ensure!(journal.is_dir(), "no journal at {}", journal.display());
+    let journal = store_meta(ctx)?.join("journal");
     let gone = ctx.work.join("no-such-staging");
     let record = serde_json::json!({
         "id": "bad",

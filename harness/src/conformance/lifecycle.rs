@@ -13,6 +13,10 @@ use super::{Case, Ctx};
 /// The lifecycle cases.
 pub const CASES: &[Case] = &[
     Case {
+        name: "lifecycle::fsck_finds_and_repairs_planted_damage",
+        run: fsck_finds_and_repairs_planted_damage,
+    },
+    Case {
         name: "lifecycle::empty_layer_has_bare_root",
         run: empty_layer_has_bare_root,
     },
@@ -496,5 +500,108 @@ fn crash_between_mount_and_count_is_unmounted(ctx: &mut Ctx) -> Result<()> {
     ctx.d()
         .remove(&id("ctr"))
         .context("remove after the reconciled crash")?;
+    Ok(())
+}
+
+/// Damage of every kind `fsck` knows, planted by hand in a closed store: what opening settles
+/// is reported as repaired, the rest found, `--repair` repairs it (a record whose data is gone
+/// is quarantined), and afterwards the store is clean and works.
+fn fsck_finds_and_repairs_planted_damage(ctx: &mut Ctx) -> Result<()> {
+    use graphdriver_api::store::FindingKind as K;
+    let base = layer(ctx, "base", None, |p| write(&p.join("b"), "b"))?;
+    let child = layer(ctx, "child", Some("base"), |p| write(&p.join("c"), "c"))?;
+    layer(ctx, "orphan", Some("base"), |_| Ok(()))?;
+    let clean = ctx.d().fsck(false)?;
+    ensure!(
+        clean.findings.is_empty() && clean.layers == 3,
+        "a sound store: {clean:?}"
+    );
+    ctx.close();
+
+    let meta = store_meta(ctx)?;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
+    // a create a crash interrupted, and data whose record is gone
+    std::fs::write(
+        meta.join("journal/ghost.json"),
+        r#"{"id":"ghost","op":"create"}"#,
+    )?;
+    std::fs::remove_file(meta.join("layers/orphan.json"))?;
+    std::fs::remove_file(meta.join("children/base/orphan"))?;
+    // the graph: an edge lost, an edge to nobody
+    std::fs::remove_file(meta.join("children/base/child"))?;
+    std::fs::write(meta.join("children/base/nobody"), b"")?;
+    // mount counts: of no layer, and of a layer that is not mounted
+    std::fs::write(meta.join("mounts/nobody"), format!("{} 1\n", boot.trim()))?;
+    std::fs::write(meta.join("mounts/base"), format!("{} 2\n", boot.trim()))?;
+    // records: one whose data is gone, one whose parent is gone
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(meta.join("layers/base.json"))?)?;
+    let mut lost = record.clone();
+    lost["id"] = "lost".into();
+    std::fs::write(meta.join("layers/lost.json"), lost.to_string())?;
+    let mut stray = record;
+    stray["id"] = "stray".into();
+    stray["parent"] = "gone".into();
+    std::fs::write(meta.join("layers/stray.json"), stray.to_string())?;
+
+    ctx.reopen().context("open a damaged store")?;
+    let found = ctx.d().fsck(false)?;
+    let has = |k: K, layer: &str, repaired: bool| {
+        found.findings.iter().any(|f| {
+            f.kind == k
+                && f.layer.as_ref().map_or("-", |l| l.as_str()) == layer
+                && f.repaired.is_some() == repaired
+        })
+    };
+    for (k, l, repaired) in [
+        (K::InterruptedOperation, "ghost", true),
+        (K::OrphanData, "orphan", true),
+        (K::MountCountMismatch, "base", true),
+        (K::MissingEdge, "child", false),
+        (K::DanglingEdge, "base", false),
+        (K::StrayMountCount, "-", false),
+        (K::MissingData, "lost", false),
+        (K::MissingParent, "stray", false),
+    ] {
+        ensure!(
+            has(k, l, repaired),
+            "no {k:?} of {l} (repaired: {repaired}) among {:#?}",
+            found.findings
+        );
+    }
+    ensure!(!found.is_clean(), "a damaged store checks clean");
+
+    let fixed = ctx.d().fsck(true)?;
+    ensure!(fixed.is_clean(), "left after repair: {:#?}", fixed.findings);
+    let after = ctx.d().fsck(false)?;
+    let kinds: Vec<_> = after
+        .findings
+        .iter()
+        .map(|f| (f.kind, f.layer.clone()))
+        .collect();
+    ensure!(
+        kinds.iter().all(|(k, _)| *k == K::Quarantined) && kinds.len() == 2,
+        "after repair, want the two quarantined layers only: {:#?}",
+        after.findings
+    );
+    // the edge is back: the parent cannot be removed from under its child
+    expect_err(ctx.d().remove(&base), "remove the parent of a child", |e| {
+        matches!(e, DriverError::HasChildren { .. })
+    })?;
+    let c = with_mount(ctx.d(), &child, |p| {
+        Ok(std::fs::read_to_string(p.join("c"))?)
+    })?;
+    ensure!(c == "c", "the child's content: {c:?}");
+    for l in ["lost", "stray"] {
+        ctx.d()
+            .remove(&id(l))
+            .with_context(|| format!("remove quarantined {l}"))?;
+    }
+    let done = ctx.d().fsck(false)?;
+    ensure!(
+        done.findings.is_empty(),
+        "after removing the quarantined layers: {:#?}",
+        done.findings
+    );
     Ok(())
 }

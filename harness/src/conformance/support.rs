@@ -293,6 +293,19 @@ impl TarBuilder {
     }
 }
 
+/// The store's own directory (`.store`, records, graph, journal) under the driver's home:
+/// `<root>/<driver>`, or the backend's own name for it (devmapper: `<root>/devicemapper`, as
+/// docker names it).
+pub fn store_meta(ctx: &Ctx) -> Result<PathBuf> {
+    let meta = std::fs::read_dir(&ctx.root)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join(".store"))
+        .find(|j| j.is_dir())
+        .unwrap_or_else(|| ctx.root.join(ctx.driver_name()).join(".store"));
+    ensure!(meta.is_dir(), "no store at {}", meta.display());
+    Ok(meta)
+}
+
 /// A sentinel directory beside the driver root: fails if anything appeared in or changed it.
 pub struct Sentinel {
     dir: PathBuf,
