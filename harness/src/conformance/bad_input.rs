@@ -826,8 +826,9 @@ fn deep_path_over_a_parent_applies_in_linear_time(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Runs `f` with the open-file limit at 256, far below the depths the deep cases walk: their
-/// walks must hold a bounded number of open files.
+/// Runs `f` with the open-file limit at 256, far below the depths the deep cases walk (their
+/// walks must hold a bounded number of open files), then checks in a reopened store that `f`
+/// left no layer.
 fn with_few_open_files(ctx: &mut Ctx, f: impl FnOnce(&mut Ctx) -> Result<()>) -> Result<()> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
@@ -838,7 +839,15 @@ fn with_few_open_files(ctx: &mut Ctx, f: impl FnOnce(&mut Ctx) -> Result<()>) ->
     setrlimit(Resource::Nofile, low)?;
     let r = f(ctx);
     setrlimit(Resource::Nofile, limit)?;
-    r
+    r?;
+    // what `f` removed stays removed in a new process
+    ctx.reopen()?;
+    ensure!(
+        ctx.d().list()?.is_empty(),
+        "layers left: {:?}",
+        ctx.d().list()?
+    );
+    Ok(())
 }
 
 fn ten_thousand_deep_tree_applies_diffs_and_removes(ctx: &mut Ctx) -> Result<()> {
@@ -875,14 +884,7 @@ fn ten_thousand_deep_tree_applies_diffs_and_removes(ctx: &mut Ctx) -> Result<()>
         ctx.d().remove(&copy).context("remove the copy")?;
         ctx.d().remove(&lid).context("remove a deep layer")?;
         Ok(())
-    })?;
-    ctx.reopen()?;
-    ensure!(
-        ctx.d().list()?.is_empty(),
-        "layers left: {:?}",
-        ctx.d().list()?
-    );
-    Ok(())
+    })
 }
 
 /// Deeper than the open-file limit and than `PATH_MAX`, but less deep than the case above:
@@ -934,14 +936,7 @@ fn deep_parent_has_children_and_takes_deep_applies(ctx: &mut Ctx) -> Result<()> 
             ctx.d().remove(l).with_context(|| format!("remove {l}"))?;
         }
         Ok(())
-    })?;
-    ctx.reopen()?;
-    ensure!(
-        ctx.d().list()?.is_empty(),
-        "layers left: {:?}",
-        ctx.d().list()?
-    );
-    Ok(())
+    })
 }
 
 /// An archive that adds `etc/sub/b` without entries for `etc/` and `etc/sub/` does not
