@@ -10,7 +10,9 @@
 #    checks every digest as it copies), its DiffIDs read back by `skopeo inspect --config`,
 #    unpacked by umoci (gzip: umoci 0.4 has no zstd) and compared with the reference; and
 #    imported into a fresh root, where it must keep its image ID; every backend must save the
-#    same image (an implied directory keeps its mtime, so the diffs are the same bytes).
+#    same image (an implied directory keeps its mtime, so the diffs are the same bytes);
+#  - containers: `container ls -s` counts what one wrote, and `container commit` of it,
+#    saved, is read by skopeo and unpacked by umoci as the container's tree.
 #   scripts/image-interop.sh [BACKEND...]    (default: overlay2)
 # Run as root. Safe to run twice.
 set -euo pipefail
@@ -147,5 +149,31 @@ for b in "${BACKENDS[@]}"; do
     [ "$id" = "$first_id" ] || fail "$b: $c save is $id, another backend saved $first_id"
     pass "$b: our $c save read by skopeo$([ "$c" = gzip ] && echo " and umoci") and imported again with the same ID (${id:0:19})"
   done
+
+  # A container: `container ls -s` counts what it wrote, and its commit, saved, is read by
+  # skopeo (three DiffIDs) and unpacked by umoci as the container's tree.
+  gd "$b" "$R" container create v1 c1 >/dev/null
+  p=$(gd "$b" "$R" mount c1)
+  head -c 3000000 /dev/urandom >"$p/written"
+  rm "$p/etc/motd"
+  listing "$p" >"$T/ref-c1.list"
+  gd "$b" "$R" unmount c1
+  read -r size vsize isize < <(gd "$b" "$R" container ls -s --json | python3 -c '
+import json, sys
+c = [c for c in json.load(sys.stdin) if c["name"] == "c1"][0]
+print(c["size"], c["virtual_size"], c["image_size"])')
+  [ "$size" = 3000000 ] || fail "$b: container ls -s gives $size bytes; 3000000 were written"
+  [ "$vsize" = $((isize + 3000000)) ] || fail "$b: virtual size $vsize is not $isize + 3000000"
+  gd "$b" "$R" container commit c1 v1-c1 >/dev/null
+  gd "$b" "$R" image save -o "$T/commit-$b.tar" v1-c1 >/dev/null
+  rm -rf "$T/back-commit" "$T/bundle"
+  skopeo copy -q "oci-archive:$T/commit-$b.tar" "oci:$T/back-commit:x" || fail "$b: skopeo cannot copy the saved commit"
+  n=$(diff_ids_of "oci:$T/back-commit:x" | wc -l)
+  [ "$n" = 3 ] || fail "$b: the saved commit has $n DiffIDs, not 3"
+  umoci unpack --image "$T/back-commit:x" "$T/bundle" >/dev/null
+  listing "$T/bundle/rootfs" >"$T/got.list"
+  diff -u "$T/ref-c1.list" "$T/got.list" >&2 || fail "$b: umoci's unpack of the commit differs from the container"
+  gd "$b" "$R" container rm c1 >/dev/null
+  pass "$b: a container's ls -s counts its 3000000 bytes; its commit, saved, read by skopeo and umoci as its tree"
 done
 echo "image interop: $passed passed"

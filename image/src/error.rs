@@ -211,6 +211,28 @@ pub enum ImageError {
     /// No image has that name.
     #[error("image {0} does not exist")]
     NotFound(String),
+    /// The image cannot be removed: containers were created from it.
+    #[error("image {image} is used by container(s) {}", containers.join(", "))]
+    InUse {
+        /// The image.
+        image: String,
+        /// The containers made from it.
+        containers: Vec<String>,
+    },
+    /// The string is not a valid container name.
+    #[error("invalid container name {name:?}: {reason}")]
+    InvalidContainerName {
+        /// The rejected string.
+        name: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// No container has that name.
+    #[error("container {0} does not exist")]
+    ContainerNotFound(String),
+    /// A container (or a layer outside the store) already has that name.
+    #[error("container {0} already exists")]
+    ContainerExists(String),
     /// An operation failed and undoing its partial effect failed too; both are kept.
     #[error("{error}; rolling back failed too")]
     RollbackFailed {

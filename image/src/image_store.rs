@@ -30,8 +30,8 @@ pub const DB_FILE: &str = "images.redb";
 /// [`open`](Self::open) removes pending layers no image names.
 #[derive(Debug)]
 pub struct ImageStore {
-    driver: Arc<dyn GraphDriver>,
-    db: RecordDb,
+    pub(crate) driver: Arc<dyn GraphDriver>,
+    pub(crate) db: RecordDb,
     dir: PathBuf,
     limits: ImportLimits,
 }
@@ -62,14 +62,15 @@ pub struct RemoveReport {
 
 /// The outcome of removing pending layers.
 #[derive(Debug, Default)]
-struct LayerRemoval {
-    removed: Vec<LayerId>,
-    kept: Vec<LayerId>,
+pub(crate) struct LayerRemoval {
+    pub removed: Vec<LayerId>,
+    pub kept: Vec<LayerId>,
 }
 
 impl ImageStore {
-    /// Opens the store in `dir` (created if needed) above `driver`, and removes the pending
-    /// layers of an interrupted import or removal that no image names.
+    /// Opens the store in `dir` (created if needed) above `driver`, removes the containers an
+    /// interrupted create or remove left, then the pending layers of an interrupted import or
+    /// removal that no image or container names.
     pub fn open(dir: &Path, driver: Arc<dyn GraphDriver>) -> Result<ImageStore> {
         std::fs::create_dir_all(dir).map_err(|e| ImageError::io("create directory", dir, e))?;
         let db = RecordDb::open(&dir.join(DB_FILE))?;
@@ -79,6 +80,7 @@ impl ImageStore {
             dir: dir.to_owned(),
             limits: ImportLimits::default(),
         };
+        store.sweep_containers()?;
         store.sweep_pending()?;
         Ok(store)
     }
@@ -299,7 +301,7 @@ impl ImageStore {
     }
 
     /// What the records already say about each layer.
-    fn known_layers(&self) -> Result<BTreeMap<Digest, LayerRecord>> {
+    pub(crate) fn known_layers(&self) -> Result<BTreeMap<Digest, LayerRecord>> {
         Ok(self
             .db
             .images()?
@@ -312,7 +314,7 @@ impl ImageStore {
     /// Removes pending layers, top first, forgetting each once it is gone. A layer the driver
     /// will not remove yet (a layer outside the store on top of it, or mounted) stays pending
     /// for a later [`open`](Self::open), as do its parents.
-    fn remove_layers(&self, layers: &[Pending]) -> Result<LayerRemoval> {
+    pub(crate) fn remove_layers(&self, layers: &[Pending]) -> Result<LayerRemoval> {
         let mut out = LayerRemoval::default();
         for (chain_id, _) in layers {
             let id = layer_id(chain_id)?;
@@ -374,9 +376,10 @@ impl ImageStore {
         Ok(layers)
     }
 
-    /// Removes the image record, then the layers no other image uses, top first. Layers are
-    /// marked pending in the same transaction that removes the record, so an interrupted
-    /// removal is finished at the next [`open`](Self::open).
+    /// Removes the image record, then the layers no other image or container uses, top first.
+    /// Layers are marked pending in the same transaction that removes the record, so an
+    /// interrupted removal is finished at the next [`open`](Self::open). An image that
+    /// containers were created from is refused with [`ImageError::InUse`].
     pub fn remove(&self, name: &str) -> Result<RemoveReport> {
         let (image, orphans) = self
             .db
@@ -432,11 +435,14 @@ impl ImageStore {
         written
     }
 
-    /// How many images use each layer (counted from the records, never stored).
+    /// How many images and containers use each layer (counted from the records, never
+    /// stored).
     pub fn layer_references(&self) -> Result<BTreeMap<Digest, usize>> {
         let mut out = BTreeMap::new();
-        for r in self.db.images()? {
-            for l in r.layers {
+        let images = self.db.images()?.into_iter().map(|r| r.layers);
+        let containers = self.db.containers()?.into_iter().map(|c| c.layers);
+        for layers in images.chain(containers) {
+            for l in layers {
                 *out.entry(l.chain_id).or_insert(0) += 1;
             }
         }
@@ -462,7 +468,7 @@ fn reused_record(l: &LayerPlan, applied: &LayerRecord) -> LayerRecord {
     }
 }
 
-fn driver_err(op: &'static str, id: &LayerId, source: DriverError) -> ImageError {
+pub(crate) fn driver_err(op: &'static str, id: &LayerId, source: DriverError) -> ImageError {
     ImageError::Driver {
         op,
         layer: id.clone(),

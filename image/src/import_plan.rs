@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use crate::chain_id::chain_ids;
 use crate::image_archive::{normalize, ImageArchive};
 use crate::layer_stream::Compression;
-use crate::manifest::{Descriptor, DockerEntry, ImageConfig, IndexOrManifest, REF_NAME};
+use crate::manifest::{
+    Descriptor, DockerEntry, ImageConfig, IndexOrManifest, CONTAINERD_NAME, REF_NAME,
+};
 use crate::{Digest, ImageError, ImageName, ImportLimits, Result};
 
 /// The platform an index is resolved to.
@@ -125,10 +127,12 @@ fn oci_plans(archive: &ImageArchive, limits: &ImportLimits) -> Result<Vec<ImageP
         if !platform_fits(desc) {
             continue;
         }
+        // containerd's full name when it wrote one (its ref.name is then only the tag, as
+        // `ctr images export` and many tools write it), else the OCI ref.name.
         let name = desc
             .annotations
             .as_ref()
-            .and_then(|a| a.get(REF_NAME))
+            .and_then(|a| a.get(CONTAINERD_NAME).or_else(|| a.get(REF_NAME)))
             .map(|n| ImageName::new(n.clone()))
             .transpose()?;
         let plan = resolve(archive, desc, "index.json", limits, 0)?;

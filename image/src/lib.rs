@@ -25,6 +25,17 @@
 //! in the transaction that deletes the image. [`ImageStore::open`] removes pending layers that
 //! no image names. Reference counts are counted from the image records, never stored.
 //!
+//! # Containers
+//!
+//! A **container** is a named writable layer on an image's top layer; its driver layer's id is
+//! its name, so `graphctl mount NAME` mounts it. Its record keeps the image's layers, so they
+//! stay while it does (an image with containers cannot be removed; one replaced by a
+//! re-import of its name leaves its layers to its containers). A container is recorded in
+//! state *creating* before its layer is made and *removing* before its layer is removed;
+//! [`ImageStore::open`] finishes both. [`ImageStore::container_size`] gives its own size and
+//! its virtual size as `docker ps -s` does, and [`ImageStore::commit_container`] makes an
+//! image of it: its image's layers plus one layer applied from its diff.
+//!
 //! # Saving
 //!
 //! [`ImageStore::save`] writes an image as an OCI image layout tar: its layers are the
@@ -33,6 +44,8 @@
 //! so its digest) are the new ones.
 
 mod chain_id;
+mod container_record;
+mod containers;
 mod digest;
 mod error;
 mod image_archive;
@@ -47,6 +60,8 @@ mod manifest;
 mod record_db;
 
 pub use chain_id::{chain_ids, layer_id};
+pub use container_record::{ContainerRecord, ContainerSize, ContainerState};
+pub use containers::ContainerRemoval;
 pub use digest::Digest;
 pub use error::{ImageError, Result};
 pub use image_name::{ImageName, MAX_IMAGE_NAME_LEN};

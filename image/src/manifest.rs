@@ -6,6 +6,8 @@ use serde::Deserialize;
 
 /// `org.opencontainers.image.ref.name`: an image's name in an OCI layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The index annotation containerd writes with an image's full name.
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// A content descriptor.
 #[derive(Debug, Clone, Deserialize)]

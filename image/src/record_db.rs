@@ -1,20 +1,24 @@
-//! The store's records in one redb file: images by name, and layers being created or removed
-//! ("pending"), which no image names yet or any more.
+//! The store's records in one redb file: images and containers by name, and layers being
+//! created or removed ("pending"), which no image or container names yet or any more.
 //!
-//! Layer reference counts are never stored: they are counted from the image records when
-//! needed, so they cannot drift.
+//! Layer reference counts are never stored: they are counted from the image and container
+//! records when needed, so they cannot drift.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use crate::{Digest, ImageError, ImageRecord, Result};
+use crate::{
+    ContainerRecord, ContainerState, Digest, ImageError, ImageRecord, LayerRecord, Result,
+};
 
 /// Image name → [`ImageRecord`] as JSON.
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 /// Config digest → the config document, for every config an image names.
 const CONFIGS: TableDefinition<&str, &[u8]> = TableDefinition::new("configs");
+/// Container name → [`ContainerRecord`] as JSON.
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 /// ChainID → depth in its chain (0 is a base layer), for layers being created or removed.
 const PENDING: TableDefinition<&str, u64> = TableDefinition::new("pending_layers");
 
@@ -42,6 +46,8 @@ impl RecordDb {
         tx.open_table(PENDING)
             .map_err(|e| rec.err("create tables", e))?;
         tx.open_table(CONFIGS)
+            .map_err(|e| rec.err("create tables", e))?;
+        tx.open_table(CONTAINERS)
             .map_err(|e| rec.err("create tables", e))?;
         tx.commit().map_err(|e| rec.err("commit", e))?;
         Ok(rec)
@@ -173,10 +179,14 @@ impl RecordDb {
                     .insert(d.as_str(), *bytes)
                     .map_err(|e| self.err("write config", e))?;
             }
-            drop_unused_configs(&images, &mut config_table, &replaced, |e| {
+            let containers = tx
+                .open_table(CONTAINERS)
+                .map_err(|e| self.err("open table", e))?;
+            drop_unused_configs(&images, &containers, &mut config_table, &replaced, |e| {
                 self.err("write config", e)
             })?;
-            orphans = unreferenced(&images, &replaced, |e| self.err("read images", e))?;
+            let named = named_layers(&images, &containers, |e| self.err("read records", e))?;
+            orphans = unreferenced(&named, replaced.iter().map(|r| r.layers.as_slice()));
             for (c, depth) in &orphans {
                 pending
                     .insert(c.as_str(), *depth)
@@ -188,7 +198,8 @@ impl RecordDb {
     }
 
     /// In one transaction: deletes the image named `name` and marks the layers no other image
-    /// names as pending (to be removed). Returns the record and those layers, top first.
+    /// or container names as pending (to be removed). Returns the record and those layers, top
+    /// first. Fails with [`ImageError::InUse`] if a container was created from this image.
     pub fn remove_image(&self, name: &str) -> Result<Option<(ImageRecord, Vec<Pending>)>> {
         let tx = self.db.begin_write().map_err(|e| self.err("begin", e))?;
         let out;
@@ -196,7 +207,7 @@ impl RecordDb {
             let mut images = tx
                 .open_table(IMAGES)
                 .map_err(|e| self.err("open table", e))?;
-            let old = images
+            let old: Option<ImageRecord> = images
                 .remove(name)
                 .map_err(|e| self.err("delete image", e))?
                 .map(|v| decode(name, v.value()))
@@ -204,14 +215,29 @@ impl RecordDb {
             let Some(old) = old else {
                 return Ok(None);
             };
-            let orphans = unreferenced(&images, std::slice::from_ref(&old), |e| {
-                self.err("read images", e)
-            })?;
+            let containers = tx
+                .open_table(CONTAINERS)
+                .map_err(|e| self.err("open table", e))?;
+            let users: Vec<String> = read_containers(&containers, |e| self.err("read records", e))?
+                .into_iter()
+                .filter(|c| c.image == old.name && c.image_id == old.config)
+                .map(|c| c.name.to_string())
+                .collect();
+            if !users.is_empty() {
+                // Dropping the transaction undoes the removal.
+                return Err(ImageError::InUse {
+                    image: name.to_owned(),
+                    containers: users,
+                });
+            }
+            let named = named_layers(&images, &containers, |e| self.err("read records", e))?;
+            let orphans = unreferenced(&named, std::iter::once(old.layers.as_slice()));
             let mut config_table = tx
                 .open_table(CONFIGS)
                 .map_err(|e| self.err("open table", e))?;
             drop_unused_configs(
                 &images,
+                &containers,
                 &mut config_table,
                 std::slice::from_ref(&old),
                 |e| self.err("write config", e),
@@ -230,52 +256,203 @@ impl RecordDb {
         Ok(Some(out))
     }
 
-    /// Every ChainID some image names.
+    /// Every ChainID some image or container names.
     pub fn referenced(&self) -> Result<BTreeSet<Digest>> {
-        Ok(self
-            .images()?
-            .iter()
-            .flat_map(|r| r.layers.iter().map(|l| l.chain_id.clone()))
-            .collect())
+        let tx = self.db.begin_read().map_err(|e| self.err("begin", e))?;
+        let images = tx
+            .open_table(IMAGES)
+            .map_err(|e| self.err("open table", e))?;
+        let containers = tx
+            .open_table(CONTAINERS)
+            .map_err(|e| self.err("open table", e))?;
+        named_layers(&images, &containers, |e| self.err("read records", e))
+    }
+
+    /// Every container, sorted by name.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>> {
+        let tx = self.db.begin_read().map_err(|e| self.err("begin", e))?;
+        let t = tx
+            .open_table(CONTAINERS)
+            .map_err(|e| self.err("open table", e))?;
+        read_containers(&t, |e| self.err("read containers", e))
+    }
+
+    /// The container named `name`.
+    pub fn container(&self, name: &str) -> Result<Option<ContainerRecord>> {
+        let tx = self.db.begin_read().map_err(|e| self.err("begin", e))?;
+        let t = tx
+            .open_table(CONTAINERS)
+            .map_err(|e| self.err("open table", e))?;
+        let v = t.get(name).map_err(|e| self.err("read container", e))?;
+        v.map(|v| decode(name, v.value())).transpose()
+    }
+
+    /// Records a new container (in state [`ContainerState::Creating`], before its layer is
+    /// made); fails with [`ImageError::ContainerExists`] if the name is taken.
+    pub fn insert_container(&self, record: &ContainerRecord) -> Result<()> {
+        let tx = self.db.begin_write().map_err(|e| self.err("begin", e))?;
+        {
+            let mut t = tx
+                .open_table(CONTAINERS)
+                .map_err(|e| self.err("open table", e))?;
+            let name = record.name.as_str();
+            if t.get(name)
+                .map_err(|e| self.err("read container", e))?
+                .is_some()
+            {
+                return Err(ImageError::ContainerExists(name.to_owned()));
+            }
+            t.insert(name, encode(name, record)?.as_slice())
+                .map_err(|e| self.err("write container", e))?;
+        }
+        tx.commit().map_err(|e| self.err("commit", e))
+    }
+
+    /// Sets a container's state, and returns its record as it was.
+    pub fn set_container_state(
+        &self,
+        name: &str,
+        state: ContainerState,
+    ) -> Result<ContainerRecord> {
+        let tx = self.db.begin_write().map_err(|e| self.err("begin", e))?;
+        let old;
+        {
+            let mut t = tx
+                .open_table(CONTAINERS)
+                .map_err(|e| self.err("open table", e))?;
+            let mut rec: ContainerRecord =
+                match t.get(name).map_err(|e| self.err("read container", e))? {
+                    Some(v) => decode(name, v.value())?,
+                    None => return Err(ImageError::ContainerNotFound(name.to_owned())),
+                };
+            old = rec.clone();
+            rec.state = state;
+            t.insert(name, encode(name, &rec)?.as_slice())
+                .map_err(|e| self.err("write container", e))?;
+        }
+        tx.commit().map_err(|e| self.err("commit", e))?;
+        Ok(old)
+    }
+
+    /// In one transaction: deletes the container named `name` and marks the image layers no
+    /// image or other container names as pending (to be removed). Returns them, top first.
+    pub fn delete_container(&self, name: &str) -> Result<Vec<Pending>> {
+        let tx = self.db.begin_write().map_err(|e| self.err("begin", e))?;
+        let orphans;
+        {
+            let mut containers = tx
+                .open_table(CONTAINERS)
+                .map_err(|e| self.err("open table", e))?;
+            let old: ContainerRecord = match containers
+                .remove(name)
+                .map_err(|e| self.err("delete container", e))?
+            {
+                Some(v) => decode(name, v.value())?,
+                None => return Ok(Vec::new()),
+            };
+            let images = tx
+                .open_table(IMAGES)
+                .map_err(|e| self.err("open table", e))?;
+            let named = named_layers(&images, &containers, |e| self.err("read records", e))?;
+            orphans = unreferenced(&named, std::iter::once(old.layers.as_slice()));
+            let mut config_table = tx
+                .open_table(CONFIGS)
+                .map_err(|e| self.err("open table", e))?;
+            let named_configs =
+                named_configs(&images, &containers, |e| self.err("read records", e))?;
+            if !named_configs.contains(&old.image_id) {
+                config_table
+                    .remove(old.image_id.as_str())
+                    .map_err(|e| self.err("write config", e))?;
+            }
+            let mut pending = tx
+                .open_table(PENDING)
+                .map_err(|e| self.err("open table", e))?;
+            for (c, depth) in &orphans {
+                pending
+                    .insert(c.as_str(), *depth)
+                    .map_err(|e| self.err("write pending", e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err("commit", e))?;
+        Ok(orphans)
     }
 }
 
-/// The layers of `gone` that no image in `images` names, top first (children before parents).
-fn unreferenced(
-    images: &impl ReadableTable<&'static str, &'static [u8]>,
-    gone: &[ImageRecord],
+fn read_containers(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
     err: impl Fn(redb::StorageError) -> ImageError,
-) -> Result<Vec<Pending>> {
+) -> Result<Vec<ContainerRecord>> {
+    let mut out = Vec::new();
+    for row in t.iter().map_err(&err)? {
+        let (k, v) = row.map_err(&err)?;
+        out.push(decode(k.value(), v.value())?);
+    }
+    Ok(out)
+}
+
+/// Every ChainID an image or a container names.
+fn named_layers(
+    images: &impl ReadableTable<&'static str, &'static [u8]>,
+    containers: &impl ReadableTable<&'static str, &'static [u8]>,
+    err: impl Fn(redb::StorageError) -> ImageError,
+) -> Result<BTreeSet<Digest>> {
     let mut named = BTreeSet::new();
     for row in images.iter().map_err(&err)? {
         let (k, v) = row.map_err(&err)?;
-        let r = decode(k.value(), v.value())?;
+        let r: ImageRecord = decode(k.value(), v.value())?;
         named.extend(r.layers.into_iter().map(|l| l.chain_id));
     }
+    for c in read_containers(containers, &err)? {
+        named.extend(c.layers.into_iter().map(|l| l.chain_id));
+    }
+    Ok(named)
+}
+
+/// Every config digest an image or a container names.
+fn named_configs(
+    images: &impl ReadableTable<&'static str, &'static [u8]>,
+    containers: &impl ReadableTable<&'static str, &'static [u8]>,
+    err: impl Fn(redb::StorageError) -> ImageError,
+) -> Result<BTreeSet<Digest>> {
+    let mut named = BTreeSet::new();
+    for row in images.iter().map_err(&err)? {
+        let (k, v) = row.map_err(&err)?;
+        named.insert(decode::<ImageRecord>(k.value(), v.value())?.config);
+    }
+    for c in read_containers(containers, &err)? {
+        named.insert(c.image_id);
+    }
+    Ok(named)
+}
+
+/// The layers of the `gone` stacks that are not in `named`, top first (children before
+/// parents).
+fn unreferenced<'a>(
+    named: &BTreeSet<Digest>,
+    gone: impl Iterator<Item = &'a [LayerRecord]>,
+) -> Vec<Pending> {
     let mut out: Vec<Pending> = Vec::new();
-    for r in gone {
-        for (depth, l) in r.layers.iter().enumerate() {
+    for layers in gone {
+        for (depth, l) in layers.iter().enumerate() {
             if !named.contains(&l.chain_id) && !out.iter().any(|(c, _)| c == &l.chain_id) {
                 out.push((l.chain_id.clone(), depth as u64));
             }
         }
     }
     out.sort_by_key(|p| std::cmp::Reverse(p.1));
-    Ok(out)
+    out
 }
 
-/// Deletes the configs of `gone` that no image in `images` names.
+/// Deletes the configs of `gone` that no image or container names.
 fn drop_unused_configs(
     images: &impl ReadableTable<&'static str, &'static [u8]>,
+    containers: &impl ReadableTable<&'static str, &'static [u8]>,
     configs: &mut redb::Table<&'static str, &'static [u8]>,
     gone: &[ImageRecord],
     err: impl Fn(redb::StorageError) -> ImageError,
 ) -> Result<()> {
-    let mut named = BTreeSet::new();
-    for row in images.iter().map_err(&err)? {
-        let (k, v) = row.map_err(&err)?;
-        named.insert(decode(k.value(), v.value())?.config);
-    }
+    let named = named_configs(images, containers, &err)?;
     for r in gone {
         if !named.contains(&r.config) {
             configs.remove(r.config.as_str()).map_err(&err)?;
@@ -284,8 +461,15 @@ fn drop_unused_configs(
     Ok(())
 }
 
-fn decode(key: &str, bytes: &[u8]) -> Result<ImageRecord> {
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|source| ImageError::Corrupt {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+fn encode(key: &str, value: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| ImageError::Corrupt {
         key: key.to_owned(),
         source,
     })

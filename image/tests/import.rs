@@ -241,6 +241,24 @@ fn docker_save_tar_imports_with_its_repo_tags_sniffed_layers_and_symlinked_layer
 }
 
 #[test]
+fn containerd_full_name_is_preferred_to_a_tag_only_ref_name() {
+    let dir = scratch("containerd-name");
+    let mut oci = OciLayout::new(&dir.path().join("layout"));
+    let base = Layer::new(&base_entries(), Compression::Gzip);
+    let mut desc = oci.manifest(std::slice::from_ref(&base));
+    // As `ctr images export` and scripts/oci-image.py write it.
+    desc["annotations"] = json!({
+        "io.containerd.image.name": "docker.io/library/debian:12",
+        "org.opencontainers.image.ref.name": "12",
+    });
+    oci.push_descriptor(desc);
+    let (_driver, store) = open_store("vfs", dir.path()).unwrap();
+    let recs = store.import(&oci.finish()).unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].name.as_str(), "docker.io/library/debian:12");
+}
+
+#[test]
 fn index_picks_linux_amd64_and_an_unnamed_image_is_recorded_by_its_manifest_digest() {
     let dir = scratch("platform");
     let mut oci = OciLayout::new(&dir.path().join("layout"));

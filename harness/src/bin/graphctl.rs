@@ -5,6 +5,8 @@
 //! when the layer exists and 1 when it does not; `fsck` exits 1 when it leaves something
 //! unrepaired.
 
+#[path = "graphctl/container.rs"]
+mod container;
 #[path = "graphctl/image.rs"]
 mod image;
 
@@ -209,6 +211,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: image::ImageCmd,
     },
+    /// Containers on images: create, ls [-s], rm, commit (kept in ROOT/images/).
+    Container {
+        #[command(subcommand)]
+        cmd: container::ContainerCmd,
+    },
     /// Test helper: mount a layer N times and exit without unmounting.
     #[command(name = "__hold", hide = true)]
     Hold { id: String, n: u32 },
@@ -288,6 +295,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     if let Cmd::Image { cmd } = cli.cmd {
         let out = io::stdout();
         return image::run(cmd, Arc::from(d), &cli.root, &mut out.lock());
+    }
+    if let Cmd::Container { cmd } = cli.cmd {
+        let out = io::stdout();
+        return container::run(cmd, Arc::from(d), &cli.root, &mut out.lock());
     }
     let d: &dyn GraphDriver = d.as_ref();
     let out = io::stdout();
@@ -447,7 +458,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         | Cmd::Bench { .. }
         | Cmd::Vm { .. }
         | Cmd::Snapshotter { .. }
-        | Cmd::Image { .. } => {
+        | Cmd::Image { .. }
+        | Cmd::Container { .. } => {
             unreachable!("handled above")
         }
     }

@@ -175,11 +175,11 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn short(hex: &str) -> &str {
+pub fn short(hex: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
