@@ -48,6 +48,10 @@ stage "images: skopeo and umoci read what graphdriver saves, graphdriver imports
 scripts/image-interop.sh ${DRIVERS//,/ }
 done_stage
 
+stage "fuzz: each target for a short run (scripts/fuzz.sh --runs 10000000 is a campaign)"
+scripts/fuzz.sh --time 10
+done_stage
+
 stage "tests of kernel features this host lacks (quotas, device-mapper: tests and the devmapper suite), in the VM"
 scripts/vm-tests.sh
 done_stage

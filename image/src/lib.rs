@@ -48,6 +48,8 @@ mod container_record;
 mod containers;
 mod digest;
 mod error;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 mod image_archive;
 mod image_name;
 mod image_record;

@@ -216,6 +216,10 @@ impl<R: Read> TarReader<R> {
             self.left = e.size;
             self.pad = (BLOCK as u64 - e.size % BLOCK as u64) % BLOCK as u64;
             if !matches!(e.kind, b'0') {
+                // Only a regular file's data is read; another member's is skipped, so
+                // `read_data` never returns more than `size` (found by fuzz target tar_reader).
+                self.pad += self.left;
+                self.left = 0;
                 e.size = 0;
             }
             return Ok(Some(e));
@@ -488,6 +492,33 @@ mod tests {
         let e = r.next_entry().unwrap().unwrap();
         assert_eq!(e.path, long.as_bytes());
         assert_eq!(e.uid, 0o7777777 + 5);
+        assert!(r.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn data_of_a_member_that_is_not_a_file_is_skipped_not_read() {
+        // Found by the fuzz target tar_reader: a member of an unknown type (here 'A') with
+        // data read as size 0 but handed its data out; the member after it must still read.
+        let mut b = tar::Builder::new(Vec::new());
+        for (kind, name, data) in [
+            (tar::EntryType::new(b'A'), "odd", &b"eleven bytes"[..]),
+            (tar::EntryType::Regular, "next", &b"ok"[..]),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(kind);
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let mut r = TarReader::new(&bytes[..]);
+        let odd = r.next_entry().unwrap().unwrap();
+        assert_eq!((odd.kind, odd.size), (b'A', 0));
+        let mut buf = [0u8; 32];
+        assert_eq!(r.read_data(&mut buf).unwrap(), 0);
+        let next = r.next_entry().unwrap().unwrap();
+        assert_eq!((next.path.as_slice(), next.size), (&b"next"[..], 2));
+        assert_eq!(r.read_data(&mut buf).unwrap(), 2);
         assert!(r.next_entry().unwrap().is_none());
     }
 
