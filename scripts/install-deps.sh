@@ -13,7 +13,7 @@ case ${1:-} in
   --containerd) PKGS=(containerd runc golang-go golang-github-containerd-containerd-dev) ;;
   --images) PKGS=(skopeo umoci) ;;
   --fuzz) PKGS=(g++ zstd) ;;
-  "") PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux tar mount chromium) ;;
+  "") PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux tar mount chromium gzip zstd) ;;
   *) echo "install-deps: unknown option $1" >&2; exit 2 ;;
 esac
 missing=()

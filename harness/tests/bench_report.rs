@@ -124,6 +124,7 @@ fn the_report_follows_its_schema_and_covers_every_backend() {
         "concurrency",
         "removal",
         "child",
+        "images",
     ] {
         for d in &drivers {
             assert!(
@@ -177,6 +178,16 @@ fn the_report_follows_its_schema_and_covers_every_backend() {
             has("depth", "mount", "64"),
             "no mount time at depth 64 on {d}"
         );
+        for c in ["gzip", "zstd"] {
+            assert!(
+                has("images", "image import", &format!("import {c}")),
+                "no {c} image import on {d}"
+            );
+            assert!(
+                has("images", "image save", &format!("save {c}")),
+                "no {c} image save on {d}"
+            );
+        }
     }
     let html = std::fs::read_to_string(path.with_file_name("report.html")).unwrap();
     for id in [
@@ -190,6 +201,7 @@ fn the_report_follows_its_schema_and_covers_every_backend() {
         "concurrency",
         "removal",
         "changes",
+        "images",
     ] {
         assert!(html.contains(&format!("<svg id=\"{id}\"")), "no {id} chart");
     }
@@ -312,6 +324,7 @@ fn the_html_report_renders_in_chromium() {
         ("concurrency", false),
         ("removal", false),
         ("changes", false),
+        ("images", false),
     ];
     for (id, is_line) in expect {
         let c = charts

@@ -47,6 +47,60 @@ pub struct ImportReport {
     pub existing: Vec<Digest>,
 }
 
+/// What an import reports as it goes, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportEvent<'a> {
+    /// A layer (named by its ChainID) is about to be applied from a blob of `size` bytes
+    /// (when the archive says).
+    Applying {
+        /// The layer.
+        chain_id: &'a Digest,
+        /// The blob's length.
+        size: Option<u64>,
+    },
+    /// Bytes of the layer's blob read so far (reported about every MiB).
+    Read {
+        /// The layer.
+        chain_id: &'a Digest,
+        /// Blob bytes read.
+        bytes: u64,
+    },
+    /// The layer is applied and verified.
+    Applied {
+        /// The layer.
+        chain_id: &'a Digest,
+    },
+    /// The layer was there already and is not applied again.
+    Exists {
+        /// The layer.
+        chain_id: &'a Digest,
+    },
+}
+
+/// Counts the blob bytes read and reports them.
+struct Reporting<'p, 'c, R> {
+    inner: R,
+    read: u64,
+    reported: u64,
+    chain_id: &'c Digest,
+    progress: &'p mut dyn FnMut(ImportEvent<'_>),
+}
+
+impl<R: std::io::Read> std::io::Read for Reporting<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read - self.reported >= 1 << 20 || (n == 0 && self.read > self.reported) {
+            self.reported = self.read;
+            (self.progress)(ImportEvent::Read {
+                chain_id: self.chain_id,
+                bytes: self.read,
+            });
+        }
+        Ok(n)
+    }
+}
+
 /// What a removal did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoveReport {
@@ -113,6 +167,16 @@ impl ImageStore {
     /// created, every layer is verified as it is applied, and on any failure the layers this
     /// import created are removed and no image is recorded.
     pub fn import_report(&self, path: &Path) -> Result<ImportReport> {
+        self.import_with_progress(path, &mut |_| {})
+    }
+
+    /// [`import_report`](Self::import_report), telling `progress` about each layer as it is
+    /// applied (or found).
+    pub fn import_with_progress(
+        &self,
+        path: &Path,
+        progress: &mut dyn FnMut(ImportEvent<'_>),
+    ) -> Result<ImportReport> {
         let archive = ImageArchive::open(path)?;
         let plans = plan(&archive, path, &self.limits)?;
         let mut created: Vec<(Digest, u64)> = Vec::new();
@@ -121,7 +185,7 @@ impl ImageStore {
             applied: Vec::new(),
             existing: Vec::new(),
         };
-        let result = self.apply_plans(&archive, &plans, &mut created, &mut report);
+        let result = self.apply_plans(&archive, &plans, &mut created, &mut report, progress);
         let orphans = match result {
             Ok(records) => {
                 let configs: Vec<(&Digest, &[u8])> = plans
@@ -160,6 +224,7 @@ impl ImageStore {
         plans: &[ImagePlan],
         created: &mut Vec<(Digest, u64)>,
         report: &mut ImportReport,
+        progress: &mut dyn FnMut(ImportEvent<'_>),
     ) -> Result<Vec<ImageRecord>> {
         let known = self.known_layers()?;
         let mut done: BTreeMap<Digest, LayerRecord> = BTreeMap::new();
@@ -170,16 +235,22 @@ impl ImageStore {
             let mut parent: Option<LayerId> = None;
             for (depth, l) in p.layers.iter().enumerate() {
                 let id = layer_id(&l.chain_id)?;
+                let exists = ImportEvent::Exists {
+                    chain_id: &l.chain_id,
+                };
                 let rec = if let Some(rec) = done.get(&l.chain_id) {
                     report.existing.push(l.chain_id.clone());
+                    progress(exists);
                     reused_record(l, rec)
                 } else if let (true, Some(rec)) = (self.driver.exists(&id), known.get(&l.chain_id))
                 {
                     report.existing.push(l.chain_id.clone());
+                    progress(exists);
                     reused_record(l, rec)
                 } else if self.driver.exists(&id) {
                     // A layer no record names yet (another tool made it): trusted by its name.
                     report.existing.push(l.chain_id.clone());
+                    progress(exists);
                     let size = self
                         .driver
                         .diff_size(&id, None)
@@ -204,8 +275,15 @@ impl ImageStore {
                         return Err(driver_err("create", &id, source));
                     }
                     created.push((l.chain_id.clone(), depth as u64));
-                    let rec = self.apply_layer(archive, &id, depth, l)?;
+                    progress(ImportEvent::Applying {
+                        chain_id: &l.chain_id,
+                        size: l.size,
+                    });
+                    let rec = self.apply_layer(archive, &id, depth, l, progress)?;
                     graphdriver_api::failpoint::hit("image.import.after-layer");
+                    progress(ImportEvent::Applied {
+                        chain_id: &l.chain_id,
+                    });
                     report.applied.push(l.chain_id.clone());
                     rec
                 };
@@ -241,10 +319,18 @@ impl ImageStore {
         id: &LayerId,
         index: usize,
         l: &LayerPlan,
+        progress: &mut dyn FnMut(ImportEvent<'_>),
     ) -> Result<LayerRecord> {
         let file = archive.open_file(&l.path, &l.entry)?;
+        let reader = Reporting {
+            inner: file.reader,
+            read: 0,
+            reported: 0,
+            chain_id: &l.chain_id,
+            progress,
+        };
         let mut stream =
-            LayerStream::new(file.reader, l.compression, self.limits).map_err(|source| {
+            LayerStream::new(reader, l.compression, self.limits).map_err(|source| {
                 ImageError::BlobRead {
                     blob: l.path.clone(),
                     source,
@@ -420,10 +506,12 @@ impl ImageStore {
             &mut w,
             out,
         )
-        .and_then(|report| {
+        .and_then(|(report, end)| {
             let file = w
                 .into_inner()
                 .map_err(|e| ImageError::io("write", &tmp, e.into_error()))?;
+            file.set_len(end)
+                .map_err(|e| ImageError::io("truncate", &tmp, e))?;
             file.sync_all()
                 .map_err(|e| ImageError::io("sync", &tmp, e))?;
             std::fs::rename(&tmp, out).map_err(|e| ImageError::io("rename", &tmp, e))?;

@@ -1,12 +1,12 @@
 //! Writing an image as an OCI image layout tar, byte for byte the same for the same layers.
 //!
 //! Each layer is the driver's diff (deterministic by the driver contract) compressed with
-//! fixed settings, so it is read twice: once to learn its digest and length (a tar header
-//! needs the length first, and the manifest the digest), once to stream it into the tar. The
-//! second read is checked against the first. Nothing is written to a temporary file but the
-//! output itself.
+//! fixed settings, read once: it is compressed straight into the output behind a placeholder
+//! tar header, which is written once its digest and length are known (the output is a file,
+//! so it can seek back). The documents that name the blobs come after them. Nothing is
+//! written to a temporary file but the output itself.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use graphdriver_api::GraphDriver;
@@ -105,8 +105,8 @@ fn stream_layer(
     image: &ImageRecord,
     index: usize,
     c: Compression,
-    sink: impl FnOnce(&mut dyn Read, Option<u64>) -> Result<()>,
-    len_hint: Option<u64>,
+    sink: &mut dyn Write,
+    path: &Path,
 ) -> Result<BlobSums> {
     let l = &image.layers[index];
     let id = layer_id(&l.chain_id)?;
@@ -134,14 +134,21 @@ fn stream_layer(
             hasher: &mut blob_h,
             count: &mut blob_n,
         };
-        sink(&mut out, len_hint)?;
-        // The sink may stop at the length it was promised: the rest must be empty.
-        let rest = io::copy(&mut out, &mut io::sink()).map_err(|source| ImageError::BlobRead {
-            blob: id.to_string(),
-            source,
-        })?;
-        if rest != 0 && len_hint.is_some() {
-            return Err(changed(id.as_str()));
+        let mut buf = vec![0u8; 1 << 17];
+        loop {
+            let n = match out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(ImageError::BlobRead {
+                        blob: id.to_string(),
+                        source,
+                    })
+                }
+            };
+            sink.write_all(&buf[..n])
+                .map_err(|e| ImageError::io("write", path, e))?;
         }
     }
     Ok(BlobSums {
@@ -151,40 +158,45 @@ fn stream_layer(
     })
 }
 
-fn changed(layer: &str) -> ImageError {
-    ImageError::Invalid {
-        entry: format!("layer {layer}"),
-        reason: "the driver's diff changed between two reads".to_owned(),
-    }
-}
-
-/// Writes `image` as an OCI image layout tar to `out`; `path` names `out` in errors.
-pub(crate) fn write_layout_tar(
+/// Writes `image` as an OCI image layout tar to `out` in one pass, and returns what it
+/// wrote and where the tar ends (`out` may hold more after that, to be truncated: a layer
+/// whose blob an earlier layer already wrote is written, then overwritten).
+///
+/// Each layer blob is compressed straight into the tar behind a placeholder header, which
+/// is filled in once the blob's digest and length are known; then come the config, the
+/// manifest, `index.json` and `oci-layout`. `path` names `out` in errors.
+pub(crate) fn write_layout_tar<W: Write + Seek>(
     driver: &dyn GraphDriver,
     image: &ImageRecord,
     config: &[u8],
     c: Compression,
-    out: &mut dyn Write,
+    out: &mut W,
     path: &Path,
-) -> Result<SaveReport> {
+) -> Result<(SaveReport, u64)> {
     let write_err = |e: io::Error| ImageError::io("write", path, e);
-    // Pass 1: digests and lengths.
-    let mut sums = Vec::with_capacity(image.layers.len());
+    for dir in ["blobs/", "blobs/sha256/"] {
+        let h = named_header(tar::EntryType::Directory, 0o755, 0, dir).map_err(write_err)?;
+        out.write_all(h.as_bytes()).map_err(write_err)?;
+    }
+    let mut sums: Vec<BlobSums> = Vec::with_capacity(image.layers.len());
     for i in 0..image.layers.len() {
-        let s = stream_layer(
-            driver,
-            image,
-            i,
-            c,
-            |r, _| {
-                io::copy(r, &mut io::sink()).map_err(|source| ImageError::BlobRead {
-                    blob: image.layers[i].chain_id.to_string(),
-                    source,
-                })?;
-                Ok(())
-            },
-            None,
-        )?;
+        let at = out.stream_position().map_err(write_err)?;
+        out.write_all(&[0u8; BLOCK]).map_err(write_err)?;
+        let s = stream_layer(driver, image, i, c, out, path)?;
+        let pad = (BLOCK as u64 - s.len % BLOCK as u64) % BLOCK as u64;
+        out.write_all(&[0u8; BLOCK][..pad as usize])
+            .map_err(write_err)?;
+        if sums.iter().any(|p| p.blob == s.blob) {
+            // Written already: the next entry goes where this one began.
+            out.seek(SeekFrom::Start(at)).map_err(write_err)?;
+        } else {
+            let end = out.stream_position().map_err(write_err)?;
+            let h = named_header(tar::EntryType::Regular, 0o644, s.len, &s.blob.blob_path())
+                .map_err(write_err)?;
+            out.seek(SeekFrom::Start(at)).map_err(write_err)?;
+            out.write_all(h.as_bytes()).map_err(write_err)?;
+            out.seek(SeekFrom::Start(end)).map_err(write_err)?;
+        }
         sums.push(s);
     }
 
@@ -243,53 +255,35 @@ pub(crate) fn write_layout_tar(
         source,
     })?;
 
-    // Pass 2: the tar.
-    let mut tar = tar::Builder::new(out);
-    let put = |tar: &mut tar::Builder<&mut dyn Write>, name: &str, data: &[u8]| {
+    let mut tar = tar::Builder::new(&mut *out);
+    let mut put = |name: &str, data: &[u8]| {
         let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
         tar.append_data(&mut h, name, data).map_err(write_err)
     };
-    put(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    put(&mut tar, "index.json", &index)?;
-    for dir in ["blobs/", "blobs/sha256/"] {
-        let mut h = header(tar::EntryType::Directory, 0o755, 0);
-        tar.append_data(&mut h, dir, io::empty())
-            .map_err(write_err)?;
-    }
-    put(&mut tar, &config_digest.blob_path(), &config)?;
-    put(&mut tar, &manifest_digest.blob_path(), &manifest)?;
-    let mut written: Vec<&Digest> = Vec::new();
-    for (i, s) in sums.iter().enumerate() {
-        if written.contains(&&s.blob) {
-            continue;
-        }
-        written.push(&s.blob);
-        let again = stream_layer(
-            driver,
-            image,
-            i,
-            c,
-            |r, len| {
-                let len = len.unwrap_or(0);
-                let mut h = header(tar::EntryType::Regular, 0o644, len);
-                tar.append_data(&mut h, s.blob.blob_path(), r.take(len))
-                    .map_err(write_err)
-            },
-            Some(s.len),
-        )?;
-        if again.blob != s.blob || again.len != s.len {
-            return Err(changed(&image.layers[i].chain_id.to_string()));
-        }
-    }
-    tar.into_inner()
-        .map_err(write_err)?
-        .flush()
-        .map_err(write_err)?;
-    Ok(SaveReport {
-        manifest: manifest_digest,
-        config: config_digest,
-        layers: sums.into_iter().map(|s| s.blob).collect(),
-    })
+    put(&config_digest.blob_path(), &config)?;
+    put(&manifest_digest.blob_path(), &manifest)?;
+    put("index.json", &index)?;
+    put("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    tar.into_inner().map_err(write_err)?;
+    let end = out.stream_position().map_err(write_err)?;
+    Ok((
+        SaveReport {
+            manifest: manifest_digest,
+            config: config_digest,
+            layers: sums.into_iter().map(|s| s.blob).collect(),
+        },
+        end,
+    ))
+}
+
+const BLOCK: usize = 512;
+
+/// A ustar header naming `name` (short enough for the 100-byte name field), checksummed.
+fn named_header(kind: tar::EntryType, mode: u32, size: u64, name: &str) -> io::Result<tar::Header> {
+    let mut h = header(kind, mode, size);
+    h.set_path(name)?;
+    h.set_cksum();
+    Ok(h)
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

@@ -68,7 +68,7 @@ pub use digest::Digest;
 pub use error::{ImageError, Result};
 pub use image_name::{ImageName, MAX_IMAGE_NAME_LEN};
 pub use image_record::{ImageRecord, LayerRecord};
-pub use image_store::{ImageStore, ImportReport, RemoveReport, DB_FILE};
+pub use image_store::{ImageStore, ImportEvent, ImportReport, RemoveReport, DB_FILE};
 pub use import_limits::ImportLimits;
 pub use layer_stream::Compression;
 pub use layout_tar::{layer_media_type, SaveReport};

@@ -94,3 +94,62 @@ fn saving_a_missing_image_writes_nothing() {
     ));
     assert!(!out.exists());
 }
+
+#[test]
+fn layers_with_the_same_blob_are_written_once_and_the_tar_reads_back() {
+    for drv in DRIVERS {
+        let dir = scratch("save-dup");
+        // Layers 2 and 3 change nothing (as `ENV` or `WORKDIR` steps of a build leave
+        // them): their diffs, so their blobs, are the same.
+        let mut layers = image_layers();
+        layers.push(Layer::new(&[], Compression::Gzip));
+        layers.push(Layer::new(&[], Compression::Gzip));
+        let mut oci = OciLayout::new(&dir.path().join("layout"));
+        oci.image(Some("dup:1"), &layers);
+        let (_d1, store) = open_store(drv, &dir.path().join("one")).unwrap();
+        store.import(&oci.finish()).unwrap();
+        let out = dir.path().join("dup.tar");
+        let report = store.save("dup:1", &out, Compression::Zstd).unwrap();
+        assert_eq!(report.layers.len(), 4);
+        assert_eq!(report.layers[2], report.layers[3], "{drv}");
+        // GNU tar reads it to the end, and lists the shared blob once.
+        let list = std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            list.status.success(),
+            "{drv}: {}",
+            String::from_utf8_lossy(&list.stderr)
+        );
+        let names = String::from_utf8(list.stdout).unwrap();
+        let blob = report.layers[2].blob_path();
+        assert_eq!(
+            names.lines().filter(|l| *l == blob).count(),
+            1,
+            "{drv}:\n{names}"
+        );
+        assert_eq!(
+            names
+                .lines()
+                .filter(|l| l.starts_with("blobs/sha256/") && l.len() > 14)
+                .count(),
+            5,
+            "{drv}: 3 layer blobs, config and manifest:\n{names}"
+        );
+        let (_d2, other) = open_store(drv, &dir.path().join("two")).unwrap();
+        let recs = other.import(&out).unwrap();
+        assert_eq!(recs[0].layers.len(), 4);
+        assert_eq!(recs[0].config, report.config);
+        let diff = top_snapshot(&other, "dup:1").diff(
+            &top_snapshot(&store, "dup:1"),
+            Compare {
+                dir_mtimes: false,
+                root: false,
+                mtimes: true,
+            },
+        );
+        assert!(diff.is_empty(), "{drv}:\n{}", diff.join("\n"));
+    }
+}

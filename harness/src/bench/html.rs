@@ -396,6 +396,12 @@ pub fn page(r: &BenchReport) -> String {
         fmt_s,
         &rows(r, "changes", |_| true),
     ));
+    s.push_str(&bars(
+        "images",
+        "Images: import of the OCI image and image save (gzip, zstd) against GNU tar with gzip and zstd",
+        fmt_s,
+        &rows(r, "images", |_| true),
+    ));
     s.push_str("<h2>All measurements</h2><table><tr><th>workload</th><th>backend</th><th>what</th><th>param</th><th>median</th><th>n</th><th>ratio</th></tr>");
     for m in &r.measurements {
         let _ = write!(

@@ -8,6 +8,7 @@
 
 mod cow;
 mod html;
+mod images;
 pub mod measure;
 mod report;
 mod scale;
@@ -147,6 +148,8 @@ pub fn run(opts: &BenchOpts, progress: &mut dyn Progress) -> Result<BenchReport>
         }
     }
     let image = workloads::Image::load(&opts.rootfs_tar)?;
+    let archives = images::Archives::make(&opts.rootfs_tar, &opts.scratch_dir.join("images"))
+        .context("make the OCI image archives")?;
     let run = RunInfo {
         kernel: rustix::system::uname()
             .release()
@@ -190,7 +193,7 @@ pub fn run(opts: &BenchOpts, progress: &mut dyn Progress) -> Result<BenchReport>
     let mut measurements = Vec::new();
     progress.start(targets.len() * workloads::STEPS);
     for t in &targets {
-        let ms = workloads::run_all(t, &image, reps, warmup, opts.quick, progress)
+        let ms = workloads::run_all(t, &image, &archives, reps, warmup, opts.quick, progress)
             .with_context(|| format!("benchmark {}", t.label))?;
         measurements.extend(ms);
     }

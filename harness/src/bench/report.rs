@@ -27,6 +27,11 @@ fn fmt_value(v: f64, unit: &str) -> String {
     }
 }
 
+/// `s` as a Markdown table cell: a `|` (a shell pipe in a baseline's name) would end it.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
 /// The Markdown report: one table per workload.
 pub fn markdown(r: &BenchReport) -> String {
     let mut s = String::new();
@@ -46,16 +51,18 @@ pub fn markdown(r: &BenchReport) -> String {
         let _ = writeln!(s, "\n## {w}\n\n| backend | what | param | median | min | max | n | ratio to baseline |\n|---|---|---|---|---|---|---|---|");
         for m in r.measurements.iter().filter(|m| m.workload == w) {
             let ratio = match (&m.ratio_to_baseline, &m.baseline) {
-                (Some(x), Some(b)) if *x < 0.5 => format!("{x:.3}x {b} ({:.0}x faster)", 1.0 / x),
-                (Some(x), Some(b)) => format!("{x:.2}x {b}"),
+                (Some(x), Some(b)) if *x < 0.5 => {
+                    format!("{x:.3}x {} ({:.0}x faster)", cell(b), 1.0 / x)
+                }
+                (Some(x), Some(b)) => format!("{x:.2}x {}", cell(b)),
                 _ => String::new(),
             };
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                m.backend,
-                m.subject,
-                m.param.as_deref().unwrap_or(""),
+                cell(&m.backend),
+                cell(&m.subject),
+                cell(m.param.as_deref().unwrap_or("")),
                 fmt_value(m.median, &m.unit),
                 fmt_value(m.min, &m.unit),
                 fmt_value(m.max, &m.unit),

@@ -175,7 +175,7 @@ impl Ctx<'_> {
 }
 
 /// Steps [`run_all`] reports to its progress display, per backend.
-pub const STEPS: usize = 12;
+pub const STEPS: usize = 13;
 
 /// The parameter that marks cold-cache measurements.
 pub const COLD: &str = "cold page cache";
@@ -187,9 +187,11 @@ pub fn drop_caches() -> Result<()> {
 }
 
 /// Runs every workload on `t`.
+#[allow(clippy::too_many_arguments)]
 pub fn run_all(
     t: &Target,
     image: &Image,
+    archives: &super::images::Archives,
     reps: usize,
     warmup: usize,
     quick: bool,
@@ -286,6 +288,12 @@ pub fn run_all(
 
     progress.step(&t.label, "depth: mount and lookup over 1 to 500 layers");
     out.extend(depth(&cx)?);
+
+    progress.step(
+        &t.label,
+        "images: import and save of the OCI image (gzip, zstd) against tar",
+    );
+    out.extend(super::images::images(&cx, t, archives)?);
     d.remove(&img)?;
     d.cleanup()?;
     Ok(out)

@@ -1,6 +1,7 @@
 //! `graphctl image ...`: the image store (crate `graphdriver-image`) above the driver, kept in
 //! `<root>/images/`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,7 +11,8 @@ use std::time::SystemTime;
 use anyhow::Result;
 use clap::Subcommand;
 use graphdriver_api::GraphDriver;
-use graphdriver_image::{Compression, ImageRecord, ImageStore, LayerRecord};
+use graphdriver_image::{Compression, ImageRecord, ImageStore, ImportEvent, LayerRecord};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 /// The image store's directory under the driver root.
@@ -85,7 +87,8 @@ pub fn run(
     let store = ImageStore::open(&root.join(IMAGES_DIR), driver)?;
     match cmd {
         ImageCmd::Import { path } => {
-            let report = store.import_report(&path)?;
+            let mut bars = LayerBars::default();
+            let report = store.import_with_progress(&path, &mut |e| bars.event(e))?;
             for c in &report.existing {
                 writeln!(out, "{}: Already exists", short(c.hex()))?;
             }
@@ -173,6 +176,62 @@ pub fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar per layer on a terminal (drawn on stderr; nothing when it is not a
+/// terminal, where the report lines on stdout say the same).
+struct LayerBars {
+    multi: MultiProgress,
+    bars: BTreeMap<String, ProgressBar>,
+}
+
+impl Default for LayerBars {
+    fn default() -> Self {
+        LayerBars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            bars: BTreeMap::new(),
+        }
+    }
+}
+
+impl LayerBars {
+    fn event(&mut self, e: ImportEvent<'_>) {
+        match e {
+            ImportEvent::Applying { chain_id, size } => {
+                let bar = self
+                    .multi
+                    .add(ProgressBar::new(size.unwrap_or(0)))
+                    .with_prefix(short(chain_id.hex()).to_owned());
+                let template = if size.is_some() {
+                    "{prefix}: Applying [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}"
+                } else {
+                    "{prefix}: Applying {bytes} {bytes_per_sec}"
+                };
+                if let Ok(style) = ProgressStyle::with_template(template) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                self.bars.insert(chain_id.to_string(), bar);
+            }
+            ImportEvent::Read { chain_id, bytes } => {
+                if let Some(b) = self.bars.get(chain_id.as_str()) {
+                    b.set_position(bytes);
+                }
+            }
+            ImportEvent::Applied { chain_id } => {
+                if let Some(b) = self.bars.get(chain_id.as_str()) {
+                    if let Ok(style) = ProgressStyle::with_template("{prefix}: Applied {bytes}") {
+                        b.set_style(style);
+                    }
+                    b.finish();
+                }
+            }
+            ImportEvent::Exists { chain_id } => {
+                let _ = self
+                    .multi
+                    .println(format!("{}: Already exists", short(chain_id.hex())));
+            }
+        }
+    }
 }
 
 pub fn short(hex: &str) -> &str {
