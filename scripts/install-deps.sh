@@ -6,6 +6,7 @@
 #                                            sources, for its test suite
 #   scripts/install-deps.sh --images         only skopeo and umoci, the image tools the
 #                                            interop tests check graphdriver's images with
+#   scripts/install-deps.sh --podman         only podman, a peer the images bench compares with
 #   scripts/install-deps.sh --fuzz           only g++ (cargo-fuzz builds libFuzzer's C++)
 #                                            and zstd (the fuzz seeds)
 set -euo pipefail
@@ -13,6 +14,7 @@ case ${1:-} in
   --containerd) PKGS=(containerd runc golang-go golang-github-containerd-containerd-dev) ;;
   --images) PKGS=(skopeo umoci) ;;
   --fuzz) PKGS=(g++ zstd) ;;
+  --podman) PKGS=(podman) ;;
   "") PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux tar mount chromium gzip zstd) ;;
   *) echo "install-deps: unknown option $1" >&2; exit 2 ;;
 esac
