@@ -125,6 +125,29 @@ impl DriverError {
         }
     }
 
+    /// Whether the operation failed because the disk (or a quota) is full: an I/O error of
+    /// kind `StorageFull` (ENOSPC) or `QuotaExceeded` (EDQUOT) anywhere in its causes. The
+    /// operation then left the layer as it was (checked by the `no_space` tests on every
+    /// host backend); freeing space and trying again is the remedy.
+    pub fn is_storage_full(&self) -> bool {
+        if let DriverError::RollbackFailed { error, rollback } = self {
+            return error.is_storage_full() || rollback.is_storage_full();
+        }
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<io::Error>() {
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) {
+                    return true;
+                }
+            }
+            cur = err.source();
+        }
+        false
+    }
+
     /// The errno of an underlying I/O error, if there is one.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {

@@ -28,15 +28,19 @@ fn write_with(path: &Path, data: &[u8], durable: bool) -> Result<()> {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    {
+    let written = (|| {
         let mut f = File::create(&tmp).ctx("create", &tmp)?;
         f.write_all(data).ctx("write", &tmp)?;
         if durable {
             f.sync_data().ctx("sync", &tmp)?;
         }
+        fs::rename(&tmp, path).ctx("rename into place", path)
+    })();
+    if written.is_err() {
+        // a full disk must not also leave half a file behind
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path).ctx("rename into place", path)?;
-    Ok(())
+    written
 }
 
 /// Reads `path`, or `None` if it does not exist.

@@ -81,11 +81,44 @@ pub enum Pending {
 #[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
+    /// Space held back so that a record can still be written on a full disk (see
+    /// [`Journal::write`]).
+    reserve: PathBuf,
 }
 
+/// The size of the space reserve: enough for the records and metadata of the operations
+/// that free space (remove), many times over.
+const RESERVE_BYTES: usize = 1 << 20;
+
 impl Journal {
-    pub(crate) fn new(dir: PathBuf) -> Self {
-        Journal { dir }
+    /// The journal in `dir`; its space reserve is the file `reserve`, made here when it is
+    /// missing (and left for later when the disk is full).
+    pub(crate) fn new(dir: PathBuf, reserve: PathBuf) -> Self {
+        let j = Journal { dir, reserve };
+        j.refill_reserve();
+        j
+    }
+
+    /// Makes the space reserve if it is missing; a full disk leaves it for a later call.
+    pub(crate) fn refill_reserve(&self) {
+        if self.reserve.exists() {
+            return;
+        }
+        // Real blocks, not a hole: written through a temporary name, so a reserve that
+        // exists is whole.
+        let _ = super::atomic_file::write_durable(&self.reserve, &vec![0x5a; RESERVE_BYTES]);
+    }
+
+    /// Gives the reserve's space back to the filesystem; whether there was one.
+    fn release_reserve(&self) -> bool {
+        if std::fs::remove_file(&self.reserve).is_err() {
+            return false;
+        }
+        // btrfs frees the blocks when the transaction commits
+        if let Ok(f) = std::fs::File::open(&self.dir) {
+            let _ = rustix::fs::syncfs(&f);
+        }
+        true
     }
 
     fn path(&self, id: &LayerId) -> PathBuf {
@@ -94,17 +127,29 @@ impl Journal {
 
     /// Writes (or replaces) the record for `entry.id`, atomically: a crashed process leaves
     /// the old record or the new one. (Not flushed to disk: see the crate docs on power loss.)
+    ///
+    /// On a full disk the space reserve is given up and the write tried again, so that the
+    /// operations that free space (`remove` above all) still run when nothing else can;
+    /// [`finish`](Self::finish) makes the reserve again once there is room.
     pub fn write(&self, entry: &Entry) -> Result<()> {
         let data = serde_json::to_vec(entry).map_err(|e| DriverError::Corrupt {
             path: self.path(&entry.id),
             reason: e.to_string(),
         })?;
-        write_atomic(&self.path(&entry.id), &data)
+        match write_atomic(&self.path(&entry.id), &data) {
+            Err(e) if e.is_storage_full() && self.release_reserve() => {
+                write_atomic(&self.path(&entry.id), &data)
+            }
+            other => other,
+        }
     }
 
-    /// Deletes the record for `id`: the operation is complete.
+    /// Deletes the record for `id`: the operation is complete. Remakes the space reserve if
+    /// a full disk took it and there is room again.
     pub fn finish(&self, id: &LayerId) -> Result<()> {
-        remove_optional(&self.path(id))
+        remove_optional(&self.path(id))?;
+        self.refill_reserve();
+        Ok(())
     }
 
     /// The record for `id`, if one is pending.

@@ -190,7 +190,7 @@ impl<B: Backend> LayerStore<B> {
         let store = LayerStore {
             home: home.to_owned(),
             boot_id,
-            journal: Journal::new(meta.join("journal")),
+            journal: Journal::new(meta.join("journal"), meta.join("space-reserve")),
             quarantine: Quarantine::new(meta.join("quarantine")),
             meta,
             backend,
