@@ -46,7 +46,13 @@ if ! (cd fuzz && cargo fuzz build -O -s "$SAN") >"$CACHE/fuzz/build.log" 2>&1; t
   tail -30 "$CACHE/fuzz/build.log" >&2; echo "fuzz: the build failed" >&2; exit 1
 fi
 
-cleanup() { rm -rf /dev/shm/graphdriver-fuzz-*; }
+cleanup() { # the targets' scratch directories (named after their pids) of finished runs
+  local d
+  for d in /dev/shm/graphdriver-fuzz-*; do
+    [ -e "$d" ] || continue
+    kill -0 "${d##*-}" 2>/dev/null || rm -rf "$d"
+  done
+}
 trap cleanup EXIT
 printf '%-14s %12s %6s %8s %8s %7s\n' TARGET EXECUTIONS SECS COV FT CORPUS
 for t in "${TARGETS[@]}"; do
