@@ -4,8 +4,8 @@
 #   scripts/test.sh            everything
 #   scripts/test.sh --fast     the same stages, with the slow peer checks on one backend: image
 #                              interop and containerd's kill tests on overlay2 only, each fuzz
-#                              target for 5 s, 10 container layers in the zfs benchmark (what
-#                              .ci/run runs by default, to stay under an hour here)
+#                              target for 5 s, storms of 10 s, 10 container layers in the zfs
+#                              benchmark (what .ci/run runs by default, to stay under an hour)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FAST=
@@ -57,6 +57,10 @@ done_stage
 
 stage "images: skopeo and umoci read what graphdriver saves, graphdriver imports what skopeo writes ($([ -n "$FAST" ] && echo overlay2 || echo "$DRIVERS"))"
 scripts/image-interop.sh $([ -n "$FAST" ] && echo overlay2 || echo "${DRIVERS//,/ }")
+done_stage
+
+stage "storm: 4 processes mixing create, mount + write, apply, diff, changes and remove ($DRIVERS)"
+scripts/storm.sh --secs "$([ -n "$FAST" ] && echo 10 || echo 20)" ${DRIVERS//,/ }
 done_stage
 
 stage "fuzz: each target for a short run (scripts/fuzz.sh --runs 10000000 is a campaign)"

@@ -5,5 +5,6 @@ pub mod bench;
 pub mod conformance;
 pub mod drivers;
 pub mod fixture;
+pub mod storm;
 pub mod tree_snapshot;
 pub mod vm;

@@ -216,6 +216,26 @@ enum Cmd {
         #[command(subcommand)]
         cmd: container::ContainerCmd,
     },
+    /// The storm: worker processes mixing create, mount + write, apply, diff, changes and
+    /// remove over shared parents on this root, then checks (leaked mounts, fsck, every
+    /// layer's content against its history); exits 1 on any failure.
+    Storm {
+        /// Worker processes.
+        #[arg(long, default_value_t = 4)]
+        procs: usize,
+        /// Seconds each worker runs.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+        /// The random seed (each worker's is derived from it).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A storm worker (see `storm`).
+    #[command(name = "__storm-worker", hide = true)]
+    StormWorker { worker: usize, seed: u64, secs: u64 },
     /// Test helper: mount a layer N times and exit without unmounting.
     #[command(name = "__hold", hide = true)]
     Hold { id: String, n: u32 },
@@ -284,8 +304,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
     {
         return vm(modules, mem, *cpus, shared, command);
     }
+    if let Cmd::Storm {
+        procs,
+        secs,
+        seed,
+        json,
+    } = &cli.cmd
+    {
+        let exe = std::env::current_exe().context("find graphctl itself")?;
+        let r = graphdriver_harness::storm::run(
+            &exe,
+            &cli.driver,
+            &cli.root,
+            &cli.opts,
+            *procs,
+            *secs,
+            *seed,
+        )?;
+        let mut out = io::stdout().lock();
+        if *json {
+            serde_json::to_writer_pretty(&mut out, &r)?;
+            writeln!(out)?;
+        } else {
+            let total: u64 = r.ops.values().sum();
+            writeln!(
+                out,
+                "storm on {}: {} processes x {} s, {total} operations {:?}",
+                r.driver, r.procs, r.secs, r.ops
+            )?;
+            writeln!(
+                out,
+                "failures: {:?}; layers checked against their history: {}, differing: {:?}; \
+                 leaked mounts: {:?}; fsck: {:?}",
+                r.failures, r.layers_checked, r.mismatches, r.leaked_mounts, r.fsck_findings
+            )?;
+        }
+        return Ok(if r.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let d = drivers::open(&cli.driver, &cli.root, &opts)
         .with_context(|| format!("open {} driver at {}", cli.driver, cli.root.display()))?;
+    if let Cmd::StormWorker { worker, seed, secs } = &cli.cmd {
+        let r = graphdriver_harness::storm::worker(d.as_ref(), *worker, *seed, *secs)?;
+        serde_json::to_writer(io::stdout().lock(), &r)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Cmd::Snapshotter { address, metadata } = &cli.cmd {
         let dir = metadata
             .clone()
@@ -459,7 +525,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         | Cmd::Vm { .. }
         | Cmd::Snapshotter { .. }
         | Cmd::Image { .. }
-        | Cmd::Container { .. } => {
+        | Cmd::Container { .. }
+        | Cmd::Storm { .. }
+        | Cmd::StormWorker { .. } => {
             unreachable!("handled above")
         }
     }
