@@ -77,6 +77,11 @@ fn lid(s: &str) -> LayerId {
 }
 
 const BASE: &str = "storm-base";
+/// The most layers a worker holds at once (a create past it is a remove): the storm is a
+/// steady state that runs for as long as asked on a small filesystem.
+const MAX_LAYERS: usize = 40;
+/// A worker stops after this many failed operations (the first few are printed).
+const MAX_FAILURES: u64 = 100;
 const MID: &str = "storm-mid";
 
 fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
@@ -258,6 +263,8 @@ pub fn worker(d: &dyn GraphDriver, w: usize, seed: u64, secs: u64) -> Result<Wor
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         let op = match rng.below(10) {
+            // a steady state: each worker holds at most MAX_LAYERS layers
+            0..=2 if mine.len() >= MAX_LAYERS => "remove",
             0..=2 => "create",
             3 | 4 => "write",
             5 => "apply",
@@ -362,11 +369,18 @@ pub fn worker(d: &dyn GraphDriver, w: usize, seed: u64, secs: u64) -> Result<Wor
         };
         *report.ops.entry(op.to_owned()).or_default() += 1;
         if let Err(e) = result {
-            eprintln!("storm worker {w}: {op}: {e:#}");
+            let failed: u64 = report.failures.values().sum();
+            if failed < 10 {
+                eprintln!("storm worker {w}: {op}: {e:#}");
+            }
             *report
                 .failures
                 .entry(format!("{op}: {}", kind(&e)))
                 .or_default() += 1;
+            if failed + 1 >= MAX_FAILURES {
+                eprintln!("storm worker {w}: stopping after {MAX_FAILURES} failures");
+                break;
+            }
         }
     }
     for m in &mine {

@@ -5,8 +5,8 @@
 //! mount counts a reboot voided); [`LayerStore::fsck`] reports what that open did (the first
 //! call after opening), then looks
 //! for damage no crash of this library leaves but a hand, a bug or a disk can: records whose
-//! data is gone, graph edges that disagree with the records, mount counts of layers that do
-//! not exist or that disagree with the kernel. With `repair` it fixes what can be fixed
+//! data is gone, graph edges that disagree with the records, mounts leaked inside a layer,
+//! mount counts of layers that do not exist or that disagree with the kernel. With `repair` it fixes what can be fixed
 //! without guessing, and says what it did; what cannot (a record whose data is gone) is
 //! quarantined, so the layer fails with a clear error and `remove` clears it.
 
@@ -43,6 +43,10 @@ pub enum FindingKind {
     DanglingEdge,
     /// A mount count of a layer that has no record, or one that cannot be read.
     StrayMountCount,
+    /// A mount inside a layer's tree (its mount point or below): no layer's own mount, but
+    /// one that outlived whoever made it (a container's bind mount), which makes unmounting
+    /// and removing the layer fail with EBUSY. Repair detaches it.
+    LeakedMount,
     /// A mount count that disagrees with the kernel's mount table.
     MountCountMismatch,
 }
@@ -221,6 +225,29 @@ impl<B: Backend> LayerStore<B> {
             }
             if repair {
                 let _ = std::fs::remove_dir(&dir); // only when empty
+            }
+        }
+
+        // mounts inside a layer's tree, deepest first: nothing of ours is mounted there
+        let table = MountTable::read()?;
+        for id in &layers {
+            let point = self.backend.mount_point(id);
+            let mut inside: Vec<&std::path::Path> =
+                table.below(&point).filter(|m| *m != point).collect();
+            inside.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+            for m in inside {
+                let f = Finding::new(
+                    FindingKind::LeakedMount,
+                    Some(id),
+                    format!("{} is mounted inside it", m.display()),
+                );
+                out.push(if repair {
+                    rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH)
+                        .map_err(|e| crate::DriverError::io("unmount", m, e))?;
+                    f.repaired("detached")
+                } else {
+                    f
+                });
             }
         }
 

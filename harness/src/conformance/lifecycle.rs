@@ -17,6 +17,10 @@ pub const CASES: &[Case] = &[
         run: fsck_finds_and_repairs_planted_damage,
     },
     Case {
+        name: "lifecycle::fsck_detaches_a_mount_leaked_inside_a_layer",
+        run: fsck_detaches_a_mount_leaked_inside_a_layer,
+    },
+    Case {
         name: "lifecycle::empty_layer_has_bare_root",
         run: empty_layer_has_bare_root,
     },
@@ -506,6 +510,57 @@ fn crash_between_mount_and_count_is_unmounted(ctx: &mut Ctx) -> Result<()> {
 /// Damage of every kind `fsck` knows, planted by hand in a closed store: what opening settles
 /// is reported as repaired, the rest found, `--repair` repairs it (a record whose data is gone
 /// is quarantined), and afterwards the store is clean and works.
+/// A tmpfs mounted inside a mounted layer (as a container's bind mount that outlived it):
+/// fsck reports it, repair detaches it, and the layer then unmounts and goes.
+fn fsck_detaches_a_mount_leaked_inside_a_layer(ctx: &mut Ctx) -> Result<()> {
+    use graphdriver_api::store::FindingKind as K;
+    let l = layer(ctx, "leaky", None, |p| write(&p.join("f"), "x"))?;
+    let p = ctx.d().get(&l, None)?;
+    let inner = p.join("proc");
+    std::fs::create_dir_all(&inner)?;
+    rustix::mount::mount(
+        "leak",
+        &inner,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .context("mount a tmpfs inside the layer")?;
+    let found = ctx.d().fsck(false)?;
+    let leaked: Vec<_> = found
+        .findings
+        .iter()
+        .filter(|f| f.kind == K::LeakedMount)
+        .collect();
+    ensure!(
+        leaked.len() == 1 && leaked[0].layer.as_ref() == Some(&l) && leaked[0].repaired.is_none(),
+        "want one leaked mount in {l}: {:#?}",
+        found.findings
+    );
+    ensure!(
+        found.findings.len() == 1,
+        "only the leak: {:#?}",
+        found.findings
+    );
+    let fixed = ctx.d().fsck(true)?;
+    ensure!(
+        fixed.is_clean() && fixed.findings.iter().any(|f| f.kind == K::LeakedMount),
+        "after repair: {:#?}",
+        fixed.findings
+    );
+    ensure!(
+        !MountTable::read()?.contains(&inner),
+        "the leaked mount is still there"
+    );
+    ctx.d().put(&l)?;
+    ctx.d()
+        .remove(&l)
+        .context("remove the layer once the leak is gone")?;
+    let done = ctx.d().fsck(false)?;
+    ensure!(done.findings.is_empty(), "afterwards: {:#?}", done.findings);
+    Ok(())
+}
+
 fn fsck_finds_and_repairs_planted_damage(ctx: &mut Ctx) -> Result<()> {
     use graphdriver_api::store::FindingKind as K;
     let base = layer(ctx, "base", None, |p| write(&p.join("b"), "b"))?;
