@@ -63,12 +63,7 @@ impl RecordDb {
         let t = tx
             .open_table(IMAGES)
             .map_err(|e| self.err("open table", e))?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| self.err("read images", e))? {
-            let (k, v) = row.map_err(|e| self.err("read images", e))?;
-            out.push(decode(k.value(), v.value())?);
-        }
-        Ok(out)
+        read_all(&t, |e| self.err("read images", e))
     }
 
     /// The image named `name`.
@@ -218,11 +213,12 @@ impl RecordDb {
             let containers = tx
                 .open_table(CONTAINERS)
                 .map_err(|e| self.err("open table", e))?;
-            let users: Vec<String> = read_containers(&containers, |e| self.err("read records", e))?
-                .into_iter()
-                .filter(|c| c.image == old.name && c.image_id == old.config)
-                .map(|c| c.name.to_string())
-                .collect();
+            let users: Vec<String> =
+                read_all::<ContainerRecord>(&containers, |e| self.err("read records", e))?
+                    .into_iter()
+                    .filter(|c| c.image == old.name && c.image_id == old.config)
+                    .map(|c| c.name.to_string())
+                    .collect();
             if !users.is_empty() {
                 // Dropping the transaction undoes the removal.
                 return Err(ImageError::InUse {
@@ -274,7 +270,7 @@ impl RecordDb {
         let t = tx
             .open_table(CONTAINERS)
             .map_err(|e| self.err("open table", e))?;
-        read_containers(&t, |e| self.err("read containers", e))
+        read_all::<ContainerRecord>(&t, |e| self.err("read containers", e))
     }
 
     /// The container named `name`.
@@ -379,10 +375,11 @@ impl RecordDb {
     }
 }
 
-fn read_containers(
+/// Every record of a table (images or containers), in key order.
+fn read_all<T: serde::de::DeserializeOwned>(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     err: impl Fn(redb::StorageError) -> ImageError,
-) -> Result<Vec<ContainerRecord>> {
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
     for row in t.iter().map_err(&err)? {
         let (k, v) = row.map_err(&err)?;
@@ -397,16 +394,14 @@ fn named_layers(
     containers: &impl ReadableTable<&'static str, &'static [u8]>,
     err: impl Fn(redb::StorageError) -> ImageError,
 ) -> Result<BTreeSet<Digest>> {
-    let mut named = BTreeSet::new();
-    for row in images.iter().map_err(&err)? {
-        let (k, v) = row.map_err(&err)?;
-        let r: ImageRecord = decode(k.value(), v.value())?;
-        named.extend(r.layers.into_iter().map(|l| l.chain_id));
-    }
-    for c in read_containers(containers, &err)? {
-        named.extend(c.layers.into_iter().map(|l| l.chain_id));
-    }
-    Ok(named)
+    let images: Vec<ImageRecord> = read_all(images, &err)?;
+    let containers: Vec<ContainerRecord> = read_all(containers, &err)?;
+    Ok(images
+        .into_iter()
+        .flat_map(|r| r.layers)
+        .chain(containers.into_iter().flat_map(|c| c.layers))
+        .map(|l| l.chain_id)
+        .collect())
 }
 
 /// Every config digest an image or a container names.
@@ -415,14 +410,13 @@ fn named_configs(
     containers: &impl ReadableTable<&'static str, &'static [u8]>,
     err: impl Fn(redb::StorageError) -> ImageError,
 ) -> Result<BTreeSet<Digest>> {
-    let mut named = BTreeSet::new();
-    for row in images.iter().map_err(&err)? {
-        let (k, v) = row.map_err(&err)?;
-        named.insert(decode::<ImageRecord>(k.value(), v.value())?.config);
-    }
-    for c in read_containers(containers, &err)? {
-        named.insert(c.image_id);
-    }
+    let images: Vec<ImageRecord> = read_all(images, &err)?;
+    let containers: Vec<ContainerRecord> = read_all(containers, &err)?;
+    let named: BTreeSet<Digest> = images
+        .into_iter()
+        .map(|r| r.config)
+        .chain(containers.into_iter().map(|c| c.image_id))
+        .collect();
     Ok(named)
 }
 

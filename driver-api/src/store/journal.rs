@@ -84,6 +84,9 @@ pub struct Journal {
     /// Space held back so that a record can still be written on a full disk (see
     /// [`Journal::write`]).
     reserve: PathBuf,
+    /// Whether this process gave the reserve up (so `finish` tries to make it again; the
+    /// common path costs no system call).
+    released: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The size of the space reserve: enough for the records and metadata of the operations
@@ -94,7 +97,11 @@ impl Journal {
     /// The journal in `dir`; its space reserve is the file `reserve`, made here when it is
     /// missing (and left for later when the disk is full).
     pub(crate) fn new(dir: PathBuf, reserve: PathBuf) -> Self {
-        let j = Journal { dir, reserve };
+        let j = Journal {
+            dir,
+            reserve,
+            released: Default::default(),
+        };
         j.refill_reserve();
         j
     }
@@ -114,6 +121,8 @@ impl Journal {
         if std::fs::remove_file(&self.reserve).is_err() {
             return false;
         }
+        self.released
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         // btrfs frees the blocks when the transaction commits
         if let Ok(f) = std::fs::File::open(&self.dir) {
             let _ = rustix::fs::syncfs(&f);
@@ -145,10 +154,20 @@ impl Journal {
     }
 
     /// Deletes the record for `id`: the operation is complete. Remakes the space reserve if
-    /// a full disk took it and there is room again.
+    /// this process gave it up on a full disk and there is room again.
     pub fn finish(&self, id: &LayerId) -> Result<()> {
         remove_optional(&self.path(id))?;
-        self.refill_reserve();
+        if self
+            .released
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.refill_reserve();
+            // still full: try again after the next operation
+            if !self.reserve.exists() {
+                self.released
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
 
