@@ -40,6 +40,7 @@ pub(crate) fn merge(
                 .unwrap_or(0)
         ),
         trashed: 0,
+        merged_one: false,
         implicit: manifest.implicit.iter().cloned().collect(),
         view: None,
     };
@@ -54,6 +55,7 @@ pub(crate) fn merge(
                 .ctx("make opaque", target.join(OsStr::from_bytes(p)))?;
         }
         std::fs::write(&done, b"").ctx("create", &done)?;
+        crate::failpoint::hit("apply.merge.after-deletions");
     }
     let tree = open_dir(&staging.join("tree"))?;
     let tfd = m.target.try_clone().ctx("duplicate fd", target)?;
@@ -77,6 +79,9 @@ struct Merger {
     /// Names this attempt's trash slots apart from an interrupted attempt's.
     attempt: String,
     trashed: u64,
+    /// Whether an entry of the tree has been merged (the crash point `apply.merge.mid-tree`
+    /// comes after the first).
+    merged_one: bool,
     implicit: HashSet<Vec<u8>>,
     /// The last directory the merge reached through the view, and where: the next one is
     /// usually a child of it, one step away instead of a walk from the root.
@@ -276,7 +281,11 @@ impl Merger {
                 }
                 rel.extend_from_slice(name.to_bytes());
                 let (s, d) = top.fds()?;
-                match self.merge_entry(s, d, &name, &rel, len, top.below)? {
+                let merged = self.merge_entry(s, d, &name, &rel, len, top.below)?;
+                if !std::mem::replace(&mut self.merged_one, true) {
+                    crate::failpoint::hit("apply.merge.mid-tree");
+                }
+                match merged {
                     Merged::Done => rel.truncate(len),
                     Merged::Into(frame) => {
                         stack.push(*frame);

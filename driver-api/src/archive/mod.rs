@@ -87,6 +87,7 @@ pub fn apply(
     bases.extend(target.lowers.iter().cloned());
     let (manifest, size) = stage::stage(tar, &tree, &bases)?;
     manifest.save(&staging.join("manifest"))?;
+    crate::failpoint::hit("apply.staged");
     on_merge()?;
     crate::failpoint::hit("apply.merge");
     // The merge only renames and sets metadata, and every step can be repeated: a transient

@@ -723,6 +723,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             id: id.clone(),
             op: Operation::Create,
         })?;
+        crate::failpoint::hit("create.after-journal");
         let made = self.backend.make(id, parent, opts).and_then(|backend| {
             crate::failpoint::hit("create.after-make");
             if let Some(p) = parent {
@@ -752,6 +753,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
                 },
             });
         }
+        crate::failpoint::hit("create.after-record");
         self.journal.finish(id)
     }
 
@@ -799,6 +801,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             self.remove_edge(p, id)?;
         }
         self.backend.destroy(id)?;
+        crate::failpoint::hit("remove.after-destroy");
         remove_optional(&self.count_path(id))?;
         self.quarantine.release(id)?;
         // The layer's lock file stays: a process waiting on it must lock the same inode a
@@ -835,6 +838,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             0 => Err(DriverError::NotMounted(id.clone())),
             1 => {
                 self.backend.unmount(id)?;
+                crate::failpoint::hit("put.after-unmount");
                 self.set_mount_count(id, 0)
             }
             n => self.set_mount_count(id, n - 1),
@@ -1047,6 +1051,9 @@ impl<B: Backend> LayerStore<B> {
         if result.is_err() && matches!(entry.op, Operation::Apply { merging: true, .. }) {
             // Part-merged: the journal stays, so the next open finishes the merge.
             return result;
+        }
+        if result.is_ok() {
+            crate::failpoint::hit("apply.after-merge");
         }
         let done = remove_staging(
             &staging,

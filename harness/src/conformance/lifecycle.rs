@@ -9,6 +9,7 @@ use graphdriver_api::{CreateOpts, DriverError, LayerId};
 
 use super::support::*;
 use super::{Case, Ctx};
+use crate::tree_snapshot::{Compare, Snapshot};
 
 /// The lifecycle cases.
 pub const CASES: &[Case] = &[
@@ -87,6 +88,10 @@ pub const CASES: &[Case] = &[
     Case {
         name: "lifecycle::crash_between_mount_and_count_is_unmounted",
         run: crash_between_mount_and_count_is_unmounted,
+    },
+    Case {
+        name: "lifecycle::kill_at_every_store_failpoint_leaves_layers_whole",
+        run: kill_at_every_store_failpoint_leaves_layers_whole,
     },
 ];
 
@@ -504,6 +509,159 @@ fn crash_between_mount_and_count_is_unmounted(ctx: &mut Ctx) -> Result<()> {
     ctx.d()
         .remove(&id("ctr"))
         .context("remove after the reconciled crash")?;
+    Ok(())
+}
+
+/// What a kill at a crash point must leave once the store is opened again: the operation
+/// undone (the layer as before) or finished (as a run without the kill leaves it).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Outcome {
+    Before,
+    Complete,
+}
+
+/// Every crash point of the store (`failpoint::STORE_POINTS`) and what a kill there leaves.
+const KILLS: &[(&str, Outcome)] = &[
+    ("create.after-journal", Outcome::Before),
+    ("create.after-make", Outcome::Before),
+    ("create.after-record", Outcome::Complete),
+    ("remove.after-record", Outcome::Complete),
+    ("remove.after-destroy", Outcome::Complete),
+    ("get.after-mount", Outcome::Before),
+    ("put.after-unmount", Outcome::Complete),
+    ("apply.staged", Outcome::Before),
+    ("apply.merge", Outcome::Complete),
+    ("apply.merge.after-deletions", Outcome::Complete),
+    ("apply.merge.mid-tree", Outcome::Complete),
+    ("apply.after-merge", Outcome::Complete),
+];
+
+/// `graphctl` killed (aborted, as by `kill -9`) at each crash point of create, remove, mount,
+/// unmount and apply: after the store is opened again the layer is as before or complete as
+/// the point demands, never half; no mount is left; `fsck` finds nothing it did not repair
+/// at open; and the layers still mount, unmount and go.
+fn kill_at_every_store_failpoint_leaves_layers_whole(ctx: &mut Ctx) -> Result<()> {
+    let listed: Vec<&str> = KILLS.iter().map(|(p, _)| *p).collect();
+    ensure!(
+        listed == graphdriver_api::failpoint::STORE_POINTS,
+        "the store's crash points are {:?}: each needs a kill here",
+        graphdriver_api::failpoint::STORE_POINTS
+    );
+    // An apply with a deletion, a replaced file and a new directory: the merge has all of
+    // its phases to be killed in.
+    let tar = TarBuilder::default()
+        .file("f", b"applied")
+        .file("d/.wh.g", b"")
+        .dir("new/")
+        .file("new/h", b"h")
+        .finish();
+    let input = ctx.work.join("kill.tar");
+    std::fs::write(&input, &tar)?;
+    let whole = Compare {
+        root: false,
+        dir_mtimes: false,
+        ..Compare::default()
+    };
+    for (n, &(point, outcome)) in KILLS.iter().enumerate() {
+        let name = |s: &str| format!("k{n}-{s}");
+        let base = layer(ctx, &name("base"), None, |p| {
+            write(&p.join("f"), "base")?;
+            write(&p.join("d/g"), "g")
+        })?;
+        let (op, _) = point.split_once('.').context("a point is op.step")?;
+        let child = id(&name("child"));
+        let (args, before, complete): (Vec<String>, Option<Snapshot>, Option<Snapshot>) = match op {
+            "create" => {
+                let base_view = view(ctx, &base)?;
+                let args = ["create", child.as_str(), "--parent", base.as_str(), "--rw"];
+                (args.map(String::from).to_vec(), None, Some(base_view))
+            }
+            "remove" => {
+                layer(ctx, child.as_str(), Some(base.as_str()), |p| {
+                    write(&p.join("own"), "own")
+                })?;
+                let v = view(ctx, &child)?;
+                (vec!["remove".into(), child.to_string()], Some(v), None)
+            }
+            "get" | "put" => {
+                ctx.d().create(&child, Some(&base), &rw())?;
+                let v = view(ctx, &child)?;
+                let args = if op == "get" { "mount" } else { "unmount" };
+                (
+                    vec![args.into(), child.to_string()],
+                    Some(v.clone()),
+                    Some(v),
+                )
+            }
+            "apply" => {
+                ctx.d().create(&child, Some(&base), &rw())?;
+                let v = view(ctx, &child)?;
+                let (r, _) = apply_new(ctx, &name("reference"), Some(&base), &tar)?;
+                let want = view(ctx, &r)?;
+                ctx.d().remove(&r)?;
+                let args = vec![
+                    "apply".into(),
+                    child.to_string(),
+                    "-i".into(),
+                    input.display().to_string(),
+                ];
+                (args, Some(v), Some(want))
+            }
+            other => anyhow::bail!("no kill case for operation {other} ({point})"),
+        };
+        ctx.close();
+        if op == "put" {
+            // a mount held by an earlier process, which the killed unmount then drops
+            let out = ctx.graphctl().args(["mount", child.as_str()]).output()?;
+            ensure!(out.status.success(), "graphctl mount: {out:?}");
+        }
+        crash_at(
+            ctx,
+            point,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .with_context(|| format!("kill at {point}"))?;
+        ctx.reopen()?;
+        let what = format!("after a kill at {point}");
+        let leaked: Vec<_> = MountTable::read()?
+            .below(&ctx.root)
+            .map(|p| p.to_owned())
+            .collect();
+        ensure!(leaked.is_empty(), "{what}: mounts left: {leaked:?}");
+        let want = match outcome {
+            Outcome::Before => &before,
+            Outcome::Complete => &complete,
+        };
+        match want {
+            Some(tree) => {
+                ensure!(ctx.d().exists(&child), "{what}: {child} is gone");
+                same_tree(tree, &view(ctx, &child)?, whole, &what)?;
+            }
+            None => ensure!(!ctx.d().exists(&child), "{what}: {child} exists"),
+        }
+        if matches!(op, "get" | "put") {
+            expect_err(
+                ctx.d().put(&child),
+                &format!("{what}: put of a layer no live process mounted"),
+                |e| matches!(e, DriverError::NotMounted(_)),
+            )?;
+        }
+        let report = ctx.d().fsck(false)?;
+        ensure!(
+            report.is_clean(),
+            "{what}: fsck finds {:#?}",
+            report.findings
+        );
+        if ctx.d().exists(&child) {
+            ctx.d()
+                .remove(&child)
+                .with_context(|| format!("{what}: remove {child}"))?;
+        }
+        ctx.d()
+            .remove(&base)
+            .with_context(|| format!("{what}: remove {base} (its child is gone)"))?;
+    }
+    ensure!(ctx.d().list()?.is_empty(), "left: {:?}", ctx.d().list()?);
     Ok(())
 }
 
