@@ -332,7 +332,7 @@ impl Pool {
     ///
     /// A device nothing holds is kept as a spare instead (up to [`MAX_SPARES`]): renamed
     /// `<prefix>-spare-<minor>`, its thin table swapped for an `error` one, which lets go of
-    /// the thin device. The next activation takes it over, saving the dearest part of an
+    /// the thin device (under a `-retiring-` name meanwhile). The next activation takes it over, saving the dearest part of an
     /// activation and of a removal: adding a block device to the system (the first table
     /// load of a device) and taking it away again. The block device's page cache went with
     /// its last close, so nothing of the old layer can be read through it.
@@ -369,15 +369,23 @@ impl Pool {
         format!("{}-spare-", self.prefix)
     }
 
+    /// Where a device waits while its thin table is swapped out, before it is a spare.
+    fn retiring_prefix(&self) -> String {
+        format!("{}-retiring-", self.prefix)
+    }
+
     /// The idle devices kept for reuse.
     pub fn spares(&self) -> Result<Vec<String>> {
-        let prefix = self.spare_prefix();
+        self.devices_named(&self.spare_prefix())
+    }
+
+    fn devices_named(&self, prefix: &str) -> Result<Vec<String>> {
         Ok(self
             .dm
             .list()
             .map_err(dm_err)?
             .into_iter()
-            .filter(|n| n.starts_with(&prefix))
+            .filter(|n| n.starts_with(prefix))
             .collect())
     }
 
@@ -390,25 +398,31 @@ impl Pool {
         if info.open_count != 0 || info.deferred_remove || self.spares()?.len() >= MAX_SPARES {
             return Ok(false);
         }
-        let spare = format!("{}{}", self.spare_prefix(), info.minor());
-        // renamed first: from here no activation of this layer finds it by name
-        match self.dm.rename(name, &spare) {
+        // Renamed first, so from here no activation of this layer finds it by name; under a
+        // name no activation takes either until its thin table is swapped out: an activation
+        // resuming it while this process's resume suspends it fails with EINVAL.
+        let retiring = format!("{}{}", self.retiring_prefix(), info.minor());
+        match self.dm.rename(name, &retiring) {
             Ok(()) => {}
             Err(e) if matches!(e.errno(), Some(libc::ENXIO) | Some(libc::EBUSY)) => {
                 return Ok(false)
             }
             Err(e) => return Err(e.into()),
         }
+        let spare = format!("{}{}", self.spare_prefix(), info.minor());
         let released = self
             .dm
-            .load(&spare, 8, "error", "")
-            .and_then(|()| self.dm.resume(&spare));
+            .load(&retiring, 8, "error", "")
+            .and_then(|()| self.dm.resume(&retiring))
+            .and_then(|()| {
+                graphdriver_api::failpoint::hit("devmapper.spare.retiring");
+                self.dm.rename(&retiring, &spare)
+            });
         match released {
             Ok(()) => {}
-            // an activation took the spare over meanwhile (renamed it): the table it loads
-            // replaces the thin one all the same
+            // a store opened meanwhile dropped it (see drop_spares)
             Err(e) if e.errno() == Some(libc::ENXIO) => {}
-            Err(e) => match self.dm.remove(&spare, false) {
+            Err(e) => match self.dm.remove(&retiring, false) {
                 Ok(()) => {}
                 Err(r) if r.errno() == Some(libc::ENXIO) => {}
                 Err(_) => return Err(dm_err(e)),
@@ -431,9 +445,12 @@ impl Pool {
     }
 
     /// Removes the spares (at open, after a crash may have left one holding a thin device,
-    /// and at cleanup).
+    /// and at cleanup), and devices a crash left between a layer and a spare (one a live
+    /// process is still retiring ends the same way: its next step finds it gone).
     pub fn drop_spares(&self) -> Result<()> {
-        for spare in self.spares()? {
+        let mut idle = self.spares()?;
+        idle.extend(self.devices_named(&self.retiring_prefix())?);
+        for spare in idle {
             match self.dm.remove(&spare, false) {
                 Ok(()) => {}
                 Err(e) if e.errno() == Some(libc::ENXIO) => {}

@@ -13,7 +13,7 @@
 //! Then the coordinator checks that no mount is left below the root, that `fsck` finds
 //! nothing, and removes everything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -58,8 +58,11 @@ pub struct StormReport {
     pub mismatches: Vec<String>,
     /// Mounts left below the root after every worker exited.
     pub leaked_mounts: Vec<String>,
-    /// What `fsck` found afterwards.
+    /// What `fsck` found afterwards, and once everything was removed.
     pub fsck_findings: Vec<String>,
+    /// Kernel objects (device-mapper devices, loop devices, ZFS datasets) that were not there
+    /// before the storm and are still there after everything was removed and cleaned up.
+    pub leaked_objects: Vec<String>,
 }
 
 impl StormReport {
@@ -69,6 +72,7 @@ impl StormReport {
             && self.mismatches.is_empty()
             && self.leaked_mounts.is_empty()
             && self.fsck_findings.is_empty()
+            && self.leaked_objects.is_empty()
     }
 }
 
@@ -131,6 +135,7 @@ pub fn run(
     seed: u64,
 ) -> Result<StormReport> {
     let d = crate::drivers::open(driver, root, &opts.iter().cloned().collect())?;
+    let objects_before = kernel_objects();
     for (id, parent, files) in [(BASE, None, base_files()), (MID, Some(BASE), mid_files())] {
         let id = lid(id);
         if !d.exists(&id) {
@@ -189,7 +194,47 @@ pub fn run(
         d.remove(&id)
             .with_context(|| format!("remove {id} after the storm"))?;
     }
+    let fsck = d.fsck(false)?;
+    report.fsck_findings.extend(
+        fsck.findings
+            .iter()
+            .map(|f| format!("once everything was removed: {f:?}")),
+    );
+    d.cleanup().context("clean up after the storm")?;
+    report.leaked_objects = kernel_objects()
+        .difference(&objects_before)
+        .cloned()
+        .collect();
     Ok(report)
+}
+
+/// The kernel objects a backend makes: device-mapper devices (by name), loop devices (with
+/// their backing files) and ZFS datasets (when the `zfs` command works).
+fn kernel_objects() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let block = Path::new("/sys/block");
+    for e in std::fs::read_dir(block).into_iter().flatten().flatten() {
+        let p = e.path();
+        if let Ok(name) = std::fs::read_to_string(p.join("dm/name")) {
+            out.insert(format!("dm device {}", name.trim()));
+        }
+        if let Ok(file) = std::fs::read_to_string(p.join("loop/backing_file")) {
+            let dev = e.file_name().to_string_lossy().into_owned();
+            out.insert(format!("loop device {dev} on {}", file.trim()));
+        }
+    }
+    if let Ok(o) = Command::new("zfs")
+        .args(["list", "-H", "-o", "name", "-t", "all"])
+        .stderr(Stdio::null())
+        .output()
+    {
+        if o.status.success() {
+            for l in String::from_utf8_lossy(&o.stdout).lines() {
+                out.insert(format!("zfs dataset {l}"));
+            }
+        }
+    }
+    out
 }
 
 /// The mount points below `root` (not `root` itself).
@@ -371,7 +416,13 @@ pub fn worker(d: &dyn GraphDriver, w: usize, seed: u64, secs: u64) -> Result<Wor
         if let Err(e) = result {
             let failed: u64 = report.failures.values().sum();
             if failed < 10 {
-                eprintln!("storm worker {w}: {op}: {e:#}");
+                let mut msg = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    msg = format!("{msg}: {c}");
+                    cause = c.source();
+                }
+                eprintln!("storm worker {w}: {op}: {msg}");
             }
             *report
                 .failures

@@ -164,6 +164,61 @@ fn a_crash_between_snapshot_and_metadata_commit_leaves_no_device() {
     assert_consistent(&d);
 }
 
+/// The names of the live device-mapper devices.
+fn dm_names() -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(n) = std::fs::read_to_string(e.path().join("dm/name")) {
+            out.push(n.trim().to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn a_crash_while_a_device_becomes_a_spare_leaves_nothing_at_the_next_open() {
+    let root = Root::new("retiring", &[]);
+    let d = root.open();
+    d.create(&id("l"), None, &rw()).unwrap();
+    let p = d.get(&id("l"), None).unwrap();
+    std::fs::write(p.join("f"), "x").unwrap();
+    d.put(&id("l")).unwrap();
+    drop(d);
+    assert_eq!(
+        root.graphctl()
+            .args(["mount", "l"])
+            .status()
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+    // the unmount retires the layer's device: killed after its thin table was swapped out,
+    // before it was named a spare
+    let out = root
+        .graphctl()
+        .args(["unmount", "l"])
+        .env("GRAPHDRIVER_FAILPOINT", "devmapper.spare.retiring")
+        .output()
+        .unwrap();
+    assert!(out.status.code().is_none(), "did not crash: {out:?}");
+    assert!(
+        dm_names().iter().any(|n| n.contains("-retiring-")),
+        "no device was left half-retired (the failpoint came too late): {:?}",
+        dm_names()
+    );
+    let d = root.open();
+    assert!(
+        !dm_names().iter().any(|n| n.contains("-retiring-")),
+        "opening the store left a half-retired device: {:?}",
+        dm_names()
+    );
+    let p = d.get(&id("l"), None).unwrap();
+    assert_eq!(std::fs::read_to_string(p.join("f")).unwrap(), "x");
+    d.put(&id("l")).unwrap();
+    assert_consistent(&d);
+}
+
 #[test]
 #[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
 fn an_empty_layer_uses_space_and_a_child_with_a_mib_file_uses_a_mib_more() {

@@ -335,8 +335,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             writeln!(
                 out,
                 "failures: {:?}; layers checked against their history: {}, differing: {:?}; \
-                 leaked mounts: {:?}; fsck: {:?}",
-                r.failures, r.layers_checked, r.mismatches, r.leaked_mounts, r.fsck_findings
+                 leaked mounts: {:?}; fsck: {:?}; leaked devices and datasets: {:?}",
+                r.failures,
+                r.layers_checked,
+                r.mismatches,
+                r.leaked_mounts,
+                r.fsck_findings,
+                r.leaked_objects
             )?;
         }
         return Ok(if r.passed() {
