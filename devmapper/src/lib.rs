@@ -700,6 +700,12 @@ impl Backend for Devmapper {
                     Self::human(st.meta_total * 4096),
                 ));
                 s.push(("Pool Mode".into(), st.mode.clone()));
+                let full = if st.error_if_no_space {
+                    "writes fail (error_if_no_space)"
+                } else {
+                    "writes wait (queue_if_no_space)"
+                };
+                s.push(("When Full".into(), full.into()));
                 let tid = if st.transaction_id == meta.transaction_id {
                     st.transaction_id.to_string()
                 } else {

@@ -120,6 +120,8 @@ impl Pool {
             block_sectors,
             // an event when 1% is left (nothing listens: the pool's status says it too)
             low_water_blocks: (data_bytes / self.block_size / 100).max(1),
+            // a full pool fails a container's writes with ENOSPC instead of hanging them
+            error_if_no_space: true,
         };
         self.dm.create(&self.name).map_err(dm_err)?;
         let loaded = self

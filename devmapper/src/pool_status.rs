@@ -24,6 +24,9 @@ pub struct PoolStatus {
     pub mode: String,
     /// `needs_check` was printed.
     pub needs_check: bool,
+    /// `error_if_no_space` was printed: a write the full pool cannot place fails at once
+    /// (`queue_if_no_space`: it waits up to the kernel's `no_space_timeout`).
+    pub error_if_no_space: bool,
 }
 
 impl FromStr for PoolStatus {
@@ -41,6 +44,7 @@ impl FromStr for PoolStatus {
                 data_total: 0,
                 mode: "Fail".into(),
                 needs_check: false,
+                error_if_no_space: false,
             });
         }
         let pair = |x: Option<&&str>| -> Result<(u64, u64), DevmapperError> {
@@ -59,6 +63,7 @@ impl FromStr for PoolStatus {
             data_total,
             mode,
             needs_check: f.contains(&"needs_check"),
+            error_if_no_space: f.contains(&"error_if_no_space"),
         })
     }
 }
@@ -101,6 +106,9 @@ pub struct PoolTable {
     pub block_sectors: u64,
     /// Free blocks under which the pool raises an event.
     pub low_water_blocks: u64,
+    /// Fail writes at once when the pool is out of data space (`error_if_no_space`), rather
+    /// than queue them for the kernel's `no_space_timeout` (60 s) first.
+    pub error_if_no_space: bool,
 }
 
 impl fmt::Display for PoolTable {
@@ -109,7 +117,11 @@ impl fmt::Display for PoolTable {
             f,
             "{} {} {} {}",
             self.metadata, self.data, self.block_sectors, self.low_water_blocks
-        )
+        )?;
+        if self.error_if_no_space {
+            f.write_str(" 1 error_if_no_space")?;
+        }
+        Ok(())
     }
 }
 
@@ -142,11 +154,11 @@ mod tests {
         assert_eq!((s.meta_used, s.meta_total), (141, 524288));
         assert_eq!((s.data_used, s.data_total), (33, 1638400));
         assert_eq!(s.mode, "rw");
-        assert!(!s.needs_check);
+        assert!(!s.needs_check && !s.error_if_no_space);
         let s: PoolStatus = "0 10/20 0/5 - ro no_discard_passdown error_if_no_space needs_check 4"
             .parse()
             .unwrap();
-        assert!(s.needs_check);
+        assert!(s.needs_check && s.error_if_no_space);
         assert_eq!(s.mode, "ro");
         assert_eq!("Fail".parse::<PoolStatus>().unwrap().mode, "Fail");
         assert!("x 1/2".parse::<PoolStatus>().is_err());
@@ -169,8 +181,14 @@ mod tests {
             data: "7:0".into(),
             block_sectors: 128,
             low_water_blocks: 32768,
+            error_if_no_space: false,
         };
         assert_eq!(t.to_string(), "7:1 7:0 128 32768");
+        let t = PoolTable {
+            error_if_no_space: true,
+            ..t
+        };
+        assert_eq!(t.to_string(), "7:1 7:0 128 32768 1 error_if_no_space");
         let t = ThinTable {
             pool: "253:0".into(),
             device_id: 12,

@@ -570,3 +570,94 @@ fn a_pool_given_by_the_user_is_used_and_kept() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whether `e` is the kernel's answer to a full thin pool reaching a filesystem: ENOSPC, EIO
+/// for a write ext4 could not place, or EROFS once ext4 aborted its journal (whose blocks the
+/// pool could not provide either).
+fn pool_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EIO) | Some(libc::EROFS)
+    )
+}
+
+/// A thin pool smaller than its devices (the loop data file 160 MiB, each device 512 MiB):
+/// filling it fails a container's writes and an apply at once (the pool is made with
+/// `error_if_no_space`, so nothing hangs for the kernel's 60 s), with a typed error for the
+/// apply; the other layers keep their content; removing the layers that filled the pool
+/// gives the space back, and the pool takes writes again (and says so in `status`).
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn a_full_thin_pool_fails_writes_and_applies_and_takes_them_again_once_space_is_freed() {
+    let root = Root::new(
+        "poolfull",
+        &[("dm.loopdatasize", "160M"), ("dm.basesize", "512M")],
+    );
+    let d = root.open();
+    d.create(&id("base"), None, &rw()).unwrap();
+    let p = d.get(&id("base"), None).unwrap();
+    std::fs::write(p.join("keep"), "kept").unwrap();
+    d.put(&id("base")).unwrap();
+
+    // a container's writes
+    d.create(&id("ctr"), Some(&id("base")), &rw()).unwrap();
+    let p = d.get(&id("ctr"), None).unwrap();
+    let status: BTreeMap<String, String> = d.status().into_iter().collect();
+    assert_eq!(status["When Full"], "writes fail (error_if_no_space)");
+    let e = write_file(&p.join("fill"), 400 << 20).unwrap_err();
+    assert!(pool_full(&e), "writing past the pool: {e}");
+    let status: BTreeMap<String, String> = d.status().into_iter().collect();
+    assert_eq!(status["Pool Mode"], "out_of_data_space", "{status:?}");
+    let _ = d.put(&id("ctr"));
+
+    // an apply into a new layer while the pool is full
+    let applied = d
+        .create(&id("applied"), Some(&id("base")), &CreateOpts::default())
+        .and_then(|()| d.apply_diff(&id("applied"), None, &mut big_tar(40, 4 << 20)));
+    match applied {
+        Ok(n) => panic!("an apply of 160 MiB into a full pool succeeded ({n} bytes)"),
+        Err(e) => println!("the apply into the full pool: {e}"),
+    }
+
+    // the other layer is intact, and freeing the space makes the pool usable again
+    for l in ["applied", "ctr"] {
+        if d.exists(&id(l)) {
+            d.remove(&id(l)).unwrap();
+        }
+    }
+    drop(d);
+    let d = root.open();
+    let p = d.get(&id("base"), None).unwrap();
+    assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
+    d.put(&id("base")).unwrap();
+    d.create(&id("after"), Some(&id("base")), &rw()).unwrap();
+    let p = d.get(&id("after"), None).unwrap();
+    write_file(&p.join("mib"), 32 << 20).unwrap();
+    d.put(&id("after")).unwrap();
+    let status: BTreeMap<String, String> = d.status().into_iter().collect();
+    assert_eq!(status["Pool Mode"], "rw", "{status:?}");
+    let report = d.fsck(false).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.findings);
+    assert_consistent(&d);
+}
+
+/// A tar of `files` files of `each` bytes that compress badly, made on the fly.
+fn big_tar(files: usize, each: usize) -> impl std::io::Read {
+    let mut out = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut out);
+        for i in 0..files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(each as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            let data: Vec<u8> = (0..each)
+                .map(|k| ((k as u32).wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
+            b.append_data(&mut h, format!("f{i}"), data.as_slice())
+                .unwrap();
+        }
+        b.finish().unwrap();
+    }
+    std::io::Cursor::new(out)
+}
