@@ -34,3 +34,10 @@ took
 stage "zfs tests and benchmark, in the VM"
 in_vm 900 vm/run -m 4G -p loop,zfs -- bash -c "$ARC; exec $test_bin --ignored --test-threads=1 --nocapture"
 took
+
+stage "storm on zfs, in the VM (${GRAPHDRIVER_VM_STORM_SECS:-15} s; a pool on a file in the guest's RAM)"
+in_vm 600 vm/run -m 4G -p loop,zfs -- bash -c "$ARC; truncate -s 3G /dev/shm/storm.img &&
+  zpool create -m /var/tmp/graphdriver-test/storm-zfs gdstorm /dev/shm/storm.img &&
+  { target/release/graphctl --driver zfs --root /var/tmp/graphdriver-test/storm-zfs storm \
+      --procs 2 --secs ${GRAPHDRIVER_VM_STORM_SECS:-15}; rc=\$?; zpool destroy gdstorm; exit \$rc; }"
+took

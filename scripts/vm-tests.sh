@@ -16,6 +16,11 @@ for b in $bins; do
 done
 echo "--- in the VM: conformance suite on devmapper"
 GRAPHDRIVER_REQUIRE=devmapper in_vm 1800 "$G" vm --modules loop,dm-thin-pool -- "$G" check --driver devmapper
+# the storm (see scripts/storm.sh) on devmapper: two processes for GRAPHDRIVER_VM_STORM_SECS
+# (default 15) seconds, then no dm device, loop device or mount left, fsck clean
+echo "--- in the VM: storm on devmapper"
+in_vm 600 "$G" vm --modules loop,dm-thin-pool -- "$G" --driver devmapper \
+  --root /var/tmp/graphdriver-test/storm-devmapper storm --procs 2 --secs "${GRAPHDRIVER_VM_STORM_SECS:-15}"
 # the suite again with xfs on the thin devices (8 minutes more under emulation, so not in CI
 # by default): GRAPHDRIVER_DM_XFS_SUITE=1
 if [ "${GRAPHDRIVER_DM_XFS_SUITE:-0}" = 1 ]; then
