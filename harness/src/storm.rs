@@ -60,8 +60,9 @@ pub struct StormReport {
     pub leaked_mounts: Vec<String>,
     /// What `fsck` found afterwards, and once everything was removed.
     pub fsck_findings: Vec<String>,
-    /// Kernel objects (device-mapper devices, loop devices, ZFS datasets) that were not there
-    /// before the storm and are still there after everything was removed and cleaned up.
+    /// Kernel objects of the store (device-mapper devices, loop devices, ZFS datasets) that
+    /// were not there before the storm and are still there after everything was removed and
+    /// cleaned up.
     pub leaked_objects: Vec<String>,
 }
 
@@ -135,7 +136,7 @@ pub fn run(
     seed: u64,
 ) -> Result<StormReport> {
     let d = crate::drivers::open(driver, root, &opts.iter().cloned().collect())?;
-    let objects_before = kernel_objects();
+    let objects_before = kernel_objects(root);
     for (id, parent, files) in [(BASE, None, base_files()), (MID, Some(BASE), mid_files())] {
         let id = lid(id);
         if !d.exists(&id) {
@@ -201,40 +202,103 @@ pub fn run(
             .map(|f| format!("once everything was removed: {f:?}")),
     );
     d.cleanup().context("clean up after the storm")?;
-    report.leaked_objects = kernel_objects()
+    report.leaked_objects = kernel_objects(root)
         .difference(&objects_before)
         .cloned()
         .collect();
     Ok(report)
 }
 
-/// The kernel objects a backend makes: device-mapper devices (by name), loop devices (with
-/// their backing files) and ZFS datasets (when the `zfs` command works).
-fn kernel_objects() -> BTreeSet<String> {
+/// The kernel objects a backend makes for the store at `root`: loop devices on files below
+/// it, device-mapper devices that rest on those (directly or through other such devices), and
+/// ZFS datasets below the dataset `root` is mounted from. What other processes make meanwhile
+/// (a test's scratch filesystems) is not counted.
+fn kernel_objects(root: &Path) -> BTreeSet<String> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
     let mut out = BTreeSet::new();
-    let block = Path::new("/sys/block");
-    for e in std::fs::read_dir(block).into_iter().flatten().flatten() {
+    // block device name (loop3, dm-2) -> what it rests on
+    let mut ours: BTreeSet<String> = BTreeSet::new();
+    let mut dms: Vec<(String, String, Vec<String>)> = Vec::new();
+    for e in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let dev = e.file_name().to_string_lossy().into_owned();
         let p = e.path();
-        if let Ok(name) = std::fs::read_to_string(p.join("dm/name")) {
-            out.insert(format!("dm device {}", name.trim()));
-        }
         if let Ok(file) = std::fs::read_to_string(p.join("loop/backing_file")) {
-            let dev = e.file_name().to_string_lossy().into_owned();
-            out.insert(format!("loop device {dev} on {}", file.trim()));
+            if Path::new(file.trim()).starts_with(&root) {
+                out.insert(format!("loop device {dev} on {}", file.trim()));
+                ours.insert(dev.clone());
+            }
+        }
+        if let Ok(name) = std::fs::read_to_string(p.join("dm/name")) {
+            let slaves = std::fs::read_dir(p.join("slaves"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|s| s.file_name().to_string_lossy().into_owned())
+                .collect();
+            dms.push((dev, name.trim().to_owned(), slaves));
         }
     }
-    if let Ok(o) = Command::new("zfs")
-        .args(["list", "-H", "-o", "name", "-t", "all"])
-        .stderr(Stdio::null())
-        .output()
-    {
-        if o.status.success() {
+    // a thin device rests on the pool, the pool on the loop devices
+    loop {
+        let before = ours.len();
+        for (dev, name, slaves) in &dms {
+            if !ours.contains(dev) && slaves.iter().any(|s| ours.contains(s)) {
+                ours.insert(dev.clone());
+                out.insert(format!("dm device {name}"));
+            }
+        }
+        if ours.len() == before {
+            break;
+        }
+    }
+    // and devices named as ours are (the same name up to its last '-'): a thin device's
+    // idle spare rests on nothing (an `error` table)
+    let families: Vec<String> = dms
+        .iter()
+        .filter(|(dev, _, _)| ours.contains(dev))
+        .filter_map(|(_, name, _)| Some(format!("{}-", name.rsplit_once('-')?.0)))
+        .collect();
+    for (_, name, _) in &dms {
+        if families.iter().any(|f| name.starts_with(f.as_str())) {
+            out.insert(format!("dm device {name}"));
+        }
+    }
+    if let Some(dataset) = zfs_dataset_of(&root) {
+        if let Ok(o) = Command::new("zfs")
+            .args(["list", "-H", "-o", "name", "-t", "all", "-r", &dataset])
+            .stderr(Stdio::null())
+            .output()
+        {
             for l in String::from_utf8_lossy(&o.stdout).lines() {
                 out.insert(format!("zfs dataset {l}"));
             }
         }
     }
     out
+}
+
+/// The ZFS dataset the closest mount at or above `path` comes from, if that is ZFS.
+fn zfs_dataset_of(path: &Path) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(usize, Option<String>)> = None;
+    for l in table.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let (Some(point), Some(sep)) = (f.get(4), f.iter().position(|x| *x == "-")) else {
+            continue;
+        };
+        if !path.starts_with(point) {
+            continue;
+        }
+        let zfs = (f.get(sep + 1) == Some(&"zfs")).then(|| f.get(sep + 2).map(|s| s.to_string()));
+        if best.as_ref().is_none_or(|(len, _)| point.len() >= *len) {
+            best = Some((point.len(), zfs.flatten()));
+        }
+    }
+    best?.1
 }
 
 /// The mount points below `root` (not `root` itself).
