@@ -208,3 +208,31 @@ pub fn sweep(dir: &Path) {
         }
     }
 }
+
+/// A layer tar of `files` regular files of `each` bytes (not compressible by the filesystem:
+/// a counter pattern) below `data/`, streamed from a thread through a pipe so it is never
+/// held whole: what the full-disk tests fill a layer with.
+pub fn incompressible_tar(files: usize, each: u64) -> std::io::Result<impl std::io::Read> {
+    let (r, w) = std::io::pipe()?;
+    std::thread::spawn(move || {
+        let mut b = tar::Builder::new(w);
+        for i in 0..files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(each);
+            h.set_mode(0o644);
+            h.set_mtime(1_700_000_000);
+            h.set_entry_type(tar::EntryType::Regular);
+            let data = (0..each).map(|k| (k as u32).wrapping_mul(2654435761).to_le_bytes()[1]);
+            let data: Vec<u8> = data.collect();
+            // the reader may stop early (the apply failed): the pipe then breaks, which ends
+            // this thread
+            if b.append_data(&mut h, format!("data/file-{i}"), data.as_slice())
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = b.finish();
+    });
+    Ok(r)
+}

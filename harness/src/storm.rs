@@ -281,24 +281,11 @@ fn kernel_objects(root: &Path) -> BTreeSet<String> {
     out
 }
 
-/// The ZFS dataset the closest mount at or above `path` comes from, if that is ZFS.
+/// The ZFS dataset the mount holding `path` comes from, if that is ZFS.
 fn zfs_dataset_of(path: &Path) -> Option<String> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut best: Option<(usize, Option<String>)> = None;
-    for l in table.lines() {
-        let f: Vec<&str> = l.split(' ').collect();
-        let (Some(point), Some(sep)) = (f.get(4), f.iter().position(|x| *x == "-")) else {
-            continue;
-        };
-        if !path.starts_with(point) {
-            continue;
-        }
-        let zfs = (f.get(sep + 1) == Some(&"zfs")).then(|| f.get(sep + 2).map(|s| s.to_string()));
-        if best.as_ref().is_none_or(|(len, _)| point.len() >= *len) {
-            best = Some((point.len(), zfs.flatten()));
-        }
-    }
-    best?.1
+    let table = graphdriver_api::mountinfo::MountTable::read().ok()?;
+    let m = table.holding(path)?;
+    (m.fstype == "zfs").then(|| m.source.clone())
 }
 
 /// The mount points below `root` (not `root` itself).

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
 use graphdriver_devmapper::DevmapperDriver;
+use graphdriver_harness::fixture::incompressible_tar;
 
 /// A driver root, its pool taken down and its files removed when dropped.
 struct Root {
@@ -613,7 +614,13 @@ fn a_full_thin_pool_fails_writes_and_applies_and_takes_them_again_once_space_is_
     // an apply into a new layer while the pool is full
     let applied = d
         .create(&id("applied"), Some(&id("base")), &CreateOpts::default())
-        .and_then(|()| d.apply_diff(&id("applied"), None, &mut big_tar(40, 4 << 20)));
+        .and_then(|()| {
+            d.apply_diff(
+                &id("applied"),
+                None,
+                &mut incompressible_tar(40, 4 << 20).unwrap(),
+            )
+        });
     match applied {
         Ok(n) => panic!("an apply of 160 MiB into a full pool succeeded ({n} bytes)"),
         Err(e) => println!("the apply into the full pool: {e}"),
@@ -639,25 +646,4 @@ fn a_full_thin_pool_fails_writes_and_applies_and_takes_them_again_once_space_is_
     let report = d.fsck(false).unwrap();
     assert!(report.is_clean(), "{:#?}", report.findings);
     assert_consistent(&d);
-}
-
-/// A tar of `files` files of `each` bytes that compress badly, made on the fly.
-fn big_tar(files: usize, each: usize) -> impl std::io::Read {
-    let mut out = Vec::new();
-    {
-        let mut b = tar::Builder::new(&mut out);
-        for i in 0..files {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(each as u64);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
-            let data: Vec<u8> = (0..each)
-                .map(|k| ((k as u32).wrapping_mul(2654435761) >> 13) as u8)
-                .collect();
-            b.append_data(&mut h, format!("f{i}"), data.as_slice())
-                .unwrap();
-        }
-        b.finish().unwrap();
-    }
-    std::io::Cursor::new(out)
 }

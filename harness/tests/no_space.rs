@@ -6,12 +6,12 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
 use graphdriver_harness::drivers;
-use graphdriver_harness::fixture::ScratchFs;
+use graphdriver_harness::fixture::{incompressible_tar, ScratchFs};
 
 const DRIVERS: &[(&str, &str, u64)] = &[
     ("vfs", "ext4", 96 << 20),
@@ -41,33 +41,6 @@ fn free(p: &Path) -> u64 {
 
 fn no_space(e: &DriverError) -> bool {
     e.is_storage_full()
-}
-
-/// A layer tar of `files` regular files of `each` bytes (not compressible by the filesystem:
-/// a counter pattern), streamed from a thread through a pipe so it is never held whole.
-fn big_tar(files: usize, each: u64) -> impl Read {
-    let (r, w) = std::io::pipe().unwrap();
-    std::thread::spawn(move || {
-        let mut b = tar::Builder::new(w);
-        for i in 0..files {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(each);
-            h.set_mode(0o644);
-            h.set_mtime(1_700_000_000);
-            h.set_entry_type(tar::EntryType::Regular);
-            let data = (0..each).map(|k| (k as u32).wrapping_mul(2654435761).to_le_bytes()[1]);
-            let data: Vec<u8> = data.collect();
-            // the reader may stop early (the apply failed): the pipe then breaks, which ends
-            // this thread
-            if b.append_data(&mut h, format!("data/file-{i}"), data.as_slice())
-                .is_err()
-            {
-                return;
-            }
-        }
-        let _ = b.finish();
-    });
-    r
 }
 
 fn small_tar() -> Vec<u8> {
@@ -135,7 +108,11 @@ fn an_apply_that_fills_the_disk_fails_with_enospc_and_changes_nothing() {
         let before = free(fs.path());
         // Twice the filesystem: the disk fills part-way through.
         let err = d
-            .apply_diff(&lid("child"), None, &mut big_tar(40, size / 20))
+            .apply_diff(
+                &lid("child"),
+                None,
+                &mut incompressible_tar(40, size / 20).unwrap(),
+            )
             .expect_err("an archive twice the disk's size applied");
         assert!(no_space(&err), "{name}: not ENOSPC: {err:?}");
         assert!(
@@ -151,8 +128,12 @@ fn an_apply_that_fills_the_disk_fails_with_enospc_and_changes_nothing() {
         assert_eq!(sorted(d.as_ref()), ["base", "child"], "{name}");
         assert_clean(d.as_ref(), fs.path(), "after the failed apply");
         // The layer takes an archive that fits.
-        d.apply_diff(&lid("child"), None, &mut big_tar(2, 1 << 20))
-            .unwrap();
+        d.apply_diff(
+            &lid("child"),
+            None,
+            &mut incompressible_tar(2, 1 << 20).unwrap(),
+        )
+        .unwrap();
         assert_eq!(d.changes(&lid("child"), None).unwrap().len(), 3, "{name}");
         drop(d);
         let d = open(name, &fs);
@@ -174,8 +155,12 @@ fn a_full_disk_from_a_containers_writes_leaves_create_whole_or_refused() {
         // A base big enough that vfs's full copy of it needs real space.
         d.create(&lid("base"), None, &CreateOpts::default())
             .unwrap();
-        d.apply_diff(&lid("base"), None, &mut big_tar(4, size / 16))
-            .unwrap();
+        d.apply_diff(
+            &lid("base"),
+            None,
+            &mut incompressible_tar(4, size / 16).unwrap(),
+        )
+        .unwrap();
         let rw = CreateOpts {
             read_write: true,
             ..CreateOpts::default()

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
-use graphdriver_harness::fixture::{run, ScratchFs};
+use graphdriver_harness::fixture::{incompressible_tar, run, ScratchFs};
 
 fn pool() -> ScratchFs {
     ScratchFs::new(Path::new("/var/tmp/graphdriver-test"), "zfs", 2 << 30, "").unwrap()
@@ -415,7 +415,13 @@ fn a_full_pool_fails_writes_and_applies_with_enospc_and_recovers() {
     let applied = id("applied");
     let r = d
         .create(&applied, Some(&base), &CreateOpts::default())
-        .and_then(|()| d.apply_diff(&applied, None, &mut big_tar(16, 4 << 20)));
+        .and_then(|()| {
+            d.apply_diff(
+                &applied,
+                None,
+                &mut incompressible_tar(16, 4 << 20).unwrap(),
+            )
+        });
     match r {
         Ok(n) => panic!("an apply of 64 MiB into a full pool succeeded ({n} bytes)"),
         Err(e) => assert!(e.is_storage_full(), "the apply failed with {e} ({e:?})"),
@@ -423,7 +429,7 @@ fn a_full_pool_fails_writes_and_applies_with_enospc_and_recovers() {
     if d.exists(&applied) {
         // the create went through: the apply left it as it was, empty
         let p = d.get(&applied, None).unwrap();
-        assert!(!p.join("f0").exists(), "a failed apply left a file");
+        assert!(!p.join("data").exists(), "a failed apply left files");
         d.put(&applied).unwrap();
         d.remove(&applied).unwrap();
     }
@@ -451,27 +457,4 @@ fn a_full_pool_fails_writes_and_applies_with_enospc_and_recovers() {
     assert!(report.is_clean(), "{:#?}", report.findings);
     d.remove(&after).unwrap();
     d.remove(&base).unwrap();
-}
-
-/// A tar of `files` files of `each` bytes that do not compress, made on the fly.
-fn big_tar(files: usize, each: usize) -> std::io::Cursor<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    for i in 0..files {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(each as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        let data: Vec<u8> = (0..each)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        b.append_data(&mut h, format!("f{i}"), data.as_slice())
-            .unwrap();
-    }
-    std::io::Cursor::new(b.into_inner().unwrap())
 }
