@@ -426,6 +426,35 @@ fn a_full_pool_fails_writes_and_applies_with_enospc_and_recovers() {
         Ok(n) => panic!("an apply of 64 MiB into a full pool succeeded ({n} bytes)"),
         Err(e) => assert!(e.is_storage_full(), "the apply failed with {e} ({e:?})"),
     }
+    // Nothing is mounted while the pool is full: a mount makes its mount point on the pool
+    // (the driver root is on it), which ZFS refuses then. Removing the layer that filled it
+    // gives the space back, in the background: wait until a new layer takes 16 MiB.
+    d.remove(&ctr).unwrap();
+    let after = id("after");
+    let attempt = || -> Result<(), (bool, String)> {
+        let full = |e: DriverError| (e.is_storage_full(), format!("{e}"));
+        if !d.exists(&after) {
+            d.create(&after, Some(&base), &rw()).map_err(full)?;
+        }
+        let p = d.get(&after, None).map_err(full)?;
+        let w = write_mib(&p.join("mib"), 16);
+        d.put(&after).map_err(|e| (false, format!("{e}")))?;
+        w.map_err(|e| (e.raw_os_error() == Some(libc::ENOSPC), format!("{e}")))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match attempt() {
+            Ok(()) => break,
+            Err((true, _)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500))
+            }
+            Err((_, e)) => panic!("writing after the space was freed: {e}"),
+        }
+    }
+    // the other layer kept its content, and a failed apply left its layer empty
+    let p = d.get(&base, None).unwrap();
+    assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
+    d.put(&base).unwrap();
     if d.exists(&applied) {
         // the create went through: the apply left it as it was, empty
         let p = d.get(&applied, None).unwrap();
@@ -433,26 +462,6 @@ fn a_full_pool_fails_writes_and_applies_with_enospc_and_recovers() {
         d.put(&applied).unwrap();
         d.remove(&applied).unwrap();
     }
-
-    let p = d.get(&base, None).unwrap();
-    assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
-    d.put(&base).unwrap();
-    d.remove(&ctr).unwrap();
-    // ZFS frees a destroyed dataset's blocks in the background
-    let after = id("after");
-    d.create(&after, Some(&base), &rw()).unwrap();
-    let p = d.get(&after, None).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match write_mib(&p.join("mib"), 16) {
-            Ok(()) => break,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(500))
-            }
-            Err(e) => panic!("writing after the space was freed: {e}"),
-        }
-    }
-    d.put(&after).unwrap();
     let report = d.fsck(false).unwrap();
     assert!(report.is_clean(), "{:#?}", report.findings);
     d.remove(&after).unwrap();
