@@ -209,21 +209,28 @@ pub fn sweep(dir: &Path) {
     }
 }
 
-/// A layer tar of `files` regular files of `each` bytes (not compressible by the filesystem:
-/// a counter pattern) below `data/`, streamed from a thread through a pipe so it is never
+/// A layer tar of `files` regular files of `each` bytes below `data/` (xorshift bytes, which
+/// no filesystem compression shrinks), streamed from a thread through a pipe so it is never
 /// held whole: what the full-disk tests fill a layer with.
 pub fn incompressible_tar(files: usize, each: u64) -> std::io::Result<impl std::io::Read> {
     let (r, w) = std::io::pipe()?;
     std::thread::spawn(move || {
         let mut b = tar::Builder::new(w);
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for i in 0..files {
             let mut h = tar::Header::new_ustar();
             h.set_size(each);
             h.set_mode(0o644);
             h.set_mtime(1_700_000_000);
             h.set_entry_type(tar::EntryType::Regular);
-            let data = (0..each).map(|k| (k as u32).wrapping_mul(2654435761).to_le_bytes()[1]);
-            let data: Vec<u8> = data.collect();
+            let data: Vec<u8> = (0..each)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
             // the reader may stop early (the apply failed): the pipe then breaks, which ends
             // this thread
             if b.append_data(&mut h, format!("data/file-{i}"), data.as_slice())
