@@ -208,6 +208,16 @@ fn a_full_disk_from_a_containers_writes_leaves_create_whole_or_refused() {
             }
         }
         assert_clean(d.as_ref(), fs.path(), "after creates on a full disk");
+        // A create takes space: it never spends the reserve kept for the remove that frees it.
+        let reserve = fs
+            .path()
+            .join("root")
+            .join(name)
+            .join(".store/space-reserve");
+        assert!(
+            reserve.exists(),
+            "{name}: a create on a full disk gave up the space reserve"
+        );
         let made: Vec<String> = sorted(d.as_ref());
         drop(d);
         let d = open(name, &fs);
@@ -244,5 +254,69 @@ fn a_full_disk_from_a_containers_writes_leaves_create_whole_or_refused() {
             }
         }
         d.remove(&lid("base")).unwrap();
+    }
+}
+
+/// Fills the filesystem at `dir` with a file of its own, in shrinking chunks, until the
+/// kernel refuses even 4 KiB; returns the file.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    for chunk in [1 << 20, 64 << 10, 4 << 10] {
+        let buf = vec![0x3cu8; chunk];
+        while f.write_all(&buf).and_then(|_| f.sync_data()).is_ok() {}
+    }
+    path
+}
+
+/// A disk filled by someone else: creates and applies fail with a storage-full error (or
+/// succeed whole) without spending the space reserve, which stays for the removes that
+/// free space; every layer can then be removed, and once the disk has room the store makes
+/// layers again.
+#[test]
+fn on_a_full_disk_creates_leave_the_reserve_to_removes() {
+    for &(name, fstype, size) in DRIVERS {
+        if !drivers::kernel_offers(name) {
+            continue;
+        }
+        let fs = scratch(fstype, size);
+        let d = open(name, &fs);
+        for l in ["a", "b", "c"] {
+            d.create(&lid(l), None, &CreateOpts::default()).unwrap();
+            d.apply_diff(&lid(l), None, &mut &small_tar()[..]).unwrap();
+        }
+        let filler = fill(fs.path());
+        for i in 0..4 {
+            let id = lid(&format!("full-{i}"));
+            let made = d
+                .create(&id, Some(&lid("a")), &CreateOpts::default())
+                .and_then(|()| d.apply_diff(&id, None, &mut &small_tar()[..]));
+            if let Err(e) = made {
+                assert!(no_space(&e), "{name}: {id} failed with {e:?}");
+            }
+        }
+        let reserve = fs
+            .path()
+            .join("root")
+            .join(name)
+            .join(".store/space-reserve");
+        assert!(
+            reserve.exists(),
+            "{name}: an operation that takes space gave up the reserve"
+        );
+        // every layer goes, children first, on the disk still full
+        for l in sorted(d.as_ref()).iter().rev() {
+            d.remove(&lid(l))
+                .unwrap_or_else(|e| panic!("{name}: removing {l} on a full disk: {e:?}"));
+        }
+        assert!(sorted(d.as_ref()).is_empty(), "{name}");
+        std::fs::remove_file(filler).unwrap();
+        d.create(&lid("after"), None, &CreateOpts::default())
+            .unwrap();
+        d.apply_diff(&lid("after"), None, &mut &small_tar()[..])
+            .unwrap();
+        assert!(reserve.exists(), "{name}: the reserve was not made again");
+        assert_clean(d.as_ref(), fs.path(), "after the disk had room again");
+        d.remove(&lid("after")).unwrap();
     }
 }

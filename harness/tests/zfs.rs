@@ -426,6 +426,8 @@ fn a_full_pool_fails_writes_and_applies_with_enospc_and_recovers() {
         Ok(n) => panic!("an apply of 64 MiB into a full pool succeeded ({n} bytes)"),
         Err(e) => assert!(e.is_storage_full(), "the apply failed with {e} ({e:?})"),
     }
+    // the failed create or apply left the space reserve to the remove below
+    assert!(fs.path().join("zfs/.store/space-reserve").exists());
     // Nothing is mounted while the pool is full: a mount makes its mount point on the pool
     // (the driver root is on it), which ZFS refuses then. Removing the layer that filled it
     // gives the space back, in the background: wait until a new layer takes 16 MiB.

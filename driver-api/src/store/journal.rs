@@ -137,19 +137,44 @@ impl Journal {
     /// Writes (or replaces) the record for `entry.id`, atomically: a crashed process leaves
     /// the old record or the new one. (Not flushed to disk: see the crate docs on power loss.)
     ///
-    /// On a full disk the space reserve is given up and the write tried again, so that the
-    /// operations that free space (`remove` above all) still run when nothing else can;
-    /// [`finish`](Self::finish) makes the reserve again once there is room.
+    /// On a full disk a `remove` gives the space reserve up and tries again, so that the
+    /// operation that frees space still runs when nothing else can; [`finish`](Self::finish)
+    /// makes the reserve again once there is room. The operations that take space (create,
+    /// apply) never touch the reserve: they fail with a storage-full error, and the reserve
+    /// stays for the remove that makes room.
     pub fn write(&self, entry: &Entry) -> Result<()> {
         let data = serde_json::to_vec(entry).map_err(|e| DriverError::Corrupt {
             path: self.path(&entry.id),
             reason: e.to_string(),
         })?;
         match write_atomic(&self.path(&entry.id), &data) {
-            Err(e) if e.is_storage_full() && self.release_reserve() => {
-                write_atomic(&self.path(&entry.id), &data)
+            Err(e)
+                if e.is_storage_full()
+                    && entry.op == Operation::Remove
+                    && self.release_reserve() =>
+            {
+                self.write_after_release(&entry.id, &data)
             }
             other => other,
+        }
+    }
+
+    /// Writes a remove's record once the reserve is given up. Filesystems that free space
+    /// when their transaction commits may refuse the first try: ZFS counts an unlinked
+    /// file's blocks as used until its transaction group syncs (within `zfs_txg_timeout`,
+    /// 5 s), and its `syncfs` commits only the intent log. So the write is tried again for
+    /// up to about 10 s while the disk says it is full.
+    fn write_after_release(&self, id: &LayerId, data: &[u8]) -> Result<()> {
+        let mut wait = std::time::Duration::from_millis(50);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match write_atomic(&self.path(id), data) {
+                Err(e) if e.is_storage_full() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                other => return other,
+            }
         }
     }
 
