@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # The clean-root check: does the README's set-up work on a machine that has only what a new
 # machine of this kind has? Run as root. Safe to run twice; leaves nothing behind.
-#   scripts/fresh-check.sh [--rev REV]     (default: HEAD of this repository)
+#   scripts/fresh-check.sh [--rev REV] [--share-target]     (default: HEAD of this repository)
+#
+# --share-target (what .ci/run passes): the clean root builds into this checkout's own
+# target/, its clone placed at this checkout's path, so the release build the tests run next
+# here is already done (cargo finds it fresh: same paths, same toolchain, sources older than
+# the build) instead of being made twice. Only for a checkout with nothing uncommitted, at
+# REV: otherwise the build would not be of the files here.
 #
 # In a private mount namespace it makes a clean Debian 12 root on a tmpfs (from the
 # debootstrap rootfs the tests cache), binds the host's Rust toolchain into it read-only, and
@@ -15,20 +21,26 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 REV=HEAD
+SHARE=
 while [ $# -gt 0 ]; do
   case $1 in
     --rev) REV=$2; shift 2 ;;
-    *) echo "usage: scripts/fresh-check.sh [--rev REV]" >&2; exit 2 ;;
+    --share-target) SHARE=1; shift ;;
+    *) echo "usage: scripts/fresh-check.sh [--rev REV] [--share-target]" >&2; exit 2 ;;
   esac
 done
 COMMIT=$(git -C "$HERE" rev-parse --verify "$REV^{commit}")
+if [ -n "$SHARE" ]; then
+  [ "$(git -C "$HERE" rev-parse HEAD)" = "$COMMIT" ] && [ -z "$(git -C "$HERE" status --porcelain)" ] || {
+    echo "fresh-check: --share-target needs a checkout at $COMMIT with nothing uncommitted" >&2; exit 2; }
+fi
 
 if [ -z "${GRAPHDRIVER_FRESH_NS:-}" ]; then
   [ "$(id -u)" = 0 ] || { echo "fresh-check: run as root" >&2; exit 1; }
   ROOTFS_TAR=${GRAPHDRIVER_ROOTFS_TAR:-$("$HERE/scripts/debian-rootfs.sh")}
   # everything mounted below dies with the namespace, whatever happens
   exec env GRAPHDRIVER_FRESH_NS=1 GRAPHDRIVER_ROOTFS_TAR="$ROOTFS_TAR" \
-    unshare --mount --propagation private "$0" --rev "$COMMIT"
+    unshare --mount --propagation private "$0" --rev "$COMMIT" ${SHARE:+--share-target}
 fi
 
 T0=$(date +%s)
@@ -60,6 +72,10 @@ mkdir -p "$NEW$RUSTUP" "$NEW$CARGO_BIN" "$NEW/src"
 mount --bind "$RUSTUP" "$NEW$RUSTUP" && mount -o remount,bind,ro "$NEW$RUSTUP"
 mount --bind "$CARGO_BIN" "$NEW$CARGO_BIN" && mount -o remount,bind,ro "$NEW$CARGO_BIN"
 mount --bind "$HERE" "$NEW/src" && mount -o remount,bind,ro "$NEW/src"
+# where the clone goes: with --share-target, this checkout's path (so that cargo's records
+# name the same files), its target/ this checkout's
+WORK=/work/graphdriver
+[ -z "$SHARE" ] || WORK=$HERE
 
 inside() {
   chroot "$NEW" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI=true \
@@ -76,17 +92,21 @@ step "what a new machine has: gcc, libc6-dev, git, python3, ca-certificates"
 inside 'apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
   apt-get install -y -q --no-install-recommends gcc libc6-dev git python3 ca-certificates >/dev/null'
 step "clone"
-inside "git clone -q /src /work/graphdriver && git -C /work/graphdriver checkout -q $COMMIT"
+inside "git clone -q /src $WORK && git -C $WORK checkout -q $COMMIT"
+if [ -n "$SHARE" ]; then
+  mkdir -p "$HERE/target" "$NEW$WORK/target"
+  mount --bind "$HERE/target" "$NEW$WORK/target"
+fi
 step "the README's install step (scripts/install-deps.sh)"
-inside 'cd /work/graphdriver && scripts/install-deps.sh'
+inside "cd $WORK && scripts/install-deps.sh"
 step "cargo build --workspace --all-targets --release"
-inside 'cd /work/graphdriver && cargo build --workspace --all-targets --release'
+inside "cd $WORK && cargo build --workspace --all-targets --release"
 step "graphctl --driver zfs status (no ZFS here: Unsupported, not a load failure)"
-inside 'cd /work/graphdriver
+inside "cd $WORK"'
   set +e; out=$(target/release/graphctl --driver zfs --root /var/tmp/zfs-root status 2>&1); rc=$?; set -e
   echo "$out"
   [ "$rc" = 1 ] && grep -q "not supported\|unsupported\|Unsupported" <<<"$out" && grep -q "libzfs\|zfs" <<<"$out"'
 step "conformance suite on vfs"
-inside 'cd /work/graphdriver && GRAPHDRIVER_REQUIRE=vfs target/release/graphctl check --driver vfs'
+inside "cd $WORK"' && GRAPHDRIVER_REQUIRE=vfs target/release/graphctl check --driver vfs'
 step "passed"
 umount -R "$NEW" 2>/dev/null || umount -l "$NEW"

@@ -1,13 +1,26 @@
-# Sourced by the VM scripts. test_binaries ARGS...: builds the test targets that
-# `cargo test --release ARGS --no-run` names and prints their executables' paths, one a line
-# (they run in the VM unchanged, the host's root being shared).
+# Sourced by the VM scripts.
+#
+# build_workspace: the release build every script shares (`cargo build --workspace
+# --all-targets --release`, as scripts/test.sh runs it). Building a single package instead
+# (`-p ...`) resolves other cargo features for the dependencies they share, so it rebuilds
+# them and relinks target/release/graphctl, and the next whole-workspace build undoes it.
+build_workspace() {
+  cargo build --workspace --all-targets --release
+}
+
+# test_binaries NAME...: the executables of the integration tests named NAME (for example
+# `devmapper` for harness/tests/devmapper.rs), one a line, built as `cargo test --workspace
+# --release` builds them (so nothing is rebuilt after scripts/test.sh). They run in the VM
+# unchanged, the host's root being shared.
 test_binaries() {
-  cargo test --release "$@" --no-run --message-format=json 2>/dev/null |
+  cargo test --workspace --release --no-run --message-format=json 2>/dev/null |
     python3 -c 'import sys, json
+names = sys.argv[1:]
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        print(m["executable"])'
+    t = m.get("target") or {}
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and t.get("kind") == ["test"] and t.get("name") in names:
+        print(m["executable"])' "$@"
 }
 
 # in_vm SECONDS COMMAND...: runs COMMAND (a `graphctl vm` or `vm/run` line) and, when it has

@@ -12,10 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${1:-bench-report-vm}")
 vm/setup.sh >/dev/null
-cargo build --release -q -p graphdriver-harness --bin graphctl
-G=$PWD/target/release/graphctl
 . scripts/test-binaries.sh
-bin=$(test_binaries -p graphdriver-harness --test devmapper)
+build_workspace
+G=$PWD/target/release/graphctl
+bin=$(test_binaries devmapper)
 [ -n "$bin" ] || { echo "vm-bench: no test binary" >&2; exit 1; }
 echo "--- in the VM: create + mount of a container layer, devmapper against overlay2"
 "$G" vm --modules loop,dm-thin-pool -- "$bin" --ignored --nocapture container_layer

@@ -17,10 +17,9 @@ vm/setup-zfs.sh
 took
 
 stage "build"
-cargo test --release -p graphdriver-zfs
-cargo build --release -p graphdriver-harness --bin graphctl
 . scripts/test-binaries.sh
-test_bin=$(test_binaries -p graphdriver-harness --test zfs)
+build_workspace
+test_bin=$(test_binaries zfs)
 [ -n "$test_bin" ] || { echo "vm-tests-zfs: no test binary" >&2; exit 1; }
 took
 

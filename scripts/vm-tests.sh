@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 vm/setup.sh >/dev/null
 . scripts/test-binaries.sh
-bins=$(test_binaries -p graphdriver-harness --test vfs_quota --test overlay2 --test devmapper)
-[ -n "$bins" ] || { echo "vm-tests: no test binaries" >&2; exit 1; }
+build_workspace
+bins=$(test_binaries vfs_quota overlay2 devmapper)
+[ "$(wc -w <<<"$bins")" = 3 ] || { echo "vm-tests: not three test binaries: $bins" >&2; exit 1; }
 G=$PWD/target/release/graphctl
-[ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
 for b in $bins; do
   echo "--- in the VM: $(basename "$b") --ignored"
   in_vm 600 "$G" vm --modules loop,dm-thin-pool -- "$b" --ignored --test-threads=1

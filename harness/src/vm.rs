@@ -321,7 +321,8 @@ fn initramfs(kver: &str, cache: &Path, modules: &[String]) -> Result<PathBuf> {
         }
     }
     c.file("m/order", false, order.as_bytes());
-    let tmp = path.with_extension("tmp");
+    // this process's own name: two VMs starting at once may both build it
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, c.finish()).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))?;
     Ok(path)
@@ -341,9 +342,9 @@ fn kernel_image(kver: &str, cache: &Path) -> Result<PathBuf> {
     if fresh(&elf) {
         return Ok(elf);
     }
-    let script = cache.join("extract-vmlinux.py");
+    let script = cache.join(format!("extract-vmlinux.{}.py", std::process::id()));
     std::fs::write(&script, EXTRACT_VMLINUX)?;
-    let tmp = elf.with_extension("tmp");
+    let tmp = elf.with_extension(format!("tmp{}", std::process::id()));
     let ok = Command::new("python3")
         .arg(&script)
         .arg(&bz)
@@ -351,6 +352,7 @@ fn kernel_image(kver: &str, cache: &Path) -> Result<PathBuf> {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_file(&script);
     if ok {
         std::fs::rename(&tmp, &elf)?;
         return Ok(elf);
