@@ -170,7 +170,10 @@ pub trait GraphDriver: Send + Sync + fmt::Debug {
     /// Applies an OCI layer tar to `id`, a layer with no children that is not mounted, and
     /// returns the applied size: the bytes of regular files, each hardlinked inode once, equal
     /// to [`diff_size`](Self::diff_size) afterwards. All or nothing: on error the layer is as
-    /// before the call, and a crash part-way is repaired at the next open. `parent` is
+    /// before the call, and a crash part-way is repaired at the next open. The applied files
+    /// are on the disk before the layer shows them (`syncfs` of the layer's filesystem), so an
+    /// I/O error the kernel meets only at write-back fails the call, and a power loss after
+    /// it returned does not leave empty files. `parent` is
     /// accepted for compatibility with other graph driver APIs; the archive always applies to
     /// the layer as it is.
     /// Checked by the `diff::*` and `bad_input::*` cases.

@@ -264,7 +264,7 @@ impl<B: Backend> LayerStore<B> {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        // Atomic but not flushed, like the layer data itself: after a power loss a layer
+        // Atomic but not flushed, like a container's writes: after a power loss a layer
         // created just before is whole or absent (its data is then swept by `stored_ids`).
         write_atomic(&path, &data)
     }
@@ -1039,10 +1039,22 @@ impl<B: Backend> LayerStore<B> {
                     .map(|st| (st.st_mtime, st.st_mtime_nsec as i64)),
             },
         };
+        // Opened before the first write, so that the syncfs below reports a write-back error
+        // of anything this apply wrote, whenever the kernel met it.
+        let fs = std::fs::File::open(&target.dir).ctx("open", &target.dir)?;
         self.journal.write(&entry)?;
         crate::tree::remove_tree(&staging)?;
         std::fs::create_dir_all(&staging).ctx("create directory", &staging)?;
         let result = archive::apply(tar, target, &staging, &mut || {
+            // The staged files reach the disk before the merge makes them the layer's: a
+            // failing disk (EIO) or a thin pool out of space, which the kernel meets only at
+            // write-back, fails the apply while it can still be rolled back, and a power loss
+            // after `apply_diff` returned never leaves the layer with empty files (the data
+            // loss containerd#5854 and moby#49784 report). The merge's renames are metadata,
+            // which the filesystem's own journal orders.
+            rustix::fs::syncfs(&fs)
+                .map_err(std::io::Error::from)
+                .ctx("sync the filesystem of", &target.dir)?;
             if let Operation::Apply { merging, .. } = &mut entry.op {
                 *merging = true;
             }
