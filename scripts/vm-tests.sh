@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tests that need kernel features this host lacks (quotas, device-mapper), run inside the VM
+# Tests that need kernel features this host lacks (quotas, device-mapper: also the I/O-error
+# cases, a dm `error` target under each backend's filesystem), run inside the VM
 # (`graphctl vm`): the test binaries built here run there unchanged, with --ignored selecting
 # them; then the whole conformance suite on devmapper, with nothing allowed to skip.
 set -euo pipefail
@@ -7,12 +8,12 @@ cd "$(dirname "$0")/.."
 vm/setup.sh >/dev/null
 . scripts/test-binaries.sh
 build_workspace
-bins=$(test_binaries vfs_quota overlay2 devmapper)
-[ "$(wc -w <<<"$bins")" = 3 ] || { echo "vm-tests: not three test binaries: $bins" >&2; exit 1; }
+bins=$(test_binaries vfs_quota overlay2 devmapper eio)
+[ "$(wc -w <<<"$bins")" = 4 ] || { echo "vm-tests: not four test binaries: $bins" >&2; exit 1; }
 G=$PWD/target/release/graphctl
 for b in $bins; do
   echo "--- in the VM: $(basename "$b") --ignored"
-  in_vm 600 "$G" vm --modules loop,dm-thin-pool -- "$b" --ignored --test-threads=1
+  in_vm 600 "$G" vm --modules loop,dm-thin-pool,ext4,btrfs,overlay -- "$b" --ignored --test-threads=1
 done
 echo "--- in the VM: conformance suite on devmapper"
 GRAPHDRIVER_REQUIRE=devmapper in_vm 1800 "$G" vm --modules loop,dm-thin-pool -- "$G" check --driver devmapper
