@@ -322,7 +322,7 @@ pub fn page(r: &BenchReport) -> String {
     for (id, title) in [
         (
             "import",
-            "Image import throughput: apply_diff against tar -xpf",
+            "Image import throughput: apply_diff against tar -xpf + syncfs",
         ),
         ("export", "Image export throughput: diff against tar -cf"),
     ] {

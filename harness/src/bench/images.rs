@@ -188,7 +188,9 @@ pub fn images(cx: &Ctx, t: &Target, archives: &Archives) -> Result<Vec<Measureme
             Compression::Gzip => ("gzip", "-z"),
             _ => ("zstd", "--zstd"),
         };
-        let baseline = format!("tar {tar_flag} -xpf");
+        // + syncfs: an import leaves its layers on the disk before it returns (apply_diff
+        // syncs), so the baseline does too
+        let baseline = format!("tar {tar_flag} -xpf + syncfs");
         out.extend(pair(&format!("import {cname}")).run(
             "image import",
             &mut |_| {
@@ -211,7 +213,9 @@ pub fn images(cx: &Ctx, t: &Target, archives: &Archives) -> Result<Vec<Measureme
                     ])
                     .arg(blob)
                     .arg("-C")
-                    .arg(&dir))
+                    .arg(&dir))?;
+                    rustix::fs::syncfs(File::open(&dir)?)?;
+                    Ok(())
                 })?;
                 remove(&dir)?;
                 Ok(s)
