@@ -41,6 +41,10 @@ pub enum DevmapperError {
         pool: String,
         /// Its state.
         state: String,
+        /// ENOSPC when the pool is out of data space, so that
+        /// [`DriverError::is_storage_full`] says so.
+        #[source]
+        full: Option<io::Error>,
     },
     /// Every thin device id (24 bits) is taken.
     #[error("no free thin device id in the pool")]
@@ -84,5 +88,30 @@ impl DevmapperError {
 impl From<DevmapperError> for DriverError {
     fn from(e: DevmapperError) -> Self {
         DriverError::Backend(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unusable(mode: &str) -> DriverError {
+        DevmapperError::PoolUnusable {
+            pool: "p".into(),
+            state: mode.into(),
+            full: (mode == "out_of_data_space").then(|| io::Error::from_raw_os_error(libc::ENOSPC)),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_pool_out_of_data_space_is_storage_full_and_a_read_only_one_is_not() {
+        let full = unusable("out_of_data_space");
+        assert!(full.is_storage_full(), "{full:?}");
+        assert_eq!(
+            full.to_string(),
+            "thin pool p is not usable: out_of_data_space"
+        );
+        assert!(!unusable("ro").is_storage_full());
     }
 }

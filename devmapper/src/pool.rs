@@ -170,6 +170,8 @@ impl Pool {
                     st.mode,
                     if st.needs_check { ", needs_check" } else { "" }
                 ),
+                full: (st.mode == "out_of_data_space")
+                    .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC)),
             }
             .into());
         }

@@ -153,6 +153,41 @@ impl Drop for ZfsDataset {
     }
 }
 
+/// A sparse file attached to a loop device (for device-mapper tables made by hand); detached
+/// and deleted when dropped.
+pub struct LoopFile {
+    path: PathBuf,
+    dev: String,
+}
+
+impl LoopFile {
+    /// Makes `path`, `size` bytes of holes, and attaches it.
+    pub fn new(path: &Path, size: u64) -> Result<LoopFile> {
+        std::fs::File::create(path)
+            .and_then(|f| f.set_len(size))
+            .with_context(|| format!("make {}", path.display()))?;
+        let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(path))?
+            .trim()
+            .to_owned();
+        Ok(LoopFile {
+            path: path.to_owned(),
+            dev,
+        })
+    }
+
+    /// The loop device, `/dev/loopN`.
+    pub fn dev(&self) -> &str {
+        &self.dev
+    }
+}
+
+impl Drop for LoopFile {
+    fn drop(&mut self) {
+        let _ = run(Command::new("losetup").args(["-d", &self.dev]));
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 fn next_serial() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
 use graphdriver_devmapper::DevmapperDriver;
-use graphdriver_harness::fixture::incompressible_tar;
+use graphdriver_harness::fixture::{incompressible_tar, LoopFile};
 
 /// A driver root, its pool taken down and its files removed when dropped.
 struct Root {
@@ -520,22 +520,9 @@ fn a_pool_given_by_the_user_is_used_and_kept() {
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let (data, meta) = (dir.join("data"), dir.join("meta"));
-    std::fs::File::create(&data)
-        .unwrap()
-        .set_len(4 << 30)
-        .unwrap();
-    std::fs::File::create(&meta)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let attach = |f: &Path| {
-        run(Command::new("losetup").args(["-f", "--show"]).arg(f))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let (data_dev, meta_dev) = (attach(&data), attach(&meta));
+    let data = LoopFile::new(&dir.join("data"), 4 << 30).unwrap();
+    let meta = LoopFile::new(&dir.join("meta"), 64 << 20).unwrap();
+    let (data_dev, meta_dev) = (data.dev(), meta.dev());
     let name = format!("gd-test-userpool-{}", std::process::id());
     run(Command::new("dmsetup").args([
         "create",
@@ -566,9 +553,7 @@ fn a_pool_given_by_the_user_is_used_and_kept() {
     drop(d);
     drop(root);
     run(Command::new("dmsetup").args(["remove", &name])).unwrap();
-    for dev in [&data_dev, &meta_dev] {
-        let _ = run(Command::new("losetup").args(["-d", dev]));
-    }
+    drop((data, meta));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -623,7 +608,10 @@ fn a_full_thin_pool_fails_writes_and_applies_and_takes_them_again_once_space_is_
         });
     match applied {
         Ok(n) => panic!("an apply of 160 MiB into a full pool succeeded ({n} bytes)"),
-        Err(e) => println!("the apply into the full pool: {e}"),
+        Err(e) => {
+            println!("the apply into the full pool: {e}");
+            assert!(e.is_storage_full(), "{e:?}");
+        }
     }
 
     // the other layer is intact, and freeing the space makes the pool usable again
@@ -662,22 +650,9 @@ fn an_io_error_under_the_pool_fails_an_apply_and_loses_nothing() {
     let pid = std::process::id();
     let dir = PathBuf::from(format!("/var/tmp/graphdriver-test/eio-{pid}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let (data, meta) = (dir.join("data"), dir.join("meta"));
-    std::fs::File::create(&data)
-        .unwrap()
-        .set_len(1 << 30)
-        .unwrap();
-    std::fs::File::create(&meta)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let attach = |f: &Path| {
-        run(Command::new("losetup").args(["-f", "--show"]).arg(f))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let (data_dev, meta_dev) = (attach(&data), attach(&meta));
+    let data = LoopFile::new(&dir.join("data"), 1 << 30).unwrap();
+    let meta = LoopFile::new(&dir.join("meta"), 64 << 20).unwrap();
+    let (data_dev, meta_dev) = (data.dev(), meta.dev());
     let sectors = (1u64 << 30) / 512;
     let good = (96u64 << 20) / 512;
     let whole = format!("0 {sectors} linear {data_dev} 0");
@@ -753,8 +728,6 @@ fn an_io_error_under_the_pool_fails_an_apply_and_loses_nothing() {
     drop(root);
     run(Command::new("dmsetup").args(["remove", &pool])).unwrap();
     run(Command::new("dmsetup").args(["remove", &disk])).unwrap();
-    for dev in [&data_dev, &meta_dev] {
-        let _ = run(Command::new("losetup").args(["-d", dev]));
-    }
+    drop((data, meta));
     let _ = std::fs::remove_dir_all(&dir);
 }

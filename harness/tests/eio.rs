@@ -17,7 +17,7 @@ use std::process::Command;
 
 use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
 use graphdriver_harness::drivers;
-use graphdriver_harness::fixture::{incompressible_tar, run};
+use graphdriver_harness::fixture::{incompressible_tar, run, LoopFile};
 
 fn lid(s: &str) -> LayerId {
     LayerId::new(s).unwrap()
@@ -30,7 +30,7 @@ const GOOD: u64 = 128 << 20;
 /// down when dropped.
 struct FailingDisk {
     dir: PathBuf,
-    loopdev: String,
+    disk: LoopFile,
     name: String,
     mnt: PathBuf,
     fstype: &'static str,
@@ -41,17 +41,12 @@ impl FailingDisk {
         let pid = std::process::id();
         let dir = PathBuf::from(format!("/var/tmp/graphdriver-test/eio-{fstype}-{pid}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let img = dir.join("disk");
-        std::fs::File::create(&img).unwrap().set_len(SIZE).unwrap();
-        let loopdev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img))
-            .unwrap()
-            .trim()
-            .to_owned();
+        let disk = LoopFile::new(&dir.with_extension("img"), SIZE).unwrap();
         let name = format!("gd-test-eio-{fstype}-{pid}");
         let disk = FailingDisk {
             mnt: dir.join("mnt"),
             dir,
-            loopdev,
+            disk,
             name,
             fstype,
         };
@@ -85,13 +80,13 @@ impl FailingDisk {
     }
 
     fn whole(&self) -> String {
-        format!("0 {} linear {} 0", SIZE / 512, self.loopdev)
+        format!("0 {} linear {} 0", SIZE / 512, self.disk.dev())
     }
 
     fn failing(&self) -> String {
         format!(
             "0 {good} linear {} 0\n{good} {} error",
-            self.loopdev,
+            self.disk.dev(),
             (SIZE - GOOD) / 512,
             good = GOOD / 512
         )
@@ -145,8 +140,8 @@ impl Drop for FailingDisk {
     fn drop(&mut self) {
         self.unmount();
         let _ = run(Command::new("dmsetup").args(["remove", &self.name]));
-        let _ = run(Command::new("losetup").args(["-d", &self.loopdev]));
         let _ = std::fs::remove_dir_all(&self.dir);
+        // then the loop device and its image go with the field `disk`
     }
 }
 
