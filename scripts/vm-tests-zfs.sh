@@ -4,8 +4,10 @@
 # cores, and the ZFS libraries the backend loads at run time) installs it, then inside the VM:
 #   1. the conformance suite on zfs, nothing skipped (GRAPHDRIVER_REQUIRE=zfs);
 #   2. harness/tests/zfs.rs --ignored: usage, quota (EDQUOT), clone/snapshot pairing and
-#      removal order, crash leftovers, and the benchmark of 200 container layers created
-#      and removed through the driver against the zfs command (figures printed).
+#      removal order, crash leftovers, a full pool (ENOSPC), I/O errors (a corrupt block;
+#      a disk that fails under the pool mid-apply: dm-mod's `error` target), and the
+#      benchmark of 200 container layers created and removed through the driver against
+#      the zfs command (figures printed).
 # Run as root. Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +33,7 @@ GRAPHDRIVER_REQUIRE=zfs in_vm 2100 vm/run -m 4G -p loop,zfs -- \
 took
 
 stage "zfs tests and benchmark, in the VM"
-in_vm 900 vm/run -m 4G -p loop,zfs -- bash -c "$ARC; exec $test_bin --ignored --test-threads=1 --nocapture"
+in_vm 900 vm/run -m 4G -p loop,zfs,dm-mod -- bash -c "$ARC; exec $test_bin --ignored --test-threads=1 --nocapture"
 took
 
 stage "storm on zfs, in the VM (${GRAPHDRIVER_VM_STORM_SECS:-15} s; a pool on a file in the guest's RAM)"

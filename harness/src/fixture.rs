@@ -93,6 +93,11 @@ impl ScratchFs {
         &self.mount
     }
 
+    /// The image file the filesystem (or pool) lives on.
+    pub fn image(&self) -> &Path {
+        &self.image
+    }
+
     /// The filesystem type.
     pub fn fs(&self) -> &str {
         &self.fs

@@ -245,10 +245,19 @@ impl<W: Write> Exporter<W> {
             _ => return Ok(()),
         }
         h.xattrs.retain(|(k, _)| !is_private_xattr(k));
-        let data = file.as_mut().map(|f| f as &mut dyn Read);
-        self.tar
-            .append(&h, data)
-            .ctx("write archive entry for", path)
+        // A failed read of the file (a disk error) is named apart from a failed write of the
+        // archive (the reader went away).
+        let mut source = file.map(|f| ReadErrors {
+            inner: f,
+            failed: false,
+        });
+        let data = source.as_mut().map(|f| f as &mut dyn Read);
+        let r = self.tar.append(&h, data);
+        let op = match source {
+            Some(ReadErrors { failed: true, .. }) => "read",
+            _ => "write archive entry for",
+        };
+        r.ctx(op, path)
     }
 
     fn whiteout(&mut self, name: Vec<u8>) -> io::Result<()> {
@@ -266,6 +275,20 @@ impl<W: Write> Exporter<W> {
             xattrs: Vec::new(),
         };
         self.tar.append(&h, Some(&mut io::empty()))
+    }
+}
+
+/// A reader that remembers whether a read failed.
+struct ReadErrors<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: Read> Read for ReadErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.inner.read(buf);
+        self.failed |= r.is_err();
+        r
     }
 }
 
@@ -308,7 +331,14 @@ impl DiffReader<'_> {
     fn join(&mut self) -> io::Result<()> {
         match self.thread.take().map(|t| t.join()) {
             None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(io::Error::other(e)),
+            // the kind of the I/O error under the driver's, so a caller can match on it
+            Some(Ok(Err(e))) => Err(io::Error::new(
+                match &e {
+                    DriverError::Io { source, .. } => source.kind(),
+                    _ => io::ErrorKind::Other,
+                },
+                e,
+            )),
             Some(Err(_)) => Err(io::Error::other("export thread panicked")),
         }
     }
