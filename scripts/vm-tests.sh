@@ -2,7 +2,8 @@
 # Tests that need kernel features this host lacks (quotas, device-mapper: also the I/O-error
 # cases, a dm `error` target under each backend's filesystem), run inside the VM
 # (`graphctl vm`): the test binaries built here run there unchanged, with --ignored selecting
-# them; then the whole conformance suite on devmapper, with nothing allowed to skip.
+# them; the image store's tests on devmapper; then the whole conformance suite on devmapper,
+# with nothing allowed to skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vm/setup.sh >/dev/null
@@ -10,11 +11,18 @@ vm/setup.sh >/dev/null
 build_workspace
 bins=$(test_binaries vfs_quota overlay2 devmapper eio)
 [ "$(wc -w <<<"$bins")" = 4 ] || { echo "vm-tests: not four test binaries: $bins" >&2; exit 1; }
+image_bins=$(echo $(test_binaries containers import save))
+[ "$(wc -w <<<"$image_bins")" = 3 ] || { echo "vm-tests: not three image test binaries: $image_bins" >&2; exit 1; }
 G=$PWD/target/release/graphctl
 for b in $bins; do
   echo "--- in the VM: $(basename "$b") --ignored"
   in_vm 600 "$G" vm --modules loop,dm-thin-pool,ext4,btrfs,overlay -- "$b" --ignored --test-threads=1
 done
+# the image store's tests (image/tests: import, sharing, verification, save, containers) on
+# devmapper, in one boot
+echo "--- in the VM: image tests on devmapper"
+GRAPHDRIVER_IMAGE_DRIVERS=devmapper in_vm 900 "$G" vm --modules loop,dm-thin-pool -- \
+  bash -c 'for b; do echo "$(basename "$b"):"; "$b" --test-threads=1 || exit 1; done' - $image_bins
 echo "--- in the VM: conformance suite on devmapper"
 GRAPHDRIVER_REQUIRE=devmapper in_vm 1800 "$G" vm --modules loop,dm-thin-pool -- "$G" check --driver devmapper
 # the storm (see scripts/storm.sh) on devmapper: two processes for GRAPHDRIVER_VM_STORM_SECS

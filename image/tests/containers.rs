@@ -1,4 +1,4 @@
-//! Containers on real drivers (vfs, overlay2): create, sizes as `docker ps -s` shows them,
+//! Containers on real drivers (vfs, overlay2, btrfs; devmapper and zfs in the VM): create, sizes as `docker ps -s` shows them,
 //! removal with the image's layers, `commit` as a new image, and what an interrupted create or
 //! remove leaves. Needs root (as the drivers do); scratch roots are under /var/tmp.
 
@@ -83,7 +83,7 @@ fn write_changes(root: &Path) -> u64 {
 
 #[test]
 fn container_sizes_are_its_own_bytes_and_its_image_plus_them() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("container-size");
         let (driver, store) = store_with_app(drv, dir.path());
         let image = store.get("app:1").unwrap();
@@ -187,7 +187,7 @@ fn container_sizes_are_its_own_bytes_and_its_image_plus_them() {
 
 #[test]
 fn commit_makes_an_image_of_the_container_that_saves_and_imports_elsewhere() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("container-commit");
         let (driver, store) = store_with_app(drv, dir.path());
         let base = store.get("app:1").unwrap();
@@ -251,7 +251,7 @@ fn commit_makes_an_image_of_the_container_that_saves_and_imports_elsewhere() {
 
 #[test]
 fn a_replaced_image_keeps_its_layers_until_its_last_container_goes() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("container-replaced");
         let (driver, store) = store_with_app(drv, dir.path());
         let old = store.get("app:1").unwrap();
@@ -303,7 +303,7 @@ fn plant_state(store_dir: &Path, name: &str, state: ContainerState) {
 
 #[test]
 fn open_finishes_interrupted_creates_and_removes() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("container-crash");
         let store_dir = dir.path().join(format!("{drv}-images"));
         let (driver, store) = store_with_app(drv, dir.path());

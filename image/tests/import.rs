@@ -1,4 +1,4 @@
-//! Import, verification, sharing, removal and crash recovery on real drivers (vfs, overlay2).
+//! Import, verification, sharing, removal and crash recovery on real drivers (vfs, overlay2, btrfs; devmapper and zfs in the VM).
 //! Needs root (as the drivers do); scratch roots are under /var/tmp.
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
@@ -118,7 +118,7 @@ fn compare_top(
 
 #[test]
 fn two_images_sharing_a_base_apply_it_once_and_mount_as_their_tars_extract() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("share");
         let imgs = TwoImages::new();
         let layout = imgs.write(&dir.path().join("layout"));
@@ -175,7 +175,7 @@ fn two_images_sharing_a_base_apply_it_once_and_mount_as_their_tars_extract() {
 
 #[test]
 fn oci_layout_tar_imports_like_its_directory() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("oci-tar");
         let imgs = TwoImages::new();
         let layout = imgs.write(&dir.path().join("layout"));
@@ -199,7 +199,7 @@ fn oci_layout_tar_imports_like_its_directory() {
 
 #[test]
 fn docker_save_tar_imports_with_its_repo_tags_sniffed_layers_and_symlinked_layers() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("docker");
         let base = Layer::new(&base_entries(), Compression::None);
         // docker-save layers carry no media type: this one is gzip and must be sniffed.
@@ -298,7 +298,7 @@ fn index_picks_linux_amd64_and_an_unnamed_image_is_recorded_by_its_manifest_dige
 
 #[test]
 fn remove_keeps_a_shared_base_until_its_last_image_goes() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("remove");
         let imgs = TwoImages::new();
         let layout = imgs.write(&dir.path().join("layout"));
@@ -333,7 +333,7 @@ const PENDING: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("pe
 
 #[test]
 fn open_sweeps_pending_layers_no_image_names() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("sweep");
         let imgs = TwoImages::new();
         let layout = imgs.write(&dir.path().join("layout"));
@@ -382,7 +382,7 @@ fn assert_rejected(
     bad: impl Fn(&Path, &Layer) -> std::path::PathBuf,
     expect: impl Fn(&ImageError) -> bool,
 ) {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch(case);
         let base = Layer::new(&base_entries(), Compression::Gzip);
         let top = Layer::new(&top_a_entries(), Compression::Gzip);
@@ -661,7 +661,7 @@ fn docker_save_config_that_does_not_match_its_name_is_rejected() {
 
 #[test]
 fn reimporting_a_name_replaces_the_image_and_removes_layers_only_the_old_one_used() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("retag");
         let imgs = TwoImages::new();
         let mut v1 = OciLayout::new(&dir.path().join("v1"));
@@ -689,7 +689,7 @@ fn reimporting_a_name_replaces_the_image_and_removes_layers_only_the_old_one_use
 
 #[test]
 fn removing_an_image_whose_layer_is_mounted_defers_the_layer_to_a_later_open() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("deferred");
         let imgs = TwoImages::new();
         let layout = imgs.write(&dir.path().join("layout"));

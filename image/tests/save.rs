@@ -1,4 +1,4 @@
-//! `save` then `import` round-trips an image, on real drivers (vfs, overlay2); needs root.
+//! `save` then `import` round-trips an image, on real drivers (vfs, overlay2, btrfs; devmapper and zfs in the VM); needs root.
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
@@ -46,7 +46,7 @@ fn top_snapshot(store: &ImageStore, name: &str) -> Snapshot {
 
 #[test]
 fn saved_image_imports_elsewhere_with_the_same_tree_and_saves_byte_identically() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
             let dir = scratch("save");
             let mut oci = OciLayout::new(&dir.path().join("layout"));
@@ -97,7 +97,7 @@ fn saving_a_missing_image_writes_nothing() {
 
 #[test]
 fn layers_with_the_same_blob_are_written_once_and_the_tar_reads_back() {
-    for drv in DRIVERS {
+    for drv in &drivers() {
         let dir = scratch("save-dup");
         // Layers 2 and 3 change nothing (as `ENV` or `WORKDIR` steps of a build leave
         // them): their diffs, so their blobs, are the same.

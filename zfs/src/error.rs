@@ -29,6 +29,18 @@ pub enum ZfsError {
         /// libzfs's description of the failure.
         description: String,
     },
+    /// A layer's dataset name is taken by another driver home: two roots on one dataset
+    /// share the names below it, and a content-addressed id can be in both.
+    #[error(
+        "dataset {name} holds a layer of {}, not of this driver home: roots that share a dataset cannot hold a layer with the same id; give each root a dataset of its own (zfs create, mounted at the root, or --opt zfs.fsname)",
+        owner.as_deref().map_or_else(|| "no driver home".to_owned(), |o| format!("the driver home {o}"))
+    )]
+    Taken {
+        /// The dataset.
+        name: String,
+        /// The home its `org.graphdriver:root` property names, if it has one.
+        owner: Option<String>,
+    },
     /// A channel program (a Lua program ZFS runs in one transaction group) could not run
     /// or raised an error.
     #[error("failed to {op} {name}: channel program failed{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]

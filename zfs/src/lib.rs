@@ -436,6 +436,18 @@ impl Backend for Zfs {
         opts: &CreateOpts,
     ) -> Result<BTreeMap<String, String>> {
         let name = self.layer_dataset(id);
+        // Roots that share a dataset share the names below it: a layer id another home
+        // holds is refused, naming it (its dataset is never touched: `destroy` checks too).
+        if self.zfs.lzc_exists_ds(name.as_str()) {
+            let owner = self.dataset(&name, |ds| Ok(ds.user_prop(OWNER_PROPERTY)))?;
+            if owner.as_deref() != Some(self.owner.as_str()) {
+                return Err(ZfsError::Taken {
+                    name: name.to_string(),
+                    owner,
+                }
+                .into());
+            }
+        }
         let mut props = NvList::new(self.zfs);
         let nv = |r: std::io::Result<()>| r.zctx("build the properties of", name.as_str());
         nv(props.add_string("mountpoint", "legacy"))?;
@@ -491,8 +503,13 @@ impl Backend for Zfs {
             |r: std::io::Result<()>| r.zctx("build the arguments of a destroy of", name.as_str());
         nv(args.add_string("dataset", name.as_str()))?;
         nv(args.add_string("scope", &format!("{}/", self.fsname)))?;
+        nv(args.add_string("property", OWNER_PROPERTY))?;
+        nv(args.add_string("owner", &self.owner))?;
         match self.program("destroy", name.as_str(), REMOVE, &args)? {
             None => Ok(()),
+            // another home's layer of the same id (two roots on one dataset): this home has
+            // nothing there to destroy (the rollback of a create that `make` refused)
+            Some((libc::EPERM, theirs)) if theirs == name.as_str() => Ok(()),
             Some((libc::ENOENT, gone)) if gone == name.as_str() => self.sweep_strays(id),
             Some((libc::EBUSY, busy)) if busy == name.as_str() => Err(DriverError::Busy {
                 id: id.clone(),

@@ -559,6 +559,13 @@ impl Dataset<'_> {
         Some(s.to_string_lossy().into_owned())
     }
 
+    /// The value of user property `name` (`module:property`), when it is set.
+    pub fn user_prop(&mut self, name: &str) -> Option<String> {
+        let name = cstring(name).ok()?;
+        // SAFETY: zhp is a live handle of this library.
+        unsafe { user_prop_of(self.api(), self.zhp, &name) }
+    }
+
     /// `zfs_prop_set()`: sets property `name` from its text form (`readonly`, `on`).
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
         let (n, v) = (

@@ -314,23 +314,85 @@ pub fn reference_extract(dir: &Path, layers: &[&Layer]) -> Result<()> {
     Ok(())
 }
 
-/// A scratch directory under /var/tmp for one test, removed on drop.
-pub fn scratch(name: &str) -> tempfile::TempDir {
-    let base = Path::new("/var/tmp/graphdriver-image-tests");
-    std::fs::create_dir_all(base).unwrap();
-    tempfile::Builder::new()
-        .prefix(&format!("{name}-"))
-        .tempdir_in(base)
-        .unwrap()
+/// A scratch directory for one test, under `GRAPHDRIVER_IMAGE_SCRATCH` (the zfs VM run points
+/// it at a pool) or /var/tmp/graphdriver-image-tests.
+pub fn scratch(name: &str) -> Scratch {
+    let base = std::env::var_os("GRAPHDRIVER_IMAGE_SCRATCH").map_or_else(
+        || PathBuf::from("/var/tmp/graphdriver-image-tests"),
+        PathBuf::from,
+    );
+    std::fs::create_dir_all(&base).unwrap();
+    Scratch(
+        tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir_in(base)
+            .unwrap(),
+    )
 }
 
-/// The drivers the tests run on: each opened on its own root under `dir`.
-pub const DRIVERS: &[&str] = &["vfs", "overlay2"];
+/// A scratch directory, removed on drop with whatever is mounted below it (btrfs's loop
+/// image stays mounted after its driver is dropped, as it would for the next open).
+pub struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let mut roots = ZFS_ROOTS.lock().unwrap_or_else(|p| p.into_inner());
+        // dropping a dataset unmounts and destroys it
+        roots.retain(|(root, _)| !root.starts_with(self.0.path()));
+        drop(roots);
+        graphdriver_harness::conformance::unmount_below(self.0.path());
+    }
+}
+
+/// The datasets made for zfs roots, each destroyed with the scratch directory it is in.
+static ZFS_ROOTS: std::sync::Mutex<Vec<(PathBuf, graphdriver_harness::fixture::ZfsDataset)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// For zfs, a dataset of its own mounted at `root` (made once: a reopen finds it), below the
+/// dataset that holds it: roots that shared one would share the layer names below it.
+fn zfs_root(root: &Path) -> Result<()> {
+    let mounts = graphdriver_api::mountinfo::MountTable::read()?;
+    let Some(m) = mounts.holding(root).filter(|m| m.fstype == "zfs") else {
+        bail!("{} is not on a zfs dataset", root.display());
+    };
+    if m.point != root {
+        let ds = graphdriver_harness::fixture::ZfsDataset::new(&m.source, root)?;
+        let mut roots = ZFS_ROOTS.lock().unwrap_or_else(|p| p.into_inner());
+        roots.push((root.to_owned(), ds));
+    }
+    Ok(())
+}
+
+/// The drivers the tests run on, each opened on its own root under a test's scratch
+/// directory: `GRAPHDRIVER_IMAGE_DRIVERS` (a comma-separated list; the VM scripts name
+/// devmapper and zfs there, zfs with the scratch directories on a pool), by default the host
+/// backends vfs, overlay2 and btrfs (on a loop image of its own).
+pub fn drivers() -> Vec<String> {
+    match std::env::var("GRAPHDRIVER_IMAGE_DRIVERS") {
+        Ok(list) if !list.is_empty() => list.split(',').map(str::to_owned).collect(),
+        _ => ["vfs", "overlay2", "btrfs"].map(str::to_owned).to_vec(),
+    }
+}
 
 /// Opens driver `name` under `dir/<name>` and an image store beside it.
 pub fn open_store(name: &str, dir: &Path) -> Result<(Arc<dyn GraphDriver>, ImageStore)> {
+    let mut opts = BTreeMap::new();
+    if name == "btrfs" {
+        // its own btrfs on a sparse image, below the root, wherever the scratch directory is
+        opts.insert("btrfs.loopback".to_owned(), "2G".to_owned());
+    }
+    if name == "zfs" {
+        std::fs::create_dir_all(dir.join(name))?;
+        zfs_root(&dir.join(name))?;
+    }
     let driver: Arc<dyn GraphDriver> = Arc::from(
-        graphdriver_harness::drivers::open(name, &dir.join(name), &BTreeMap::new())
+        graphdriver_harness::drivers::open(name, &dir.join(name), &opts)
             .with_context(|| format!("open {name}"))?,
     );
     let store = ImageStore::open(&dir.join(format!("{name}-images")), driver.clone())?;

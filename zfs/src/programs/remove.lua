@@ -1,7 +1,10 @@
 -- Removes a layer's dataset in one transaction group (run by lzc_channel_program from
--- Zfs::destroy). Arguments: `dataset`, the layer's; `scope`, the driver's dataset and "/".
+-- Zfs::destroy). Arguments: `dataset`, the layer's; `scope`, the driver's dataset and "/";
+-- `property` and `owner`, the user property marking this driver's layers and its value.
 -- Returns "" when done, or "<errno> <name>" naming the step that failed; a failed step
 -- leaves every later one undone.
+--   0. A dataset of that name that another driver home owns (two roots on one dataset, the
+--      same layer id) is not this layer: nothing is done (EPERM).
 --   1. Its snapshots: at most the one its children were cloned from, left by a crash
 --      between snapshot and clone. None may have a clone (the store removes only layers
 --      without children): one that has is not ours to break, and nothing is done (EEXIST).
@@ -13,6 +16,9 @@ local ds = args["dataset"]
 local scope = args["scope"]
 if not zfs.exists(ds) then
   return "2 " .. ds
+end
+if zfs.get_prop(ds, args["property"]) ~= args["owner"] then
+  return "1 " .. ds
 end
 local snaps = {}
 for snap in zfs.list.snapshots(ds) do
