@@ -509,7 +509,7 @@ impl Backend for Zfs {
             None => Ok(()),
             // another home's layer of the same id (two roots on one dataset): this home has
             // nothing there to destroy (the rollback of a create that `make` refused)
-            Some((libc::EPERM, theirs)) if theirs == name.as_str() => Ok(()),
+            Some((libc::ENOTUNIQ, theirs)) if theirs == name.as_str() => Ok(()),
             Some((libc::ENOENT, gone)) if gone == name.as_str() => self.sweep_strays(id),
             Some((libc::EBUSY, busy)) if busy == name.as_str() => Err(DriverError::Busy {
                 id: id.clone(),

@@ -4,7 +4,8 @@
 -- Returns "" when done, or "<errno> <name>" naming the step that failed; a failed step
 -- leaves every later one undone.
 --   0. A dataset of that name that another driver home owns (two roots on one dataset, the
---      same layer id) is not this layer: nothing is done (EPERM).
+--      same layer id) is not this layer: nothing is done (ENOTUNIQ, 76, which no ZFS step
+--      here returns).
 --   1. Its snapshots: at most the one its children were cloned from, left by a crash
 --      between snapshot and clone. None may have a clone (the store removes only layers
 --      without children): one that has is not ours to break, and nothing is done (EEXIST).
@@ -18,7 +19,7 @@ if not zfs.exists(ds) then
   return "2 " .. ds
 end
 if zfs.get_prop(ds, args["property"]) ~= args["owner"] then
-  return "1 " .. ds
+  return "76 " .. ds
 end
 local snaps = {}
 for snap in zfs.list.snapshots(ds) do
