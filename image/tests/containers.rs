@@ -1,6 +1,6 @@
-//! Containers on real drivers (vfs, overlay2, btrfs; devmapper and zfs in the VM): create, sizes as `docker ps -s` shows them,
-//! removal with the image's layers, `commit` as a new image, and what an interrupted create or
-//! remove leaves. Needs root (as the drivers do); scratch roots are under /var/tmp.
+//! Containers on real drivers (vfs, overlay2, btrfs; devmapper and zfs in the VM): create,
+//! sizes as `docker ps -s` shows them, removal with the image's layers, `commit` as a new
+//! image, and what an interrupted create or remove leaves. Needs root (as the drivers do); scratch roots are under /var/tmp.
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 

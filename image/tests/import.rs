@@ -1,4 +1,5 @@
-//! Import, verification, sharing, removal and crash recovery on real drivers (vfs, overlay2, btrfs; devmapper and zfs in the VM).
+//! Import, verification, sharing, removal and crash recovery on real drivers (vfs, overlay2,
+//! btrfs; devmapper and zfs in the VM).
 //! Needs root (as the drivers do); scratch roots are under /var/tmp.
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test

@@ -1,4 +1,5 @@
-//! `save` then `import` round-trips an image, on real drivers (vfs, overlay2, btrfs; devmapper and zfs in the VM); needs root.
+//! `save` then `import` round-trips an image, on real drivers (vfs, overlay2, btrfs;
+//! devmapper and zfs in the VM); needs root.
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 

@@ -413,6 +413,40 @@ fn destroy_snapshot(zfs: Lib, snap: &str) -> Result<()> {
     }
 }
 
+impl Zfs {
+    /// The error of a create or clone of `name` that failed with `e`. Roots that share a
+    /// dataset share the names below it: when the name is taken (EEXIST) by a layer of
+    /// another home, [`ZfsError::Taken`] names that home (its dataset is never touched:
+    /// `destroy` checks the owner too); otherwise `op` on `what` failed.
+    fn taken_or(
+        &self,
+        name: &DatasetName,
+        e: std::io::Error,
+        op: &'static str,
+        what: String,
+    ) -> DriverError {
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            let owner = self
+                .dataset(name, |ds| Ok(ds.user_prop(OWNER_PROPERTY)))
+                .ok()
+                .flatten();
+            if owner.as_deref() != Some(self.owner.as_str()) {
+                return ZfsError::Taken {
+                    name: name.to_string(),
+                    owner,
+                }
+                .into();
+            }
+        }
+        ZfsError::Core {
+            op,
+            name: what,
+            source: e,
+        }
+        .into()
+    }
+}
+
 /// Whether `path` is a mount point: it is on another device than its parent directory.
 fn is_mount_point(path: &Path) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
@@ -436,18 +470,6 @@ impl Backend for Zfs {
         opts: &CreateOpts,
     ) -> Result<BTreeMap<String, String>> {
         let name = self.layer_dataset(id);
-        // Roots that share a dataset share the names below it: a layer id another home
-        // holds is refused, naming it (its dataset is never touched: `destroy` checks too).
-        if self.zfs.lzc_exists_ds(name.as_str()) {
-            let owner = self.dataset(&name, |ds| Ok(ds.user_prop(OWNER_PROPERTY)))?;
-            if owner.as_deref() != Some(self.owner.as_str()) {
-                return Err(ZfsError::Taken {
-                    name: name.to_string(),
-                    owner,
-                }
-                .into());
-            }
-        }
         let mut props = NvList::new(self.zfs);
         let nv = |r: std::io::Result<()>| r.zctx("build the properties of", name.as_str());
         nv(props.add_string("mountpoint", "legacy"))?;
@@ -456,10 +478,11 @@ impl Backend for Zfs {
             nv(props.add_u64("quota", limit))?;
         }
         match parent {
-            None => self
-                .zfs
-                .lzc_create_fs(name.as_str(), &props)
-                .zctx("create dataset", name.as_str())?,
+            None => {
+                if let Err(e) = self.zfs.lzc_create_fs(name.as_str(), &props) {
+                    return Err(self.taken_or(&name, e, "create dataset", name.to_string()));
+                }
+            }
             Some(p) => {
                 let parent = self.layer_dataset(p);
                 let origin = parent.children_snapshot();
@@ -472,20 +495,16 @@ impl Backend for Zfs {
                         .zctx("snapshot", &origin)?;
                 }
                 if let Err(e) = self.zfs.lzc_clone_fs(name.as_str(), &origin, &props) {
-                    let error = ZfsError::Core {
-                        op: "clone",
-                        name: origin.clone(),
-                        source: e,
-                    };
+                    let error = self.taken_or(&name, e, "clone", origin.clone());
                     let rollback = if first {
                         destroy_snapshot(self.zfs, &origin)
                     } else {
                         Ok(())
                     };
                     return match rollback {
-                        Ok(()) => Err(error.into()),
+                        Ok(()) => Err(error),
                         Err(rb) => Err(DriverError::RollbackFailed {
-                            error: Box::new(error.into()),
+                            error: Box::new(error),
                             rollback: Box::new(rb),
                         }),
                     };
