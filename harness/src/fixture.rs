@@ -193,6 +193,20 @@ impl Drop for LoopFile {
     }
 }
 
+/// Swaps the table of device-mapper device `name` for `table` (`dmsetup suspend`, `load`,
+/// `resume`): how the I/O-error tests make a disk fail under a filesystem or pool, and work
+/// again.
+pub fn dm_reload(name: &str, table: &str) -> Result<()> {
+    for args in [
+        vec!["suspend", name],
+        vec!["load", name, "--table", table],
+        vec!["resume", name],
+    ] {
+        run(Command::new("dmsetup").args(&args))?;
+    }
+    Ok(())
+}
+
 fn next_serial() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);

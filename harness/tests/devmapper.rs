@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
 use graphdriver_devmapper::DevmapperDriver;
-use graphdriver_harness::fixture::{incompressible_tar, LoopFile};
+use graphdriver_harness::fixture::{dm_reload, incompressible_tar, LoopFile};
 
 /// A driver root, its pool taken down and its files removed when dropped.
 struct Root {
@@ -696,13 +696,7 @@ fn an_io_error_under_the_pool_fails_an_apply_and_loses_nothing() {
     drop(d);
 
     // the disk is replaced by one that works (the same blocks, all of them readable)
-    for args in [
-        vec!["suspend", disk.as_str()],
-        vec!["load", disk.as_str(), "--table", whole.as_str()],
-        vec!["resume", disk.as_str()],
-    ] {
-        run(Command::new("dmsetup").args(&args)).unwrap();
-    }
+    dm_reload(&disk, &whole).unwrap();
     let d = root.open();
     let p = d.get(&id("base"), None).unwrap();
     assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");

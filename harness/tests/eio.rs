@@ -17,7 +17,7 @@ use std::process::Command;
 
 use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
 use graphdriver_harness::drivers;
-use graphdriver_harness::fixture::{incompressible_tar, run, LoopFile};
+use graphdriver_harness::fixture::{dm_reload, incompressible_tar, run, LoopFile};
 
 fn lid(s: &str) -> LayerId {
     LayerId::new(s).unwrap()
@@ -93,13 +93,7 @@ impl FailingDisk {
     }
 
     fn load(&self, table: &str) {
-        for args in [
-            vec!["suspend", self.name.as_str()],
-            vec!["load", self.name.as_str(), "--table", table],
-            vec!["resume", self.name.as_str()],
-        ] {
-            run(Command::new("dmsetup").args(&args)).unwrap();
-        }
+        dm_reload(&self.name, table).unwrap();
     }
 
     fn mount(&self) {

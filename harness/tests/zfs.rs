@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
-use graphdriver_harness::fixture::{incompressible_tar, run, LoopFile, ScratchFs};
+use graphdriver_harness::fixture::{dm_reload, incompressible_tar, run, LoopFile, ScratchFs};
 
 fn pool() -> ScratchFs {
     ScratchFs::new(Path::new("/var/tmp/graphdriver-test"), "zfs", 2 << 30, "").unwrap()
@@ -603,14 +603,7 @@ impl FailingPool {
 
     /// Every read and write of the disk fails from now on (`works: false`), or none does.
     fn set(&self, works: bool) -> anyhow::Result<()> {
-        for args in [
-            vec!["suspend", self.name.as_str()],
-            vec!["load", self.name.as_str(), "--table", &self.table(works)],
-            vec!["resume", self.name.as_str()],
-        ] {
-            run(Command::new("dmsetup").args(&args))?;
-        }
-        Ok(())
+        dm_reload(&self.name, &self.table(works))
     }
 
     fn status(&self) -> String {
