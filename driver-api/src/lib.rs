@@ -46,6 +46,7 @@
 
 pub mod archive;
 mod backing_fs;
+pub mod chunks;
 pub mod dir_cursor;
 mod driver;
 mod error;

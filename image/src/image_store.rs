@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use graphdriver_api::chunks::{self, Filled};
 use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
 
 use crate::chain_id::layer_id;
 use crate::image_archive::ImageArchive;
 use crate::import_plan::{plan, ImagePlan, LayerPlan};
-use crate::layer_stream::LayerStream;
+use crate::layer_stream::{HashingReader, LayerStream};
 use crate::layout_tar::{write_layout_tar, SaveReport};
 use crate::record_db::{Pending, RecordDb};
 use crate::{
@@ -99,6 +100,58 @@ impl<R: std::io::Read> std::io::Read for Reporting<'_, '_, R> {
         }
         Ok(n)
     }
+}
+
+/// How many chunks of a layer's uncompressed tar may wait for the apply.
+const LAYER_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// What the apply thread of [`apply_pipelined`] did.
+struct Applied {
+    /// The driver's answer.
+    size: std::result::Result<u64, DriverError>,
+    /// After a successful apply, the DiffID of the whole uncompressed stream (what the apply
+    /// read and the rest, drained), or why the rest could not be read.
+    diff_id: Option<std::io::Result<Digest>>,
+}
+
+/// Applies `stream` to the layer `id` on a second thread, which also takes the DiffID, while
+/// this one decompresses and hashes the blob: the work splits in two, as `tar -xzf` runs gzip
+/// beside tar. A read or decompression error reaches the apply as an error (never as an early
+/// end), and the stream keeps it for [`LayerStream::fault`].
+fn apply_pipelined<R: std::io::Read>(
+    driver: &dyn GraphDriver,
+    id: &LayerId,
+    stream: &mut LayerStream<R>,
+) -> std::result::Result<Applied, DriverError> {
+    std::thread::scope(|s| {
+        let (mut feed, chunks) = chunks::channel(LAYER_CHUNKS_IN_FLIGHT);
+        let apply = std::thread::Builder::new()
+            .name("graphdriver-apply".into())
+            .spawn_scoped(s, move || {
+                let mut tar = HashingReader::new(chunks);
+                let size = driver.apply_diff(id, None, &mut tar);
+                let diff_id = size
+                    .is_ok()
+                    .then(|| std::io::copy(&mut tar, &mut std::io::sink()).map(|_| tar.digest()));
+                Applied { size, diff_id }
+            })
+            .map_err(|e| DriverError::io("spawn apply thread for", id.as_str(), e))?;
+        let failed = loop {
+            match feed.fill_from(stream) {
+                Ok(Filled::Sent(_)) => {}
+                // a reader gone means that the apply failed
+                Ok(Filled::End | Filled::ReaderGone) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        match failed {
+            Some(e) => feed.fail(std::io::Error::new(e.kind(), e.to_string())),
+            None => drop(feed), // the end of the tar for the apply
+        }
+        Ok(apply
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
 }
 
 /// What a removal did.
@@ -336,19 +389,21 @@ impl ImageStore {
                     source,
                 }
             })?;
-        let applied = self.driver.apply_diff(id, None, &mut stream);
-        let drained = match &applied {
-            Ok(_) => stream.drain().map(|_| ()),
-            Err(_) => Ok(()),
-        };
+        let applied = apply_pipelined(&*self.driver, id, &mut stream)
+            .map_err(|source| driver_err("apply", id, source))?;
         if let Some(fault) = stream.fault(&l.path) {
             return Err(fault);
         }
-        let size = applied.map_err(|source| driver_err("apply", id, source))?;
-        drained.map_err(|source| ImageError::Decompression {
-            blob: l.path.clone(),
-            source,
-        })?;
+        let size = applied
+            .size
+            .map_err(|source| driver_err("apply", id, source))?;
+        let diff_id = applied
+            .diff_id
+            .unwrap_or_else(|| unreachable!("a successful apply is drained"))
+            .map_err(|source| ImageError::Decompression {
+                blob: l.path.clone(),
+                source,
+            })?;
         let sums = stream.sums();
         if let Some(expected) = &l.blob {
             if &sums.blob != expected {
@@ -368,12 +423,12 @@ impl ImageStore {
                 });
             }
         }
-        if sums.diff_id != l.diff_id {
+        if diff_id != l.diff_id {
             return Err(ImageError::DiffIdMismatch {
                 index,
                 blob: l.path.clone(),
                 expected: l.diff_id.clone(),
-                actual: sums.diff_id,
+                actual: diff_id,
             });
         }
         Ok(LayerRecord {

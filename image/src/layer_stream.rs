@@ -1,5 +1,6 @@
 //! A layer blob on its way into the driver: hashed as compressed bytes, decompressed as a
-//! stream, hashed again as the uncompressed tar (the DiffID), and held to the size limits.
+//! stream and held to the size limits. The uncompressed tar's hash (the DiffID) is taken
+//! where the tar is read, with [`HashingReader`]: on the apply's thread, beside this one.
 //!
 //! The readers remember why they failed, so a failed `apply_diff` can be told apart: the
 //! archive could not be read, the stream could not be decompressed, or a limit was hit.
@@ -79,6 +80,13 @@ impl<R: Read> HashingReader<R> {
     }
 }
 
+impl<R> HashingReader<R> {
+    /// The digest of what has passed through.
+    pub fn digest(&self) -> Digest {
+        Digest::from_hasher(self.hasher.clone())
+    }
+}
+
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inner.read(buf) {
@@ -143,17 +151,15 @@ enum Fault {
 /// A layer blob as the uncompressed tar the driver reads.
 pub(crate) struct LayerStream<R: Read> {
     decoder: Decoder<R>,
-    hasher: Sha256,
     count: u64,
     limits: ImportLimits,
     fault: Option<Fault>,
 }
 
-/// The digests and sizes of a fully read layer stream.
+/// The digest and size of a fully read layer blob.
 pub(crate) struct StreamSums {
     pub blob: Digest,
     pub compressed: u64,
-    pub diff_id: Digest,
 }
 
 impl<R: Read> LayerStream<R> {
@@ -175,17 +181,10 @@ impl<R: Read> LayerStream<R> {
         };
         Ok(LayerStream {
             decoder,
-            hasher: Sha256::new(),
             count: 0,
             limits,
             fault: None,
         })
-    }
-
-    /// Reads what the driver left (the tar's padding, the compressed trailer), so the digests
-    /// cover the whole blob.
-    pub fn drain(&mut self) -> io::Result<u64> {
-        io::copy(self, &mut io::sink())
     }
 
     /// The typed error for why the stream failed, if it did: the archive's read error first
@@ -213,13 +212,12 @@ impl<R: Read> LayerStream<R> {
         }
     }
 
-    /// The digests, once the stream has been read to its end.
-    pub fn sums(self) -> StreamSums {
+    /// The blob's digest and size, once the stream has been read to its end.
+    pub fn sums(&self) -> StreamSums {
         let compressed = self.decoder.compressed();
         StreamSums {
-            blob: Digest::from_hasher(compressed.hasher.clone()),
+            blob: compressed.digest(),
             compressed: compressed.count,
-            diff_id: Digest::from_hasher(self.hasher),
         }
     }
 
@@ -244,7 +242,6 @@ impl<R: Read> Read for LayerStream<R> {
         }
         match self.decoder.read(buf) {
             Ok(n) => {
-                self.hasher.update(&buf[..n]);
                 self.count += n as u64;
                 if let Some(f) = self.check_limits() {
                     self.fault = Some(f);

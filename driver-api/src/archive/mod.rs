@@ -33,6 +33,7 @@ mod export;
 mod manifest;
 mod merge;
 mod merged_view;
+mod prefetch;
 mod reader;
 mod stage;
 mod writer;

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,6 +72,10 @@ pub const CASES: &[Case] = &[
     Case {
         name: "diff::diff_against_another_layer",
         run: diff_against_another_layer,
+    },
+    Case {
+        name: "diff::a_diff_dropped_unread_holds_nothing",
+        run: a_diff_dropped_unread_holds_nothing,
     },
 ];
 
@@ -1023,4 +1027,38 @@ fn diff_against_another_layer(ctx: &mut Ctx) -> Result<()> {
         "top (left) and its diff against base applied over base (right)",
     )?;
     expect_changes(ctx, &flat, &want)
+}
+
+/// A runtime may stop reading an export half way (a cancelled `docker save`, a push that
+/// failed): dropping the reader must stop the export, whichever way it reads the layer (a
+/// whole tree, or a list of changes), and leave nothing holding the layer, which then
+/// exports whole again and can be removed.
+fn a_diff_dropped_unread_holds_nothing(ctx: &mut Ctx) -> Result<()> {
+    // more archive than the export keeps in flight, so it waits for the reader
+    let mib = vec![b'x'; 1 << 20];
+    let base = layer(ctx, "base", None, |p| {
+        (0..8).try_for_each(|i| write(&p.join(format!("d/{i}")), &mib))
+    })?;
+    let child = layer(ctx, "child", Some("base"), |p| {
+        (0..8).try_for_each(|i| write(&p.join(format!("e/{i}")), &mib))
+    })?;
+    for lid in [&base, &child] {
+        let mut r = ctx.d().diff(lid, None)?;
+        let mut head = [0u8; 1024];
+        r.read_exact(&mut head)
+            .with_context(|| format!("read the start of the diff of {lid}"))?;
+        drop(r);
+        let whole = diff_bytes(ctx, lid)?;
+        ensure!(
+            whole.len() > 8 << 20,
+            "the diff of {lid} after a dropped one is {} bytes",
+            whole.len()
+        );
+    }
+    let d = ctx.d();
+    d.remove(&child)
+        .context("remove the child after its diff was dropped")?;
+    d.remove(&base)
+        .context("remove the base after its diff was dropped")?;
+    Ok(())
 }
