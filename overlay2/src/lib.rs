@@ -112,11 +112,11 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
     }
     // Probing mounts and unmounts overlays (tens of milliseconds): remember what this boot
     // found, so that opening the driver again is cheap.
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let boot = graphdriver_api::store::boot_id()?;
     let probed_file = home.join("probed");
     let probed = std::fs::read_to_string(&probed_file).ok().and_then(|s| {
         let (b, api) = s.split_once(' ')?;
-        (b == boot.trim()).then(|| api.trim().to_owned())
+        (b == boot).then(|| api.trim().to_owned())
     });
     let api = match (requested.as_str(), probed.as_deref()) {
         ("legacy", Some("legacy") | Some("new")) => MountApi::Legacy,
@@ -142,7 +142,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
             };
             graphdriver_api::store::write_atomic(
                 &probed_file,
-                format!("{} {name}", boot.trim()).as_bytes(),
+                format!("{boot} {name}").as_bytes(),
             )?;
             api
         }

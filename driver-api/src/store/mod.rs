@@ -175,6 +175,28 @@ const DIRS: [&str; 6] = [
     "quarantine",
 ];
 
+/// Where the kernel says which boot this is.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// This boot's id, which mount counts and probe caches are kept under (a count from another
+/// boot is 0: nothing survives a reboot mounted). An id that cannot be read is an error, not
+/// an empty string: counts written under an empty id could not be read back.
+pub fn boot_id() -> Result<String> {
+    boot_id_from(Path::new(BOOT_ID))
+}
+
+fn boot_id_from(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).ctx("read the boot id from", path)?;
+    let id = text.trim();
+    if id.is_empty() || id.contains(char::is_whitespace) {
+        return Err(DriverError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("{id:?} is not a boot id"),
+        });
+    }
+    Ok(id.to_owned())
+}
+
 impl<B: Backend> LayerStore<B> {
     /// Opens the store at `home` (created if absent), finishing or rolling back any operation
     /// a crashed process left half-done and reconciling mount counts with the kernel.
@@ -184,9 +206,7 @@ impl<B: Backend> LayerStore<B> {
             let p = meta.join(d);
             std::fs::create_dir_all(&p).ctx("create directory", &p)?;
         }
-        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default();
+        let boot_id = boot_id()?;
         let store = LayerStore {
             home: home.to_owned(),
             boot_id,
@@ -1096,5 +1116,37 @@ impl<B: Backend> LayerStore<B> {
             return None;
         }
         self.backend.native_changes(self, id, own.as_ref()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_boot_id_that_cannot_be_read_or_is_blank_is_an_error_not_an_empty_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("boot_id");
+        assert!(matches!(
+            boot_id_from(&file),
+            Err(DriverError::Io {
+                op: "read the boot id from",
+                ..
+            })
+        ));
+        for bad in ["", "\n", "two words\n"] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(
+                matches!(boot_id_from(&file), Err(DriverError::Corrupt { .. })),
+                "{bad:?}"
+            );
+        }
+        std::fs::write(&file, "0e6a2c2f-9d1b-4c55-8f47-1f9a3b2c7d10\n").unwrap();
+        assert_eq!(
+            boot_id_from(&file).unwrap(),
+            "0e6a2c2f-9d1b-4c55-8f47-1f9a3b2c7d10"
+        );
+        // this machine's
+        assert!(!boot_id().unwrap().is_empty());
     }
 }
