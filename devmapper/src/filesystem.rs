@@ -81,13 +81,37 @@ impl Fs {
     }
 
     /// Mounts `dev` at `at`.
+    ///
+    /// A read-only mount of a filesystem that is still mounted read-write elsewhere (a
+    /// client's bind mount of a layer, kept after the layer got a child: containerd's own
+    /// snapshotter suite does that) is refused by the kernel with `EBUSY`, which will not
+    /// change a superblock's read-only state under a mount. Then the filesystem is mounted as
+    /// it is and this one mount made read-only.
     pub fn mount(self, dev: &Path, at: &Path, read_only: bool) -> Result<()> {
         let mut flags = MountFlags::NOATIME;
         if read_only {
             flags |= MountFlags::RDONLY;
         }
-        rustix::mount::mount(dev, at, self.name(), flags, Some(self.mount_data()))
-            .ctx("mount thin device at", at)?;
+        let data = Some(self.mount_data());
+        match rustix::mount::mount(dev, at, self.name(), flags, data) {
+            Err(rustix::io::Errno::BUSY) if read_only => {
+                rustix::mount::mount(dev, at, self.name(), MountFlags::NOATIME, data)
+                    .ctx("mount thin device at", at)?;
+                let flags = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOATIME;
+                if let Err(e) = rustix::mount::mount_remount(at, flags, c"") {
+                    let error = DriverError::io("make read-only the mount at", at, e);
+                    // never leave a read-write mount where a read-only one was asked for
+                    return Err(match rustix::mount::unmount(at, UnmountFlags::DETACH) {
+                        Ok(()) => error,
+                        Err(u) => DriverError::RollbackFailed {
+                            error: Box::new(error),
+                            rollback: Box::new(DriverError::io("unmount", at, u)),
+                        },
+                    });
+                }
+            }
+            r => r.ctx("mount thin device at", at)?,
+        }
         // private: the mount must not propagate into other namespaces
         rustix::mount::mount_change(at, rustix::mount::MountPropagationFlags::PRIVATE)
             .ctx("make private the mount at", at)

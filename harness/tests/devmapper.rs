@@ -725,3 +725,35 @@ fn an_io_error_under_the_pool_fails_an_apply_and_loses_nothing() {
     drop((data, meta));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// containerd's snapshotter suite keeps its bind mount of a snapshot after committing it; the
+/// committed layer then gets a child, and the service mounts it read-only. The kernel will not
+/// mount read-only a filesystem mounted read-write elsewhere (`EBUSY`): the mount must still
+/// work, and be read-only.
+#[test]
+#[ignore = "needs device-mapper: run in the VM (scripts/vm-tests.sh)"]
+fn a_layer_a_client_still_holds_read_write_mounts_read_only_once_it_has_a_child() {
+    let root = Root::new("client-held", &[]);
+    let d = root.open();
+    d.create(&id("base"), None, &rw()).unwrap();
+    let p = d.get(&id("base"), None).unwrap();
+    std::fs::write(p.join("f"), "kept").unwrap();
+    let client = root.path.join("client");
+    std::fs::create_dir(&client).unwrap();
+    rustix::mount::mount_bind(&p, &client).unwrap();
+    d.put(&id("base")).unwrap();
+    d.create(&id("child"), Some(&id("base")), &rw()).unwrap();
+    let again = d.get(&id("base"), None).unwrap();
+    assert_eq!(std::fs::read_to_string(again.join("f")).unwrap(), "kept");
+    let err = std::fs::write(again.join("g"), "no").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    // the child sees the base as it was when it was made
+    let c = d.get(&id("child"), None).unwrap();
+    assert_eq!(std::fs::read_to_string(c.join("f")).unwrap(), "kept");
+    d.put(&id("child")).unwrap();
+    d.put(&id("base")).unwrap();
+    rustix::mount::unmount(&client, rustix::mount::UnmountFlags::empty()).unwrap();
+    d.remove(&id("child")).unwrap();
+    d.remove(&id("base")).unwrap();
+    assert_consistent(&d);
+}
