@@ -27,14 +27,14 @@ status=0
 for d in "${DRIVERS[@]}"; do
   opts=""
   [ "$d" = btrfs ] && opts="btrfs.loopback=2G"
-  # one case at a time: in the VM every devmapper root's pool lives in the guest's memory
+  # the suite's scratch roots go where its os.MkdirTemp puts them: /var/tmp (not the root
+  # disk's /tmp); in the VM one case at a time, since each devmapper root's pool lives in the
+  # guest's memory
   run=(env GRAPHCTL="$G" GRAPHDRIVER_SUITE_DRIVER="$d" GRAPHDRIVER_SUITE_OPTS="$opts"
        TMPDIR=/var/tmp "$SUITE" -test.v -test.count=1 -test.timeout 20m)
   [ -n "$VM" ] && run=("$G" vm --mem 4G --modules loop,dm-thin-pool -- "${run[@]}" -test.parallel 1)
   echo "--- containerd's snapshotter suite on $d$([ -n "$VM" ] && echo ' (in the VM)')"
   log=$(mktemp /var/tmp/graphdriver-ctrd-suite.XXXXXX)
-  # the suite's scratch roots go where its os.MkdirTemp puts them: /var/tmp (not the root
-  # disk's /tmp)
   if "${run[@]}" >"$log" 2>&1; then ok=1; else ok=0; fi
   grep -E '^\s*--- (FAIL|SKIP)|^\s+testsuite.go:[0-9]+:|^graphctl vm:' "$log" || true
   p=$(grep -cE '^\s+--- PASS: TestContainerdSnapshotterSuite/' "$log" || true)

@@ -105,35 +105,26 @@ impl<R: std::io::Read> std::io::Read for Reporting<'_, '_, R> {
 /// How many chunks of a layer's uncompressed tar may wait for the apply.
 const LAYER_CHUNKS_IN_FLIGHT: usize = 4;
 
-/// What the apply thread of [`apply_pipelined`] did.
-struct Applied {
-    /// The driver's answer.
-    size: std::result::Result<u64, DriverError>,
-    /// After a successful apply, the DiffID of the whole uncompressed stream (what the apply
-    /// read and the rest, drained), or why the rest could not be read.
-    diff_id: Option<std::io::Result<Digest>>,
-}
-
 /// Applies `stream` to the layer `id` on a second thread, which also takes the DiffID, while
 /// this one decompresses and hashes the blob: the work splits in two, as `tar -xzf` runs gzip
 /// beside tar. A read or decompression error reaches the apply as an error (never as an early
-/// end), and the stream keeps it for [`LayerStream::fault`].
+/// end), and the stream keeps it for [`LayerStream::fault`]. Returns the driver's answer and,
+/// after a successful apply, the DiffID of the whole uncompressed stream (what the apply read
+/// and the rest, drained) or why the rest could not be read.
 fn apply_pipelined<R: std::io::Read>(
     driver: &dyn GraphDriver,
     id: &LayerId,
     stream: &mut LayerStream<R>,
-) -> std::result::Result<Applied, DriverError> {
+) -> std::result::Result<(u64, std::io::Result<Digest>), DriverError> {
     std::thread::scope(|s| {
         let (mut feed, chunks) = chunks::channel(LAYER_CHUNKS_IN_FLIGHT);
         let apply = std::thread::Builder::new()
             .name("graphdriver-apply".into())
             .spawn_scoped(s, move || {
                 let mut tar = HashingReader::new(chunks);
-                let size = driver.apply_diff(id, None, &mut tar);
-                let diff_id = size
-                    .is_ok()
-                    .then(|| std::io::copy(&mut tar, &mut std::io::sink()).map(|_| tar.digest()));
-                Applied { size, diff_id }
+                let size = driver.apply_diff(id, None, &mut tar)?;
+                let drained = std::io::copy(&mut tar, &mut std::io::sink());
+                Ok((size, drained.map(|_| tar.digest())))
             })
             .map_err(|e| DriverError::io("spawn apply thread for", id.as_str(), e))?;
         let failed = loop {
@@ -145,12 +136,13 @@ fn apply_pipelined<R: std::io::Read>(
             }
         };
         match failed {
-            Some(e) => feed.fail(std::io::Error::new(e.kind(), e.to_string())),
+            // the stream keeps its own copy of the error for `fault`
+            Some(e) => feed.fail(e),
             None => drop(feed), // the end of the tar for the apply
         }
-        Ok(apply
+        apply
             .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 
@@ -389,21 +381,15 @@ impl ImageStore {
                     source,
                 }
             })?;
-        let applied = apply_pipelined(&*self.driver, id, &mut stream)
-            .map_err(|source| driver_err("apply", id, source))?;
+        let applied = apply_pipelined(&*self.driver, id, &mut stream);
         if let Some(fault) = stream.fault(&l.path) {
             return Err(fault);
         }
-        let size = applied
-            .size
-            .map_err(|source| driver_err("apply", id, source))?;
-        let diff_id = applied
-            .diff_id
-            .unwrap_or_else(|| unreachable!("a successful apply is drained"))
-            .map_err(|source| ImageError::Decompression {
-                blob: l.path.clone(),
-                source,
-            })?;
+        let (size, diff_id) = applied.map_err(|source| driver_err("apply", id, source))?;
+        let diff_id = diff_id.map_err(|source| ImageError::Decompression {
+            blob: l.path.clone(),
+            source,
+        })?;
         let sums = stream.sums();
         if let Some(expected) = &l.blob {
             if &sums.blob != expected {

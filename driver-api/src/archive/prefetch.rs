@@ -90,16 +90,12 @@ impl Prefetch {
     /// Reads ahead through the whole tree at `root`, in the writer's order (depth first,
     /// subdirectories by name).
     pub(super) fn tree(root: BorrowedFd<'_>) -> Prefetch {
-        Self::spawn(root, None)
+        Self::spawn_with(root, None, WINDOW, WARM_AFTER)
     }
 
     /// Reads ahead the entries `plan` names below `root`, directory by directory.
     pub(super) fn changes(root: BorrowedFd<'_>, plan: Plan) -> Prefetch {
-        Self::spawn(root, Some(plan))
-    }
-
-    fn spawn(root: BorrowedFd<'_>, plan: Option<Plan>) -> Prefetch {
-        Self::spawn_with(root, plan, WINDOW, WARM_AFTER)
+        Self::spawn_with(root, Some(plan), WINDOW, WARM_AFTER)
     }
 
     fn spawn_with(
