@@ -9,9 +9,16 @@
 # run the same way: overlay2 mounts it through the new mount API (lowerdir+), one lower per
 # layer.
 #   scripts/containerd-e2e.sh [BACKEND...]    (default: vfs overlay2 btrfs)
+#   scripts/containerd-e2e.sh --vm devmapper zfs
+#                      (each in the test VM, `graphctl vm`, where this script runs again with
+#                       that backend: cgroup2 mounted for runc; zfs's layers under a dataset
+#                       of a pool in the guest's memory, which must be empty at the end)
+# The device-mapper devices and loop devices of the service must be gone once it stopped.
 # Run as root. Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+VM=
+[ "${1:-}" = --vm ] && { VM=1; shift; }
 BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(vfs overlay2 btrfs)
 ROOTFS=${GRAPHDRIVER_ROOTFS_TAR:-$(scripts/debian-rootfs.sh)}
 IMAGE=${ROOTFS%.tar}-oci.tar
@@ -21,6 +28,32 @@ IMAGE200=${ROOTFS%.tar}-oci-200.tar
 NAME200=docker.io/library/debian-graphdriver:200
 [ -s "$IMAGE200" ] && [ "$IMAGE200" -nt "$ROOTFS" ] ||
   scripts/oci-image.py "$ROOTFS" "$IMAGE200" "$NAME200" 200
+if [ -n "$VM" ]; then
+  scripts/install-deps.sh --containerd
+  G=$PWD/target/release/graphctl
+  [ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
+  export GRAPHDRIVER_ROOTFS_TAR=$ROOTFS
+  for b in "${BACKENDS[@]}"; do
+    echo "--- containerd + runc on graphdriver-$b, in the VM"
+    case $b in
+      devmapper) "$G" vm --mem 4G --modules loop,dm-thin-pool,overlay -- bash -c '
+          mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec scripts/containerd-e2e.sh devmapper' ;;
+      zfs) "$G" vm --mem 4G --modules loop,zfs,overlay -- bash -c '
+          mount -t cgroup2 cgroup2 /sys/fs/cgroup || exit 1
+          echo $((256 << 20)) > /sys/module/zfs/parameters/zfs_arc_max
+          truncate -s 3G /dev/shm/e2e.img &&
+            zpool create -o cachefile=none -m none gde2e /dev/shm/e2e.img &&
+            zfs create -o mountpoint=none gde2e/gd || exit 1
+          GRAPHDRIVER_CONTAINERD_ZFS=gde2e/gd scripts/containerd-e2e.sh zfs || exit 1
+          left=$(zfs list -H -o name -r -t all gde2e/gd | tail -n +2)
+          [ -z "$left" ] || { echo "containerd-e2e: zfs datasets left: $left" >&2; exit 1; }
+          zpool destroy gde2e' ;;
+      *) echo "containerd-e2e: no VM set-up for $b" >&2; exit 2 ;;
+    esac
+  done
+  echo "containerd end to end in the VM: ${BACKENDS[*]} passed"
+  exit 0
+fi
 DIR=${GRAPHDRIVER_CONTAINERD_DIR:-/var/tmp/graphdriver-containerd}
 export GRAPHDRIVER_CONTAINERD_DIR=$DIR
 trap 'scripts/containerd.sh stop' EXIT
@@ -46,7 +79,15 @@ for b in "${BACKENDS[@]}"; do
   top=$($CTR snapshots --snapshotter "$S" ls | awk 'NR > 1 && $2 != "" && $3 == "Committed" {print $1}' | head -1)
   [ -n "$top" ] || fail "$b: no committed top layer"
   $CTR snapshots --snapshotter "$S" prepare work "$top"
-  eval "$($CTR snapshots --snapshotter "$S" mounts "$MNT" work)"
+  how=$($CTR snapshots --snapshotter "$S" mounts "$MNT" work)
+  echo "mounts of an active snapshot: ${how:0:100}..."
+  # overlay2 hands containerd the overlay mount itself (containerd writes into its upper
+  # directory); the other backends a bind mount of the service's own mount
+  case $b in
+    overlay2) [[ $how == "mount -t overlay "* ]] || fail "$b: not an overlay mount: $how" ;;
+    *) [[ $how == "mount -t bind "* ]] || fail "$b: not a bind mount: $how" ;;
+  esac
+  eval "$how"
   echo "from the first snapshot" > "$MNT/committed-file"
   umount "$MNT"
   $CTR snapshots --snapshotter "$S" commit committed work
@@ -91,4 +132,8 @@ scripts/containerd.sh stop
 trap - EXIT
 leftover=$(losetup -a | grep -c "$DIR" || true)
 [ "$leftover" = 0 ] || fail "loop devices left: $(losetup -a | grep "$DIR")"
+if command -v dmsetup >/dev/null && [ -e /dev/mapper/control ]; then
+  dm=$(dmsetup ls | grep '^graphdriver-' || true)
+  [ -z "$dm" ] || fail "device-mapper devices left: $dm"
+fi
 echo "containerd end to end: $passed passed, $(( ${#BACKENDS[@]} - passed )) failed"

@@ -3,8 +3,10 @@
 # GOPATH mode with Debian's Go) against graphdriver's snapshot service, through
 # snapshots/proxy over a unix socket, as containerd reaches it: one run per backend.
 #   scripts/containerd-tests.sh [DRIVER...]     (default: vfs overlay2 btrfs)
-#   scripts/containerd-tests.sh --vm devmapper  (in the test VM, `graphctl vm`: device-mapper
-#                                                is not in this host's kernel)
+#   scripts/containerd-tests.sh --vm devmapper zfs
+#                        (in the test VM, `graphctl vm`: device-mapper and ZFS are not in
+#                         this host's kernel; zfs needs vm/setup-zfs.sh, and each case's
+#                         layers get a dataset of their own on a pool in the guest's memory)
 # The suite is compiled once here (`go test -c`) and the binary runs on the host or in the
 # VM. Each run must end as containerd's own `native` snapshotter does here: 20 passed, 1
 # skipped (Rename), none failed.
@@ -32,7 +34,19 @@ for d in "${DRIVERS[@]}"; do
   # guest's memory
   run=(env GRAPHCTL="$G" GRAPHDRIVER_SUITE_DRIVER="$d" GRAPHDRIVER_SUITE_OPTS="$opts"
        TMPDIR=/var/tmp "$SUITE" -test.v -test.count=1 -test.timeout 20m)
-  [ -n "$VM" ] && run=("$G" vm --mem 4G --modules loop,dm-thin-pool -- "${run[@]}" -test.parallel 1)
+  if [ -n "$VM" ]; then
+    run+=(-test.parallel 1)
+    case $d in
+      devmapper) run=("$G" vm --mem 4G --modules loop,dm-thin-pool -- "${run[@]}") ;;
+      zfs) # a small ARC beside the pool's file; the pool itself has no mountpoint
+        run=("$G" vm --mem 4G --modules loop,zfs -- bash -c '
+          echo $((256 << 20)) > /sys/module/zfs/parameters/zfs_arc_max
+          truncate -s 3G /dev/shm/suite.img && zpool create -o cachefile=none -m none gdsuite /dev/shm/suite.img || exit 1
+          GRAPHDRIVER_SUITE_ZFS_POOL=gdsuite "$@"; rc=$?
+          zpool destroy gdsuite; exit $rc' - "${run[@]}") ;;
+      *) echo "containerd-tests: no VM set-up for $d" >&2; exit 2 ;;
+    esac
+  fi
   echo "--- containerd's snapshotter suite on $d$([ -n "$VM" ] && echo ' (in the VM)')"
   log=$(mktemp /var/tmp/graphdriver-ctrd-suite.XXXXXX)
   if "${run[@]}" >"$log" 2>&1; then ok=1; else ok=0; fi

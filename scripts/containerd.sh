@@ -4,7 +4,9 @@
 # snapshotter per backend as a proxy plugin named graphdriver-BACKEND (each a `graphctl
 # snapshotter` with its own driver root under DIR). Nothing outside DIR is touched but the
 # shims' sockets, which containerd 1.6 keeps under /run/containerd/s and removes with them.
-#   scripts/containerd.sh start [BACKEND...]   (default: vfs overlay2 btrfs)
+#   scripts/containerd.sh start [BACKEND...]   (default: vfs overlay2 btrfs; zfs also needs
+#                                               GRAPHDRIVER_CONTAINERD_ZFS=POOL/DATASET, the
+#                                               parent dataset of its layers)
 #   scripts/containerd.sh stop                 (stops everything, unmounts, removes DIR)
 #   scripts/containerd.sh env                  (prints CTR=..., the ctr command line to use)
 #   scripts/containerd.sh restart-snapshotter BACKEND
@@ -48,7 +50,10 @@ stop() {
 
 start_snapshotter() { # start_snapshotter BACKEND: in the background, its pid in DIR
   local b=$1 opts=()
-  [ "$b" = btrfs ] && opts=(--opt btrfs.loopback=8G)
+  case $b in
+    btrfs) opts=(--opt btrfs.loopback=8G) ;;
+    zfs) opts=(--opt "zfs.fsname=${GRAPHDRIVER_CONTAINERD_ZFS:?zfs: set GRAPHDRIVER_CONTAINERD_ZFS to the parent dataset of its layers}") ;;
+  esac
   # a crash point aborts the process: no core file
   (ulimit -c 0; exec "$G" --driver "$b" --root "$DIR/gd-$b" "${opts[@]}" snapshotter \
      --address "$DIR/graphdriver-$b.sock") >>"$DIR/graphdriver-$b.log" 2>&1 &

@@ -70,7 +70,7 @@ done_stage
 # The two VM stages run side by side: each is mostly one emulated CPU busy (the suites run a
 # case at a time), so together they take about as long as the zfs one alone. Their lines are
 # prefixed with [devmapper] and [zfs].
-stage "in the VM, side by side: kernel features this host lacks (quotas, device-mapper: tests, the devmapper suite, a storm) | ZFS built by dkms for the VM kernel (the zfs suite, tests, a storm)"
+stage "in the VM, side by side: kernel features this host lacks (quotas, device-mapper: tests, the devmapper suite, containerd on devmapper and zfs, a storm) | ZFS built by dkms for the VM kernel (the zfs suite, tests, a storm)"
 vm/setup.sh >/dev/null   # the guest kernel, once, before two scripts would both install it
 # 30 container layers in the zfs benchmark here (200 take about 12 minutes under emulation)
 export GRAPHDRIVER_ZFS_BENCH_N=${GRAPHDRIVER_ZFS_BENCH_N:-$([ -n "$FAST" ] && echo 10 || echo 30)}

@@ -3,7 +3,8 @@
 # cases, a dm `error` target under each backend's filesystem), run inside the VM
 # (`graphctl vm`): the test binaries built here run there unchanged, with --ignored selecting
 # them; the image store's tests on devmapper; then the whole conformance suite on devmapper,
-# with nothing allowed to skip, and containerd's snapshotter suite on devmapper.
+# with nothing allowed to skip; containerd's snapshotter suite on devmapper and on zfs, and
+# containerd with runc end to end on both (zfs: installed by vm/setup-zfs.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vm/setup.sh >/dev/null
@@ -29,6 +30,14 @@ GRAPHDRIVER_REQUIRE=devmapper in_vm 1800 "$G" vm --modules loop,dm-thin-pool -- 
 # scripts/containerd-tests.sh): 20 passed and 1 skipped, as containerd's native
 echo "--- in the VM: containerd's snapshotter suite on devmapper"
 in_vm 1500 scripts/containerd-tests.sh --vm devmapper
+# containerd and runc end to end on devmapper and zfs (scripts/containerd-e2e.sh --vm), and
+# containerd's snapshotter suite on zfs: here rather than in vm-tests-zfs.sh, which runs
+# beside this script and is the longer of the two; ZFS is installed by then
+# (vm/setup-zfs.sh: the first call installs it, the second waits for the first)
+echo "--- in the VM: containerd + runc end to end on devmapper and zfs, containerd's snapshotter suite on zfs"
+vm/setup-zfs.sh >/dev/null
+in_vm 900 scripts/containerd-e2e.sh --vm devmapper zfs
+in_vm 1200 scripts/containerd-tests.sh --vm zfs
 # the storm (see scripts/storm.sh) on devmapper: two processes for GRAPHDRIVER_VM_STORM_SECS
 # (default 15) seconds, then no dm device, loop device or mount left, fsck clean
 echo "--- in the VM: storm on devmapper"

@@ -10,6 +10,9 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 HERE=$(dirname "$(realpath "$0")")
 APT="apt-get -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends"
+# one install at a time (the two VM test lanes of scripts/test.sh both need it)
+exec 9>/var/lock/graphdriver-setup-zfs.lock
+flock 9
 KVER=$("$HERE/setup.sh" | tail -1)
 [ -n "$KVER" ] || { echo "vm/setup-zfs.sh: no guest kernel" >&2; exit 1; }
 

@@ -323,6 +323,11 @@ impl Backend for Btrfs {
         "btrfs"
     }
 
+    /// The qgroup's exclusive bytes, when quotas are on.
+    fn disk_usage(&self, id: &LayerId) -> Result<Option<u64>> {
+        self.usage(id)
+    }
+
     fn make(
         &self,
         id: &LayerId,

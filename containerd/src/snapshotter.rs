@@ -11,8 +11,13 @@
 //! is left that nothing names. `scripts/containerd-kill.sh` kills the service at each step
 //! under containerd.
 //!
-//! Mounts: the service mounts an active snapshot's (or a view's) layer with
-//! [`GraphDriver::get`] once and hands containerd a bind mount of it (`ro` for a view). The
+//! Mounts: where the driver has one `mount(2)` that shows an active snapshot's layer
+//! ([`GraphDriver::mount_spec`]: overlay2's overlay mount while its options fit in a page,
+//! as containerd's own overlayfs snapshotter returns), containerd gets that and mounts it
+//! itself, so a container writes straight into the layer's upper directory and the service
+//! holds nothing. Otherwise (every view, the other backends, overlay chains too deep for a
+//! page, which overlay2 mounts through the new mount API) the service mounts the layer with
+//! [`GraphDriver::get`] once and hands containerd a bind mount of it (`ro` for a view). A
 //! hold is recorded with the boot it was taken in: after a reboot the driver's mount counts
 //! are void, and the next `Mounts` takes it again.
 
@@ -22,7 +27,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use graphdriver_api::failpoint;
-use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountSpec};
 
 use crate::filter::{self, Filter};
 use crate::metadata::Metadata;
@@ -77,6 +82,22 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
 
 fn visible(r: &Record) -> bool {
     matches!(r.state, State::Ready | State::Releasing)
+}
+
+/// How a snapshot's layer is shown to containerd.
+enum Shown {
+    /// A mount containerd makes itself; the service holds nothing.
+    Spec(MountSpec),
+    /// The service's own mount of the layer, which containerd bind-mounts.
+    Held(PathBuf),
+}
+
+fn spec_mount(spec: MountSpec) -> Vec<Mount> {
+    vec![Mount {
+        kind: spec.fs_type,
+        source: spec.source,
+        options: spec.options,
+    }]
 }
 
 fn bind(kind: Kind, path: PathBuf) -> Vec<Mount> {
@@ -257,10 +278,10 @@ impl Snapshotter {
             )
             .and_then(|()| {
                 failpoint::hit("snapshotter.prepare.after-create");
-                self.driver.get(&id, None)
+                self.show(kind, &id)
             });
-        let path = match made {
-            Ok(path) => path,
+        let shown = match made {
+            Ok(shown) => shown,
             Err(e) => {
                 // roll back; what cannot be undone now is undone at the next open
                 if self.discard(&id).is_ok() {
@@ -275,13 +296,30 @@ impl Snapshotter {
                 .get(key)?
                 .ok_or_else(|| SnapshotError::NotFound(key.to_owned()))?;
             r.state = State::Ready;
-            r.held = Some(Held {
-                boot: self.boot.clone(),
-                path: path.clone(),
-            });
+            r.held = match &shown {
+                Shown::Held(path) => Some(Held {
+                    boot: self.boot.clone(),
+                    path: path.clone(),
+                }),
+                Shown::Spec(_) => None,
+            };
             t.put(key, &r)
         })?;
-        Ok(bind(kind, path))
+        Ok(match shown {
+            Shown::Spec(spec) => spec_mount(spec),
+            Shown::Held(path) => bind(kind, path),
+        })
+    }
+
+    /// Shows a new snapshot's layer: the driver's one-call mount for an active snapshot
+    /// when it has one, else the service's own mount.
+    fn show(&self, kind: Kind, id: &LayerId) -> std::result::Result<Shown, DriverError> {
+        if kind == Kind::Active {
+            if let Some(spec) = self.driver.mount_spec(id)? {
+                return Ok(Shown::Spec(spec));
+            }
+        }
+        self.driver.get(id, None).map(Shown::Held)
     }
 
     /// `Mounts` of an active snapshot or a view.
@@ -295,6 +333,17 @@ impl Snapshotter {
             });
         }
         let kind = rec.kind;
+        let held_now = rec.held.as_ref().is_some_and(|h| h.boot == self.boot);
+        if kind == Kind::Active && !held_now {
+            let id = layer_id(key, &rec.layer)?;
+            if let Some(spec) = self
+                .driver
+                .mount_spec(&id)
+                .map_err(Self::driver_err(key, &id))?
+            {
+                return Ok(spec_mount(spec));
+            }
+        }
         let path = self.hold(key, rec)?;
         Ok(bind(kind, path))
     }
@@ -330,11 +379,22 @@ impl Snapshotter {
         }
     }
 
-    /// What a snapshot's layer holds itself: file bytes from the driver's `diff_size`, and
-    /// the entries its change list adds or modifies.
+    /// What a snapshot's layer holds itself: disk bytes from the backend's own account
+    /// where it keeps one ([`GraphDriver::disk_usage`]: zfs, devmapper, btrfs with qgroups),
+    /// else file bytes from the driver's `diff_size`; and the entries its change list adds
+    /// or modifies.
     fn measure(&self, key: &str, layer: &LayerId) -> Result<Usage> {
-        let err = Self::driver_err(key, layer);
-        let size = self.driver.diff_size(layer, None).map_err(err)?;
+        let size = match self
+            .driver
+            .disk_usage(layer)
+            .map_err(Self::driver_err(key, layer))?
+        {
+            Some(bytes) => bytes,
+            None => self
+                .driver
+                .diff_size(layer, None)
+                .map_err(Self::driver_err(key, layer))?,
+        };
         let inodes = self
             .driver
             .changes(layer, None)
@@ -373,7 +433,6 @@ impl Snapshotter {
             return Err(SnapshotError::AlreadyExists(name.to_owned()));
         }
         let id = layer_id(key, &rec.layer)?;
-        let usage = self.measure(key, &id)?;
         if rec.held.is_some() {
             self.meta.write("commit", |t| {
                 let mut r = t
@@ -401,7 +460,9 @@ impl Snapshotter {
                     updated: now,
                     state: State::Ready,
                     held: None,
-                    usage: Some(usage),
+                    // measured by the first `Usage` (the layer no longer changes), so a
+                    // commit takes the same time whatever the snapshot holds
+                    usage: None,
                     ..rec
                 },
             )
@@ -504,13 +565,51 @@ impl Snapshotter {
             .collect())
     }
 
-    /// `Usage`: a committed snapshot's, measured at commit; an active one's, now.
+    /// `Usage`: an active snapshot's, now; a committed one's, measured once (by the first
+    /// `Usage` after the commit) and kept in its record.
     pub fn usage(&self, key: &str) -> Result<Usage> {
         let rec = self.visible(key)?;
         if let Some(u) = rec.usage {
             return Ok(u);
         }
-        self.measure(key, &layer_id(key, &rec.layer)?)
+        let usage = self.measure(key, &layer_id(key, &rec.layer)?)?;
+        if rec.kind == Kind::Committed {
+            // the same snapshot still (a remove and a new commit under the same name in
+            // between would have another layer): keep the figure
+            self.meta.write("usage", |t| match t.get(key)? {
+                Some(mut r) if r.layer == rec.layer && r.usage.is_none() => {
+                    r.usage = Some(usage);
+                    t.put(key, &r)
+                }
+                _ => Ok(()),
+            })?;
+        }
+        Ok(usage)
+    }
+
+    /// Stops the service's use of the driver: when no snapshot holds a mount this boot,
+    /// the driver releases its kernel resources ([`GraphDriver::cleanup`]: devmapper's pool
+    /// and its loop devices, btrfs's loopback filesystem), so a stopped service leaves
+    /// nothing behind. Mounts that snapshots hold are kept, for the containers running on
+    /// them and for the next start, which takes them over; it returns how many there are.
+    pub fn close(&self) -> Result<usize> {
+        let _g = self.lock();
+        let held = self
+            .meta
+            .all()?
+            .into_iter()
+            .filter(|(_, r)| r.held.as_ref().is_some_and(|h| h.boot == self.boot))
+            .count();
+        if held == 0 {
+            self.driver
+                .cleanup()
+                .map_err(|source| SnapshotError::Driver {
+                    key: String::new(),
+                    layer: String::new(),
+                    source,
+                })?;
+        }
+        Ok(held)
     }
 
     /// `Cleanup`: removes the service's layers that no snapshot names.

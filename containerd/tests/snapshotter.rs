@@ -285,3 +285,84 @@ fn the_grpc_service_answers_over_a_unix_socket() {
     });
     assert!(!sock.exists(), "the socket goes when the service stops");
 }
+
+/// Makes the mount containerd would make from one of the service's mounts.
+fn mount_as_containerd(m: &graphdriver_containerd::Mount, target: &Path) {
+    use rustix::mount::{mount, mount_bind_recursive, MountFlags};
+    if m.kind == "bind" {
+        mount_bind_recursive(&m.source, target).unwrap();
+    } else {
+        let data = std::ffi::CString::new(m.options.join(",")).unwrap();
+        mount(
+            &m.source,
+            target,
+            m.kind.as_str(),
+            MountFlags::empty(),
+            data.as_c_str(),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn on_overlay2_containerd_gets_the_overlay_mount_itself_and_the_service_holds_nothing() {
+    let dir = scratch();
+    let d = graphdriver_overlay2::open(&dir.path().join("root"), &Default::default()).unwrap();
+    let s = Snapshotter::open(Box::new(d), &dir.path().join("meta")).unwrap();
+    let target = dir.path().join("rootfs");
+    std::fs::create_dir(&target).unwrap();
+
+    // no parent: the layer's own directory, bound
+    let m = s.prepare(Kind::Active, "k1", None, no_labels()).unwrap();
+    assert_eq!(
+        (m[0].kind.as_str(), &m[0].options[..]),
+        ("bind", &["rbind".to_owned(), "rw".to_owned()][..])
+    );
+    mount_as_containerd(&m[0], &target);
+    std::fs::write(target.join("base-file"), b"base").unwrap();
+    rustix::mount::unmount(&target, rustix::mount::UnmountFlags::empty()).unwrap();
+    s.commit("base", "k1", no_labels()).unwrap();
+
+    // on a parent: the overlay mount, made by "containerd"; writes land in the layer
+    let m = s
+        .prepare(Kind::Active, "k2", Some("base"), no_labels())
+        .unwrap();
+    assert_eq!(m[0].kind, "overlay", "{m:?}");
+    assert!(
+        m[0].options.iter().any(|o| o.starts_with("upperdir=")),
+        "{m:?}"
+    );
+    assert_eq!(s.mounts("k2").unwrap(), m, "Mounts says what Prepare said");
+    mount_as_containerd(&m[0], &target);
+    assert_eq!(std::fs::read(target.join("base-file")).unwrap(), b"base");
+    std::fs::write(target.join("child-file"), b"child").unwrap();
+    rustix::mount::unmount(&target, rustix::mount::UnmountFlags::empty()).unwrap();
+    // the service mounted nothing, so closing it releases the driver
+    assert_eq!(s.close().unwrap(), 0);
+    s.commit("child", "k2", no_labels()).unwrap();
+    let layer = LayerId::new(format!("{LAYER_PREFIX}2")).unwrap();
+    let changes: Vec<String> = s
+        .driver()
+        .changes(&layer, None)
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(changes, ["A /child-file"]);
+    // measured at the first Usage, then kept
+    assert_eq!(s.usage("child").unwrap().size, 5);
+    assert_eq!(s.usage("child").unwrap().inodes, 1);
+
+    // a view is the service's own read-only mount, held until it is removed
+    let v = s
+        .prepare(Kind::View, "v", Some("child"), no_labels())
+        .unwrap();
+    assert_eq!(v[0].options, ["rbind", "ro"]);
+    assert_eq!(
+        s.close().unwrap(),
+        1,
+        "a view's mount is kept for its users"
+    );
+    s.remove("v").unwrap();
+    assert_eq!(s.close().unwrap(), 0);
+}

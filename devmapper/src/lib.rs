@@ -495,6 +495,11 @@ impl Backend for Devmapper {
         "devmapper"
     }
 
+    /// The bytes the thin device maps.
+    fn disk_usage(&self, id: &LayerId) -> Result<Option<u64>> {
+        self.usage(id).map(Some)
+    }
+
     fn make(
         &self,
         id: &LayerId,

@@ -85,6 +85,19 @@ pub struct LayerInfo {
 /// `status` output: ordered key/value pairs.
 pub type Status = Vec<(String, String)>;
 
+/// One `mount(2)` call that shows a writable layer, for a caller that mounts for itself
+/// (containerd mounts what its snapshotter returns): see [`GraphDriver::mount_spec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    /// The filesystem type (`overlay`), or `bind`.
+    pub fs_type: String,
+    /// The source: a directory for `bind`, the filesystem's name otherwise.
+    pub source: PathBuf,
+    /// Mount options as fstab spells them (`rbind`, `lowerdir=...`); joined with commas they
+    /// are `mount(2)`'s data, which fits in a page.
+    pub options: Vec<String>,
+}
+
 /// A container storage driver: a graph of layers, each a filesystem tree that starts as a
 /// copy-on-write view of its parent.
 ///
@@ -132,6 +145,21 @@ pub trait GraphDriver: Send + Sync + fmt::Debug {
 
     /// What the driver records about the layer.
     fn metadata(&self, id: &LayerId) -> Result<LayerInfo>;
+
+    /// How a caller that mounts for itself can show writable layer `id` with one `mount(2)`,
+    /// without the driver mounting it: overlay2 gives the overlay mount over the layer's
+    /// directories (writes land straight in its upper directory), or a bind mount of a layer
+    /// without parent. `None` when the backend has no such mount, when the options would
+    /// not fit in the page `mount(2)` takes (the caller then uses [`get`](Self::get), which
+    /// has no such limit), or when `id` has children (it is read-only: use `get`).
+    ///
+    /// The driver does not count such mounts: the caller unmounts before it removes the
+    /// layer, creates a child of it or exports it.
+    /// Checked by `lifecycle::mount_spec_shows_a_writable_layer`.
+    fn mount_spec(&self, id: &LayerId) -> Result<Option<MountSpec>> {
+        let _ = id;
+        Ok(None)
+    }
 
     /// Key/value facts about the driver: backing filesystem, layer count, kernel features used.
     fn status(&self) -> Status;
@@ -182,4 +210,18 @@ pub trait GraphDriver: Send + Sync + fmt::Debug {
 
     /// The bytes a [`diff`](Self::diff) would carry: regular-file content, each inode once.
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64>;
+
+    /// Disk bytes the backend itself accounts to layer `id`, read in constant time whatever
+    /// the layer holds: zfs's `used` (what the dataset does not share with its origin),
+    /// btrfs's qgroup exclusive bytes (once qgroups are on in its filesystem: the
+    /// first layer with a size limit turns them on), devmapper's mapped blocks of
+    /// the thin device (its own and those it shares with its origin, as containerd's
+    /// devmapper reports; the pool keeps no count of a device's own blocks). `None` where the
+    /// backend keeps no such account (vfs, overlay2, btrfs without qgroups): a caller then
+    /// walks the layer ([`diff_size`](Self::diff_size)).
+    /// Checked by `lifecycle::disk_usage_counts_what_a_layer_wrote`.
+    fn disk_usage(&self, id: &LayerId) -> Result<Option<u64>> {
+        let _ = id;
+        Ok(None)
+    }
 }

@@ -61,7 +61,7 @@ mod sys;
 pub mod tree;
 
 pub use backing_fs::BackingFs;
-pub use driver::{Change, ChangeKind, CreateOpts, GraphDriver, LayerInfo, Status};
+pub use driver::{Change, ChangeKind, CreateOpts, GraphDriver, LayerInfo, MountSpec, Status};
 pub use error::{DriverError, IoContext, Result};
 pub use layer_id::{LayerId, MAX_LAYER_ID_LEN};
 pub use naive::{NaiveDiff, RACY_WINDOW_SECS};

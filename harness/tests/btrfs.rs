@@ -103,4 +103,6 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more_with_edquot() {
         (25 << 20..=51 << 20).contains(&used),
         "qgroup says {used} bytes"
     );
+    // the driver's constant-time account is the qgroup's
+    assert_eq!(d.disk_usage(&l).unwrap(), Some(used));
 }

@@ -36,6 +36,7 @@ mod sys;
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -45,7 +46,7 @@ use graphdriver_api::quota::ProjectQuota;
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
     layer_mount, tree, BackingFs, Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId,
-    NaiveDiff, Result, Status,
+    MountSpec, NaiveDiff, Result, Status,
 };
 use rustix::mount::{self as rmount, MountPropagationFlags, UnmountFlags};
 
@@ -378,6 +379,42 @@ impl Overlay {
 impl Backend for Overlay {
     fn name(&self) -> &'static str {
         "overlay2"
+    }
+
+    /// The overlay mount over the layer's own directories with absolute paths (lowers by
+    /// their short links, the shortest absolute names they have), while its options fit in
+    /// a page; a layer without parent is a bind mount of its directory.
+    fn mount_spec(&self, id: &LayerId, ancestors: &[LayerId]) -> Result<Option<MountSpec>> {
+        if ancestors.is_empty() {
+            return Ok(Some(MountSpec {
+                fs_type: "bind".into(),
+                source: self.diff(id),
+                options: vec!["rbind".into(), "rw".into()],
+            }));
+        }
+        let lowers = ancestors
+            .iter()
+            .map(|a| match self.short_name(a) {
+                Some(name) => self.home.join("l").join(name),
+                None => self.diff(a),
+            })
+            .collect();
+        let m = OverlayMount {
+            lowers,
+            upper: Some((self.diff(id), self.dir(id).join("work"))),
+        };
+        // `,` and `:` would split the option string where the kernel does not expect it
+        let plain = |p: &Path| !p.as_os_str().as_bytes().iter().any(|b| b"\\,:".contains(b));
+        let paths_plain = m.lowers.iter().all(|l| plain(l)) && plain(&self.dir(id));
+        // past a page (or the kernel's stack), `get` mounts it, or says why it cannot
+        match (paths_plain, m.legacy_options(), m.options()) {
+            (true, Ok(_), Ok(options)) => Ok(Some(MountSpec {
+                fs_type: "overlay".into(),
+                source: "overlay".into(),
+                options,
+            })),
+            _ => Ok(None),
+        }
     }
 
     fn make(

@@ -70,27 +70,29 @@ impl OverlayMount {
         Ok(())
     }
 
-    /// The option string for legacy `mount(2)` (paths as given, typically relative to the
-    /// driver home), refused when it would not fit in a page: the kernel would cut it and
-    /// may then mount only some of the layers.
-    pub fn legacy_options(&self) -> Result<String, TooDeep> {
+    /// The mount's options, one per item, in the order the kernel takes them; not checked
+    /// against the page (see [`legacy_options`](Self::legacy_options)).
+    pub fn options(&self) -> Result<Vec<String>, TooDeep> {
         self.check_stack()?;
         let lowers: Vec<String> = self
             .lowers
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        let mut s = format!("lowerdir={}", lowers.join(":"));
+        let mut o = vec![format!("lowerdir={}", lowers.join(":"))];
         if let Some((upper, work)) = &self.upper {
-            s.push_str(&format!(
-                ",upperdir={},workdir={}",
-                upper.display(),
-                work.display()
-            ));
+            o.push(format!("upperdir={}", upper.display()));
+            o.push(format!("workdir={}", work.display()));
         }
-        for (k, v) in FIXED_OPTIONS {
-            s.push_str(&format!(",{k}={v}"));
-        }
+        o.extend(FIXED_OPTIONS.iter().map(|(k, v)| format!("{k}={v}")));
+        Ok(o)
+    }
+
+    /// The option string for legacy `mount(2)` (paths as given, typically relative to the
+    /// driver home), refused when it would not fit in a page: the kernel would cut it and
+    /// may then mount only some of the layers.
+    pub fn legacy_options(&self) -> Result<String, TooDeep> {
+        let s = self.options()?.join(",");
         if s.len() + 1 > PAGE_SIZE {
             return Err(TooDeep::Page {
                 lowers: self.lowers.len(),

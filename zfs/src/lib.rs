@@ -463,6 +463,11 @@ impl Backend for Zfs {
         "zfs"
     }
 
+    /// The dataset's `used`, after the pool's pending writes are accounted.
+    fn disk_usage(&self, id: &LayerId) -> Result<Option<u64>> {
+        self.usage(id).map(|u| Some(u.used))
+    }
+
     fn make(
         &self,
         id: &LayerId,

@@ -51,7 +51,8 @@ use crate::archive::{self, ApplyTarget};
 use crate::mountinfo::MountTable;
 use crate::naive::NaiveDiff;
 use crate::{
-    Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId, LayerInfo, Result, Status,
+    Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId, LayerInfo, MountSpec, Result,
+    Status,
 };
 
 /// What a backend provides to the shared [`LayerStore`].
@@ -107,6 +108,19 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
     /// [`apply_target`](Self::apply_target) lets go of it here.
     fn apply_finished(&self, _id: &LayerId) -> Result<()> {
         Ok(())
+    }
+
+    /// One `mount(2)` that shows writable layer `id` without the backend mounting it (see
+    /// [`GraphDriver::mount_spec`]); `ancestors` as for [`mount`](Self::mount). The default,
+    /// `None`, means the backend has none.
+    fn mount_spec(&self, _id: &LayerId, _ancestors: &[LayerId]) -> Result<Option<MountSpec>> {
+        Ok(None)
+    }
+
+    /// Disk bytes the backend accounts to `id` (see [`GraphDriver::disk_usage`]); the
+    /// default, `None`, means it keeps no such account.
+    fn disk_usage(&self, _id: &LayerId) -> Result<Option<u64>> {
+        Ok(None)
     }
 
     /// Backend-specific status lines.
@@ -848,6 +862,23 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             return Err(e);
         }
         Ok(path)
+    }
+
+    fn disk_usage(&self, id: &LayerId) -> Result<Option<u64>> {
+        let _layer = self.lock_layer(id)?;
+        self.require_usable(id)?;
+        self.backend.disk_usage(id)
+    }
+
+    fn mount_spec(&self, id: &LayerId) -> Result<Option<MountSpec>> {
+        let _layer = self.lock_layer(id)?;
+        self.require_usable(id)?;
+        if !self.children(id)?.is_empty() {
+            return Ok(None);
+        }
+        self.settle(id)?;
+        let ancestors = self.ancestors(id)?;
+        self.backend.mount_spec(id, &ancestors)
     }
 
     fn put(&self, id: &LayerId) -> Result<()> {

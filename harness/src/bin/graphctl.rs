@@ -555,7 +555,7 @@ fn snapshotter(driver: Box<dyn GraphDriver>, dir: &Path, address: &Path) -> Resu
             "graphctl: serving containerd's snapshot API on {}",
             address.display()
         );
-        graphdriver_containerd::serve(s, address, async move {
+        graphdriver_containerd::serve(s.clone(), address, async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
@@ -564,6 +564,12 @@ fn snapshotter(driver: Box<dyn GraphDriver>, dir: &Path, address: &Path) -> Resu
         .await
         .with_context(|| format!("serve on {}", address.display()))
     })?;
+    let held = s
+        .close()
+        .context("release the driver's resources after serving")?;
+    if held > 0 {
+        eprintln!("graphctl: stopped; {held} snapshot mounts kept for the containers using them");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,11 +1,12 @@
 //! Creating, listing, mounting and removing layers, and surviving crashes while doing so.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{ensure, Context, Result};
 use graphdriver_api::mountinfo::MountTable;
-use graphdriver_api::{CreateOpts, DriverError, LayerId};
+use graphdriver_api::{CreateOpts, DriverError, LayerId, MountSpec};
 
 use super::support::*;
 use super::{Case, Ctx};
@@ -56,6 +57,14 @@ pub const CASES: &[Case] = &[
     Case {
         name: "lifecycle::mount_counts_nest",
         run: mount_counts_nest,
+    },
+    Case {
+        name: "lifecycle::mount_spec_shows_a_writable_layer",
+        run: mount_spec_shows_a_writable_layer,
+    },
+    Case {
+        name: "lifecycle::disk_usage_counts_what_a_layer_wrote",
+        run: disk_usage_counts_what_a_layer_wrote,
     },
     Case {
         name: "lifecycle::mount_count_survives_reopen",
@@ -297,6 +306,108 @@ fn mount_counts_nest(ctx: &mut Ctx) -> Result<()> {
         view(ctx, &a)?.get("f").is_some(),
         "content written through the mount is gone"
     );
+    Ok(())
+}
+
+/// Makes the one `mount(2)` a [`MountSpec`] describes at `target`.
+fn mount_by_spec(spec: &MountSpec, target: &Path) -> Result<()> {
+    use rustix::mount::{mount, mount_bind_recursive, MountFlags};
+    if spec.fs_type == "bind" {
+        mount_bind_recursive(&spec.source, target)
+    } else {
+        let data = std::ffi::CString::new(spec.options.join(","))
+            .context("mount options with a NUL byte")?;
+        mount(
+            &spec.source,
+            target,
+            spec.fs_type.as_str(),
+            MountFlags::empty(),
+            data.as_c_str(),
+        )
+    }
+    .with_context(|| format!("mount {spec:?} at {}", target.display()))
+}
+
+fn mount_spec_shows_a_writable_layer(ctx: &mut Ctx) -> Result<()> {
+    let base = layer(ctx, "base", None, |p| write(&p.join("f"), "from base"))?;
+    let c = id("c");
+    ctx.d().create(&c, Some(&base), &rw())?;
+    ensure!(
+        ctx.d().mount_spec(&base)?.is_none(),
+        "a layer with a child got a mount spec: it is read-only"
+    );
+    let Some(spec) = ctx.d().mount_spec(&c)? else {
+        // the backend has no one-call mount: `get` is the only way, and still works
+        return with_mount(ctx.d(), &c, |p| {
+            ensure!(p.join("f").exists(), "the parent's file is not seen");
+            Ok(())
+        });
+    };
+    let target = ctx.work.join("spec-mount");
+    std::fs::create_dir_all(&target)?;
+    mount_by_spec(&spec, &target)?;
+    let r = (|| {
+        let got = std::fs::read_to_string(target.join("f")).context("read the parent's file")?;
+        ensure!(got == "from base", "the parent's file reads {got:?}");
+        write(&target.join("g"), "written through the spec")
+    })();
+    rustix::mount::unmount(&target, rustix::mount::UnmountFlags::empty())
+        .context("unmount the spec's mount")?;
+    r?;
+    // the driver counted no mount, and the write is the layer's
+    expect_err(
+        ctx.d().put(&c),
+        "a put of a layer only mounted by spec",
+        |e| matches!(e, DriverError::NotMounted(_)),
+    )?;
+    expect_changes(ctx, &c, &["A /g"])?;
+    ensure!(
+        view(ctx, &c)?.get("g").is_some(),
+        "the write through the spec is not in the layer"
+    );
+    ctx.d().remove(&c)?;
+    Ok(())
+}
+
+/// Bytes no compressor or deduplication shrinks (xorshift; the seed is fixed).
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn disk_usage_counts_what_a_layer_wrote(ctx: &mut Ctx) -> Result<()> {
+    const WROTE: usize = 4 << 20;
+    let base = layer(ctx, "base", None, |p| write(&p.join("f"), "base"))?;
+    let c = id("c");
+    ctx.d().create(&c, Some(&base), &rw())?;
+    let before = ctx.d().disk_usage(&c)?;
+    with_mount(ctx.d(), &c, |p| {
+        write(&p.join("big"), incompressible(WROTE))?;
+        let f = std::fs::File::open(p)?;
+        rustix::fs::syncfs(&f).context("syncfs")?;
+        Ok(())
+    })?;
+    let after = ctx.d().disk_usage(&c)?;
+    match (before, after) {
+        (None, None) => {}
+        (Some(b), Some(a)) => ensure!(
+            a >= b + WROTE as u64 * 9 / 10,
+            "disk usage went from {b} to {a} bytes after {WROTE} bytes were written"
+        ),
+        (b, a) => anyhow::bail!("disk usage was {b:?} before a write and {a:?} after it"),
+    }
+    expect_err(
+        ctx.d().disk_usage(&id("missing")),
+        "disk usage of a missing layer",
+        |e| matches!(e, DriverError::NotFound(_)),
+    )?;
     Ok(())
 }
 

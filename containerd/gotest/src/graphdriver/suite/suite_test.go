@@ -3,7 +3,10 @@
 // way containerd reaches it: through snapshots/proxy over a unix socket.
 //
 // Each case gets a fresh service: `graphctl --driver $GRAPHDRIVER_SUITE_DRIVER --root ROOT
-// snapshotter --address ROOT/snapshotter.sock`, stopped with SIGTERM at the end.
+// snapshotter --address ROOT/snapshotter.sock`, stopped with SIGTERM at the end. With
+// GRAPHDRIVER_SUITE_ZFS_POOL set (zfs, in the VM), each case's layers get a dataset of their
+// own on that pool (the service's layer ids restart at every fresh root, so two cases on one
+// parent dataset would name the same datasets), destroyed with everything in it at the end.
 // Run by scripts/containerd-tests.sh (GOPATH mode: GO111MODULE=off).
 package suite
 
@@ -59,16 +62,33 @@ func newSnapshotter(ctx context.Context, root string) (snapshots.Snapshotter, fu
 	for _, o := range strings.Fields(os.Getenv("GRAPHDRIVER_SUITE_OPTS")) {
 		args = append(args, "--opt", o)
 	}
+	dataset := ""
+	if pool := os.Getenv("GRAPHDRIVER_SUITE_ZFS_POOL"); pool != "" {
+		dataset = pool + "/" + filepath.Base(root)
+		if out, err := exec.Command("zfs", "create", "-o", "mountpoint=none", dataset).CombinedOutput(); err != nil {
+			return nil, nil, fmt.Errorf("zfs create %s: %v: %s", dataset, err, out)
+		}
+		args = append(args, "--opt", "zfs.fsname="+dataset)
+	}
+	destroy := func() {
+		if dataset != "" {
+			if out, err := exec.Command("zfs", "destroy", "-R", dataset).CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "zfs destroy -R %s: %v: %s\n", dataset, err, out)
+			}
+		}
+	}
 	args = append(args, "snapshotter", "--address", sock)
 	cmd := exec.Command(graphctl, args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
+		destroy()
 		return nil, nil, err
 	}
 	stop := func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		unmountBelow(root)
+		destroy()
 	}
 	dialer := func(ctx context.Context, addr string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", addr)
