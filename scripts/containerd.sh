@@ -8,6 +8,12 @@
 #                                               GRAPHDRIVER_CONTAINERD_ZFS=POOL/DATASET, the
 #                                               parent dataset of its layers)
 #   scripts/containerd.sh stop                 (stops everything, unmounts, removes DIR)
+#   GRAPHDRIVER_CONTAINERD_BENCH=1 scripts/containerd.sh start BACKEND...
+#                                  (for scripts/containerd-bench.sh: each graphdriver root and
+#                                   containerd's built-in snapshotter it is compared with on
+#                                   one loop filesystem of DIR's, their images on a tmpfs:
+#                                   ext4 for overlay2 and overlayfs, xfs for vfs and native,
+#                                   btrfs for btrfs and btrfs)
 #   scripts/containerd.sh env                  (prints CTR=..., the ctr command line to use)
 #   scripts/containerd.sh restart-snapshotter BACKEND
 #                                  (stops that backend's snapshotter, SIGKILL after 5 s, and
@@ -48,14 +54,39 @@ stop() {
   rm -rf "$DIR"
 }
 
+BENCH=${GRAPHDRIVER_CONTAINERD_BENCH:-}
+# the bench's filesystem for a backend (graphdriver's or containerd's built-in)
+fs_of() { case $1 in overlay2|overlayfs) echo ext4 ;; vfs|native) echo xfs ;; btrfs) echo btrfs ;; *) return 1 ;; esac; }
+
+# the bench's loop filesystems, DIR/ext4, DIR/xfs and DIR/btrfs (images on /dev/shm)
+bench_filesystems() {
+  local f img
+  for f in ext4 xfs btrfs; do
+    img=/dev/shm/graphdriver-containerd-bench-$f.img
+    rm -f "$img"; truncate -s 8G "$img"
+    case $f in
+      ext4) mkfs.ext4 -q -F "$img" ;;
+      xfs) mkfs.xfs -q -f "$img" ;;
+      btrfs) mkfs.btrfs -q -f "$img" >/dev/null ;;
+    esac
+    mkdir -p "$DIR/$f"
+    mount -o loop "$img" "$DIR/$f"
+    rm -f "$img"   # the mount keeps it; nothing is left once it is unmounted
+  done
+}
+
+gd_root() { # gd_root BACKEND: the driver root of graphdriver-BACKEND
+  if [ -n "$BENCH" ] && fs_of "$1" >/dev/null; then echo "$DIR/$(fs_of "$1")/gd-$1"; else echo "$DIR/gd-$1"; fi
+}
+
 start_snapshotter() { # start_snapshotter BACKEND: in the background, its pid in DIR
   local b=$1 opts=()
   case $b in
-    btrfs) opts=(--opt btrfs.loopback=8G) ;;
+    btrfs) [ -n "$BENCH" ] || opts=(--opt btrfs.loopback=8G) ;;
     zfs) opts=(--opt "zfs.fsname=${GRAPHDRIVER_CONTAINERD_ZFS:?zfs: set GRAPHDRIVER_CONTAINERD_ZFS to the parent dataset of its layers}") ;;
   esac
   # a crash point aborts the process: no core file
-  (ulimit -c 0; exec "$G" --driver "$b" --root "$DIR/gd-$b" "${opts[@]}" snapshotter \
+  (ulimit -c 0; exec "$G" --driver "$b" --root "$(gd_root "$b")" "${opts[@]}" snapshotter \
      --address "$DIR/graphdriver-$b.sock") >>"$DIR/graphdriver-$b.log" 2>&1 &
   echo $! > "$DIR/graphdriver-$b.pid"
 }
@@ -83,6 +114,7 @@ case ${1:-} in
     [ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
     stop
     mkdir -p "$DIR"
+    [ -z "$BENCH" ] || bench_filesystems
     {
       echo 'version = 2'
       echo "root = \"$DIR/root\""
@@ -96,6 +128,12 @@ case ${1:-} in
       echo '  address = ""'
       echo '[metrics]'
       echo '  address = ""'
+      if [ -n "$BENCH" ]; then
+        for b in overlayfs native btrfs; do
+          echo "[plugins.\"io.containerd.snapshotter.v1.$b\"]"
+          echo "  root_path = \"$DIR/$(fs_of $b)/containerd-$b\""
+        done
+      fi
       for b in "${BACKENDS[@]}"; do
         echo "[proxy_plugins.graphdriver-$b]"
         echo '  type = "snapshot"'

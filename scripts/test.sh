@@ -22,10 +22,11 @@ scripts/install-deps.sh
 export GRAPHDRIVER_ROOTFS_TAR=${GRAPHDRIVER_ROOTFS_TAR:-$(scripts/debian-rootfs.sh)}
 done_stage
 
-stage "bench --quick (the main job, small; its report is checked by the tests)"
+stage "bench --quick (the main job, small, with its containerd section; its report is checked by the tests)"
 cargo build --workspace --all-targets --release
 ./target/release/graphctl bench --quick --out target/bench-quick
-export GRAPHDRIVER_BENCH_REPORT=$PWD/target/bench-quick/report.json
+scripts/containerd-bench.sh --quick --out target/bench-quick
+export GRAPHDRIVER_BENCH_REPORT=$PWD/target/bench-quick/report.json GRAPHDRIVER_BENCH_CONTAINERD=1
 done_stage
 
 stage "cargo test"

@@ -189,7 +189,56 @@ fn the_report_follows_its_schema_and_covers_every_backend() {
             );
         }
     }
+    // the containerd section (scripts/containerd-bench.sh adds it; scripts/test.sh asks
+    // for it with GRAPHDRIVER_BENCH_CONTAINERD=1): each graphdriver backend beside
+    // containerd's built-in snapshotter, every figure a ratio to it
+    let containerd: Vec<&Value> = ms
+        .iter()
+        .filter(|m| m["workload"] == "containerd")
+        .collect();
+    let want_containerd = std::env::var_os("GRAPHDRIVER_BENCH_CONTAINERD").is_some();
+    assert!(
+        !want_containerd || !containerd.is_empty(),
+        "no containerd section in {}",
+        path.display()
+    );
+    if !containerd.is_empty() {
+        for (d, builtin) in [
+            ("overlay2", "overlayfs"),
+            ("btrfs", "btrfs"),
+            ("vfs", "native"),
+        ] {
+            for what in [
+                "ctr images import",
+                "ctr run",
+                "Prepare",
+                "Commit",
+                "Remove",
+            ] {
+                let m = containerd
+                    .iter()
+                    .find(|m| {
+                        m["subject"].as_str().is_some_and(|s| {
+                            s.starts_with(what) && s.ends_with(&format!("graphdriver-{d}"))
+                        })
+                    })
+                    .unwrap_or_else(|| panic!("no containerd {what} on graphdriver-{d}"));
+                assert!(
+                    m["baseline"]
+                        .as_str()
+                        .is_some_and(|b| b.ends_with(&format!("containerd {builtin}"))),
+                    "containerd {what} on {d} is not compared with {builtin}: {m}"
+                );
+                assert!(m["ratio_to_baseline"].as_f64().is_some_and(|r| r > 0.0));
+            }
+        }
+    }
     let html = std::fs::read_to_string(path.with_file_name("report.html")).unwrap();
+    if !containerd.is_empty() {
+        for id in ["containerd", "containerd-latency"] {
+            assert!(html.contains(&format!("<svg id=\"{id}\"")), "no {id} chart");
+        }
+    }
     for id in [
         "import",
         "export",

@@ -250,6 +250,13 @@ fn measurements<'a>(
         .filter(move |m| m.workload == workload)
 }
 
+/// A snapshot operation's latency, among the containerd measurements.
+fn is_latency(m: &Measurement) -> bool {
+    m.param
+        .as_deref()
+        .is_some_and(|p| p.starts_with("snapshot latency"))
+}
+
 fn label(m: &Measurement) -> String {
     match &m.param {
         Some(p) => format!("{} — {} ({p})", m.backend, m.subject),
@@ -402,6 +409,21 @@ pub fn page(r: &BenchReport) -> String {
         fmt_s,
         &rows(r, "images", |_| true),
     ));
+    // written by scripts/containerd-bench.sh into a report graphctl bench made
+    if measurements(r, "containerd").next().is_some() {
+        s.push_str(&bars(
+            "containerd",
+            "containerd: import + unpack of the two-layer Debian image and `ctr run --rm IMAGE true`, graphdriver through the proxy plugin beside containerd's built-in snapshotter on the same filesystem",
+            fmt_s,
+            &rows(r, "containerd", |m| !is_latency(m)),
+        ));
+        s.push_str(&bars(
+            "containerd-latency",
+            "containerd: Prepare (+ Mounts), Commit and Remove of a snapshot on the image, through containerd's snapshot API",
+            fmt_s,
+            &rows(r, "containerd", is_latency),
+        ));
+    }
     s.push_str("<h2>All measurements</h2><table><tr><th>workload</th><th>backend</th><th>what</th><th>param</th><th>median</th><th>n</th><th>ratio</th></tr>");
     for m in &r.measurements {
         let _ = write!(
