@@ -13,7 +13,9 @@
 #                                   containerd's built-in snapshotter it is compared with on
 #                                   one loop filesystem of DIR's, their images on a tmpfs:
 #                                   ext4 for overlay2 and overlayfs, xfs for vfs and native,
-#                                   btrfs for btrfs and btrfs)
+#                                   btrfs for btrfs and btrfs; with devmapper, containerd's
+#                                   devmapper too, on a thin pool of its own on loop devices
+#                                   of files in DIR, removed by stop)
 #   scripts/containerd.sh env                  (prints CTR=..., the ctr command line to use)
 #   scripts/containerd.sh restart-snapshotter BACKEND
 #                                  (stops that backend's snapshotter, SIGKILL after 5 s, and
@@ -51,7 +53,27 @@ stop() {
   # what the snapshotters and containerd held, deepest first
   awk -v d="$DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # containerd's devmapper's pool (bench), its thin devices first
+  if [ -e "$DIR/ctrd-pool-data" ]; then
+    dmsetup ls 2>/dev/null | awk '$1 ~ /^graphdriver-bench-pool-snap-/ {print $1}' |
+      while read -r d; do dmsetup remove "$d" 2>/dev/null || true; done
+    dmsetup remove graphdriver-bench-pool 2>/dev/null || true
+    for f in "$DIR"/ctrd-pool-data "$DIR"/ctrd-pool-meta; do
+      losetup -j "$f" | cut -d: -f1 | while read -r l; do losetup -d "$l"; done
+    done
+  fi
   rm -rf "$DIR"
+}
+
+# containerd's devmapper's thin pool (bench): 8 GiB of data, 256 MiB of metadata
+bench_pool() {
+  local data meta
+  truncate -s 8G "$DIR/ctrd-pool-data"; truncate -s 256M "$DIR/ctrd-pool-meta"
+  data=$(losetup --find --show "$DIR/ctrd-pool-data")
+  meta=$(losetup --find --show "$DIR/ctrd-pool-meta")
+  dd if=/dev/zero of="$meta" bs=4096 count=1 status=none
+  dmsetup create graphdriver-bench-pool \
+    --table "0 $(blockdev --getsz "$data") thin-pool $meta $data 128 32768 1 skip_block_zeroing"
 }
 
 BENCH=${GRAPHDRIVER_CONTAINERD_BENCH:-}
@@ -114,12 +136,18 @@ case ${1:-} in
     [ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
     stop
     mkdir -p "$DIR"
-    [ -z "$BENCH" ] || bench_filesystems
+    DM_BUILTIN=
+    if [ -n "$BENCH" ]; then
+      bench_filesystems
+      [[ " ${BACKENDS[*]} " == *" devmapper "* ]] && { DM_BUILTIN=1; bench_pool; }
+    fi
+    DISABLED='"io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.zfs"'
+    [ -n "$DM_BUILTIN" ] || DISABLED+=', "io.containerd.snapshotter.v1.devmapper"'
     {
       echo 'version = 2'
       echo "root = \"$DIR/root\""
       echo "state = \"$DIR/state\""
-      echo 'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]'
+      echo "disabled_plugins = [$DISABLED]"
       echo '[grpc]'
       echo "  address = \"$SOCK\""
       echo '[ttrpc]'
@@ -133,6 +161,12 @@ case ${1:-} in
           echo "[plugins.\"io.containerd.snapshotter.v1.$b\"]"
           echo "  root_path = \"$DIR/$(fs_of $b)/containerd-$b\""
         done
+      fi
+      if [ -n "$DM_BUILTIN" ]; then
+        echo '[plugins."io.containerd.snapshotter.v1.devmapper"]'
+        echo "  root_path = \"$DIR/containerd-devmapper\""
+        echo '  pool_name = "graphdriver-bench-pool"'
+        echo '  base_image_size = "10GB"'
       fi
       for b in "${BACKENDS[@]}"; do
         echo "[proxy_plugins.graphdriver-$b]"

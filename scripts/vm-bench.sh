@@ -6,7 +6,10 @@
 #      (GRAPHDRIVER_DM_BENCH_OPTS=dm.fs=xfs for xfs on the thin devices);
 #   2. the bench report, `graphctl bench --quick` of devmapper and overlay2 in the VM, written
 #      to OUT (default bench-report-vm). Its image is the first 2000 entries of the Debian
-#      rootfs: under software emulation the whole one takes too long. About 20 minutes here.
+#      rootfs: under software emulation the whole one takes too long;
+#   3. graphdriver-devmapper under containerd beside containerd's own devmapper
+#      (scripts/containerd-bench.sh --vm), the containerd section of that report.
+#   About 30 minutes here.
 #   scripts/vm-bench.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,3 +40,5 @@ echo "--- in the VM: graphctl bench --quick --drivers devmapper,overlay2 (report
 "$G" vm --mem 8G --share "$OUT" --modules loop,dm-thin-pool -- \
   "$G" bench --quick --drivers devmapper,overlay2 --image "$SMALL" --out "$OUT" \
   --root /var/tmp/graphdriver-vm-bench
+echo "--- in the VM: graphdriver-devmapper under containerd beside containerd's devmapper"
+scripts/containerd-bench.sh --vm --out "$OUT"
