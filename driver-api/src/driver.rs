@@ -20,7 +20,9 @@ pub struct CreateOpts {
     /// A hard limit on the bytes the layer itself may hold (not counting its parent), if the
     /// backend supports one; otherwise `create` fails with `Unsupported`.
     pub size_limit: Option<u64>,
-    /// A mount label (SELinux context) applied when the layer is mounted, if any.
+    /// A mount label (SELinux context) for the layer's mounts. No backend applies one yet:
+    /// `create` (and [`GraphDriver::get`]) with a non-empty label fail with `Unsupported`
+    /// and change nothing, rather than mount the layer unlabelled. `None` or empty: no label.
     pub mount_label: Option<String>,
     /// Backend-specific `key=value` options.
     pub storage_opts: BTreeMap<String, String>,
@@ -125,8 +127,10 @@ pub trait GraphDriver: Send + Sync + fmt::Debug {
     /// Mounts the layer (or reuses its mount) and returns the path of its root. Every call
     /// must be matched by a [`put`](Self::put); the count survives the process and is
     /// reconciled with the kernel's mount table when a driver is opened. A layer that has
-    /// children is exposed read-only.
+    /// children is exposed read-only. A non-empty `mount_label` is refused with `Unsupported`
+    /// (see [`CreateOpts::mount_label`]).
     /// Checked by `lifecycle::mount_counts_nest`, `lifecycle::layer_with_children_is_read_only`,
+    /// `lifecycle::a_mount_label_is_refused_not_dropped`,
     /// `concurrency::processes_mount_and_unmount_one_layer`.
     fn get(&self, id: &LayerId, mount_label: Option<&str>) -> Result<PathBuf>;
 

@@ -67,6 +67,10 @@ pub const CASES: &[Case] = &[
         run: disk_usage_counts_what_a_layer_wrote,
     },
     Case {
+        name: "lifecycle::a_mount_label_is_refused_not_dropped",
+        run: a_mount_label_is_refused_not_dropped,
+    },
+    Case {
         name: "lifecycle::mount_count_survives_reopen",
         run: mount_count_survives_reopen,
     },
@@ -408,6 +412,42 @@ fn disk_usage_counts_what_a_layer_wrote(ctx: &mut Ctx) -> Result<()> {
         "disk usage of a missing layer",
         |e| matches!(e, DriverError::NotFound(_)),
     )?;
+    Ok(())
+}
+
+fn a_mount_label_is_refused_not_dropped(ctx: &mut Ctx) -> Result<()> {
+    const LABEL: &str = "system_u:object_r:container_file_t:s0:c1,c2";
+    let a = id("a");
+    let labelled = CreateOpts {
+        mount_label: Some(LABEL.into()),
+        ..rw()
+    };
+    expect_err(
+        ctx.d().create(&a, None, &labelled),
+        "create with a mount label",
+        |e| matches!(e, DriverError::Unsupported { .. }),
+    )?;
+    ensure!(!ctx.d().exists(&a), "a refused create left the layer");
+    // an empty label is no label
+    ctx.d().create(
+        &a,
+        None,
+        &CreateOpts {
+            mount_label: Some(String::new()),
+            ..rw()
+        },
+    )?;
+    expect_err(
+        ctx.d().get(&a, Some(LABEL)),
+        "get with a mount label",
+        |e| matches!(e, DriverError::Unsupported { .. }),
+    )?;
+    // nothing was mounted or counted
+    expect_err(ctx.d().put(&a), "a put after a refused get", |e| {
+        matches!(e, DriverError::NotMounted(_))
+    })?;
+    with_mount(ctx.d(), &a, |_| Ok(()))?;
+    ctx.d().remove(&a)?;
     Ok(())
 }
 
