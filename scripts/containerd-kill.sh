@@ -332,7 +332,10 @@ scrub() {
 
 for B in "${BACKENDS[@]}"; do
   n=0
-  for spec in "${PREPARE_POINTS[@]/#/prepare:}" "${COMMIT_POINTS[@]/#/commit:}" \
+  points=("${PREPARE_POINTS[@]}")
+  # overlay2's Prepare mounts nothing (containerd makes the overlay mount the service returns)
+  [ "$B" = overlay2 ] && points=("${points[@]/get.after-mount}")
+  for spec in $(printf 'prepare:%s\n' "${points[@]}" | grep -v ':$') "${COMMIT_POINTS[@]/#/commit:}" \
               "${REMOVE_POINTS[@]/#/remove:}" "loop:kill -9"; do
     n=$((n + 1)); K=c$n
     op=${spec%%:*} point=${spec#*:} OP=$op

@@ -38,18 +38,24 @@ wait_for() { # wait_for PATH SECONDS
   done
 }
 
+stop_pid() { # stop_pid PIDFILE SECONDS: SIGTERM, SIGKILL after SECONDS
+  [ -f "$1" ] || return 0
+  kill -TERM "$(cat "$1")" 2>/dev/null || true
+  for _ in $(seq $(( $2 * 10 ))); do kill -0 "$(cat "$1")" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$(cat "$1")" 2>/dev/null || true
+  rm -f "$1"
+}
+
 stop() {
   [ -d "$DIR" ] || return 0
+  # containerd first, so the snapshotters' connections end; then the snapshotters, each
+  # given its 5 s grace for calls in flight and the time to release its driver
+  stop_pid "$DIR/containerd.pid" 10
   for p in "$DIR"/*.pid; do
     [ -f "$p" ] || continue
     kill -TERM "$(cat "$p")" 2>/dev/null || true
   done
-  for p in "$DIR"/*.pid; do
-    [ -f "$p" ] || continue
-    for _ in $(seq 50); do kill -0 "$(cat "$p")" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$(cat "$p")" 2>/dev/null || true
-    rm -f "$p"
-  done
+  for p in "$DIR"/*.pid; do stop_pid "$p" 30; done
   # what the snapshotters and containerd held, deepest first
   awk -v d="$DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
@@ -59,7 +65,7 @@ stop() {
       while read -r d; do dmsetup remove "$d" 2>/dev/null || true; done
     dmsetup remove graphdriver-bench-pool 2>/dev/null || true
     for f in "$DIR"/ctrd-pool-data "$DIR"/ctrd-pool-meta; do
-      losetup -j "$f" | cut -d: -f1 | while read -r l; do losetup -d "$l"; done
+      losetup -j "$f" | cut -d: -f1 | while read -r l; do losetup -d "$l" || true; done
     done
   fi
   rm -rf "$DIR"

@@ -38,11 +38,11 @@ for p in "linux-headers-$KVER" zfs-dkms zfsutils-linux; do
   installed "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
-  apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
-  installed "linux-headers-$KVER" || $APT install "linux-headers-$KVER" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null 9>&-
+  installed "linux-headers-$KVER" || $APT install "linux-headers-$KVER" >/dev/null 9>&-
   echo "vm/setup-zfs.sh: installing ${need[*]} (the DKMS build takes minutes)" >&2
   # INITRD=No: the VM boots its own initramfs, so dkms' initramfs triggers are no-ops
-  INITRD=No $APT install zfs-dkms zfsutils-linux >/dev/null
+  INITRD=No $APT install zfs-dkms zfsutils-linux >/dev/null 9>&-  # the lock is not theirs to keep
 fi
 
 # 3. the module for the guest kernel (a postinst that ran before the headers existed, or a

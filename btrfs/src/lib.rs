@@ -323,8 +323,15 @@ impl Backend for Btrfs {
         "btrfs"
     }
 
-    /// The qgroup's exclusive bytes, when quotas are on.
-    fn disk_usage(&self, id: &LayerId) -> Result<Option<u64>> {
+    /// The qgroup's exclusive bytes, when quotas are on and the layer has no children (a
+    /// child's snapshot shares the parent's extents, so they are no longer exclusive to it),
+    /// after a sync commits the transaction that accounts the latest writes.
+    fn disk_usage(&self, id: &LayerId, has_children: bool) -> Result<Option<u64>> {
+        if has_children || !self.quota_on.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let fd = self.open_subvol(id)?;
+        rustix::fs::syncfs(&fd).ctx("sync the filesystem of", self.subvol(id))?;
         self.usage(id)
     }
 

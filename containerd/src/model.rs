@@ -100,6 +100,10 @@ pub enum SnapshotError {
         #[source]
         source: DriverError,
     },
+    /// The service has stopped using its driver ([`crate::Snapshotter::close`]):
+    /// `Unavailable`.
+    #[error("the snapshot service is stopping")]
+    Closed,
     /// The metadata database failed.
     #[error("snapshot metadata {op}")]
     Metadata {
@@ -130,7 +134,8 @@ pub(crate) struct Record {
     /// The boot (`/proc/sys/kernel/random/boot_id`) in which the service took its one
     /// `get` of the layer, and the path that returned; `None` while it holds none.
     pub held: Option<Held>,
-    /// A committed snapshot's usage, measured once at commit.
+    /// A committed snapshot's usage, measured by the first `Usage` after the commit and
+    /// kept (the layer no longer changes).
     pub usage: Option<Usage>,
 }
 

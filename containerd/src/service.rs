@@ -56,6 +56,7 @@ impl From<SnapshotError> for Status {
             SnapshotError::AlreadyExists(_) => Status::already_exists(msg),
             SnapshotError::FailedPrecondition { .. } => Status::failed_precondition(msg),
             SnapshotError::InvalidArgument(_) => Status::invalid_argument(msg),
+            SnapshotError::Closed => Status::unavailable(msg),
             SnapshotError::Driver { source, .. } => match source {
                 D::NotFound(_) => Status::not_found(msg),
                 D::AlreadyExists(_) => Status::already_exists(msg),

@@ -3,7 +3,8 @@
 //!
 //! Crash safety with the layer store: Prepare and Remove write their intent to the database
 //! first (state `Creating`, `Removing`), then change the layers, then mark the record
-//! `Ready` (or delete it); Commit unmounts the active snapshot's layer and then renames its
+//! `Ready` (or delete it); Commit releases the service's mount of the active snapshot's
+//! layer, if it holds one (containerd unmounts its own mounts first), and then renames its
 //! record in one transaction, so a crash leaves it active, as containerd (which rolls its
 //! own record back when a call fails) still has it. [`Snapshotter::open`] finishes or rolls
 //! back whatever a crash interrupted (and the `Releasing` state commits wrote before), and
@@ -23,6 +24,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -50,6 +52,8 @@ pub struct Snapshotter {
     meta: Metadata,
     boot: String,
     lock: Mutex<()>,
+    /// Set by [`close`](Self::close), under the lock.
+    closed: AtomicBool,
 }
 
 fn boot_id() -> Result<String> {
@@ -122,6 +126,7 @@ impl Snapshotter {
             meta: Metadata::open(&dir.join("snapshots.redb"))?,
             boot: boot_id()?,
             lock: Mutex::new(()),
+            closed: AtomicBool::new(false),
         };
         s.recover()?;
         Ok(s)
@@ -132,9 +137,15 @@ impl Snapshotter {
         self.driver.as_ref()
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
+    /// The operations' lock; refused once [`close`](Self::close) ran, so no operation
+    /// touches the driver after it let go of its resources.
+    fn lock(&self) -> Result<MutexGuard<'_, ()>> {
         // the guard protects no data of its own: a panicked holder left nothing half-done
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+        let g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(SnapshotError::Closed);
+        }
+        Ok(g)
     }
 
     fn driver_err(key: &str, layer: &LayerId) -> impl FnOnce(DriverError) -> SnapshotError {
@@ -227,7 +238,7 @@ impl Snapshotter {
             return Err(SnapshotError::InvalidArgument("empty snapshot key".into()));
         }
         check_labels(&labels)?;
-        let _g = self.lock();
+        let _g = self.lock()?;
         let now = SystemTime::now();
         let (layer, parent_layer) = self.meta.write("prepare", |t| {
             if t.get(key)?.is_some() {
@@ -324,7 +335,7 @@ impl Snapshotter {
 
     /// `Mounts` of an active snapshot or a view.
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let rec = self.visible(key)?;
         if rec.kind == Kind::Committed {
             return Err(SnapshotError::FailedPrecondition {
@@ -418,7 +429,7 @@ impl Snapshotter {
             return Err(SnapshotError::InvalidArgument("empty snapshot name".into()));
         }
         check_labels(&labels)?;
-        let _g = self.lock();
+        let _g = self.lock()?;
         let rec = self.visible(key)?;
         if rec.kind != Kind::Active {
             return Err(SnapshotError::FailedPrecondition {
@@ -471,7 +482,7 @@ impl Snapshotter {
 
     /// `Remove`: fails with `FailedPrecondition` while the snapshot has children.
     pub fn remove(&self, key: &str) -> Result<()> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let rec = self.visible(key)?;
         let id = layer_id(key, &rec.layer)?;
         self.meta.write("remove", |t| {
@@ -523,7 +534,7 @@ impl Snapshotter {
     /// one; no paths: every mutable field, which is the labels) take their values from
     /// `info`.
     pub fn update(&self, info: &Info, paths: &[String]) -> Result<Info> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let key = info.name.as_str();
         let mut rec = self.visible(key)?;
         if paths.is_empty() {
@@ -568,6 +579,12 @@ impl Snapshotter {
     /// `Usage`: an active snapshot's, now; a committed one's, measured once (by the first
     /// `Usage` after the commit) and kept in its record.
     pub fn usage(&self, key: &str) -> Result<Usage> {
+        if let Some(u) = self.visible(key)?.usage {
+            return Ok(u);
+        }
+        // measuring may mount the layer (the walk of a change list): not beside a Remove or
+        // Commit of it, whose release takes every mount count
+        let _g = self.lock()?;
         let rec = self.visible(key)?;
         if let Some(u) = rec.usage {
             return Ok(u);
@@ -592,8 +609,11 @@ impl Snapshotter {
     /// and its loop devices, btrfs's loopback filesystem), so a stopped service leaves
     /// nothing behind. Mounts that snapshots hold are kept, for the containers running on
     /// them and for the next start, which takes them over; it returns how many there are.
+    /// Operations that touch the driver fail with [`SnapshotError::Closed`] afterwards (an
+    /// operation in progress finishes first); a second `close` too.
     pub fn close(&self) -> Result<usize> {
-        let _g = self.lock();
+        let _g = self.lock()?;
+        self.closed.store(true, Ordering::SeqCst);
         let held = self
             .meta
             .all()?
@@ -614,7 +634,7 @@ impl Snapshotter {
 
     /// `Cleanup`: removes the service's layers that no snapshot names.
     pub fn cleanup(&self) -> Result<()> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         self.sweep()
     }
 }

@@ -337,10 +337,13 @@ fn on_overlay2_containerd_gets_the_overlay_mount_itself_and_the_service_holds_no
     assert_eq!(std::fs::read(target.join("base-file")).unwrap(), b"base");
     std::fs::write(target.join("child-file"), b"child").unwrap();
     rustix::mount::unmount(&target, rustix::mount::UnmountFlags::empty()).unwrap();
-    // the service mounted nothing, so closing it releases the driver
-    assert_eq!(s.close().unwrap(), 0);
-    s.commit("child", "k2", no_labels()).unwrap();
+    // the service mounted nothing
     let layer = LayerId::new(format!("{LAYER_PREFIX}2")).unwrap();
+    assert!(matches!(
+        s.driver().put(&layer),
+        Err(graphdriver_api::DriverError::NotMounted(_))
+    ));
+    s.commit("child", "k2", no_labels()).unwrap();
     let changes: Vec<String> = s
         .driver()
         .changes(&layer, None)
@@ -353,7 +356,8 @@ fn on_overlay2_containerd_gets_the_overlay_mount_itself_and_the_service_holds_no
     assert_eq!(s.usage("child").unwrap().size, 5);
     assert_eq!(s.usage("child").unwrap().inodes, 1);
 
-    // a view is the service's own read-only mount, held until it is removed
+    // a view is the service's own read-only mount, held until it is removed, and kept for
+    // its users when the service stops; a stopped service refuses what touches the driver
     let v = s
         .prepare(Kind::View, "v", Some("child"), no_labels())
         .unwrap();
@@ -363,6 +367,13 @@ fn on_overlay2_containerd_gets_the_overlay_mount_itself_and_the_service_holds_no
         1,
         "a view's mount is kept for its users"
     );
+    assert!(matches!(s.remove("v"), Err(SnapshotError::Closed)));
+    assert!(matches!(s.close(), Err(SnapshotError::Closed)));
+    drop(s);
+    // the next start takes the view over; with it removed, closing releases the driver
+    let d = graphdriver_overlay2::open(&dir.path().join("root"), &Default::default()).unwrap();
+    let s = Snapshotter::open(Box::new(d), &dir.path().join("meta")).unwrap();
+    assert_eq!(s.mounts("v").unwrap(), v);
     s.remove("v").unwrap();
     assert_eq!(s.close().unwrap(), 0);
 }

@@ -496,7 +496,7 @@ impl Backend for Devmapper {
     }
 
     /// The bytes the thin device maps.
-    fn disk_usage(&self, id: &LayerId) -> Result<Option<u64>> {
+    fn disk_usage(&self, id: &LayerId, _has_children: bool) -> Result<Option<u64>> {
         self.usage(id).map(Some)
     }
 

@@ -215,10 +215,11 @@ pub trait GraphDriver: Send + Sync + fmt::Debug {
     /// The bytes a [`diff`](Self::diff) would carry: regular-file content, each inode once.
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64>;
 
-    /// Disk bytes the backend itself accounts to layer `id`, read in constant time whatever
-    /// the layer holds: zfs's `used` (what the dataset does not share with its origin),
-    /// btrfs's qgroup exclusive bytes (once qgroups are on in its filesystem: the
-    /// first layer with a size limit turns them on), devmapper's mapped blocks of
+    /// Disk bytes the backend itself accounts to layer `id`, read without walking the layer
+    /// (the backend may first sync its pending writes, or activate a device): zfs's `used`
+    /// (what the dataset does not share with its origin), btrfs's qgroup exclusive bytes of
+    /// a layer without children (once qgroups are on in its filesystem: the first layer
+    /// with a size limit turns them on), devmapper's mapped blocks of
     /// the thin device (its own and those it shares with its origin, as containerd's
     /// devmapper reports; the pool keeps no count of a device's own blocks). `None` where the
     /// backend keeps no such account (vfs, overlay2, btrfs without qgroups): a caller then

@@ -403,8 +403,11 @@ impl Backend for Overlay {
             lowers,
             upper: Some((self.diff(id), self.dir(id).join("work"))),
         };
-        // `,` and `:` would split the option string where the kernel does not expect it
-        let plain = |p: &Path| !p.as_os_str().as_bytes().iter().any(|b| b"\\,:".contains(b));
+        // `,` and `:` would split the option string where the kernel does not expect it; a
+        // name that is not UTF-8 would not survive the string
+        let plain = |p: &Path| {
+            p.to_str().is_some() && !p.as_os_str().as_bytes().iter().any(|b| b"\\,:".contains(b))
+        };
         let paths_plain = m.lowers.iter().all(|l| plain(l)) && plain(&self.dir(id));
         // past a page (or the kernel's stack), `get` mounts it, or says why it cannot
         match (paths_plain, m.legacy_options(), m.options()) {

@@ -464,7 +464,7 @@ impl Backend for Zfs {
     }
 
     /// The dataset's `used`, after the pool's pending writes are accounted.
-    fn disk_usage(&self, id: &LayerId) -> Result<Option<u64>> {
+    fn disk_usage(&self, id: &LayerId, _has_children: bool) -> Result<Option<u64>> {
         self.usage(id).map(|u| Some(u.used))
     }
 

@@ -117,9 +117,10 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
         Ok(None)
     }
 
-    /// Disk bytes the backend accounts to `id` (see [`GraphDriver::disk_usage`]); the
-    /// default, `None`, means it keeps no such account.
-    fn disk_usage(&self, _id: &LayerId) -> Result<Option<u64>> {
+    /// Disk bytes the backend accounts to `id` (see [`GraphDriver::disk_usage`]), told
+    /// whether the layer has children (which share its blocks); the default, `None`, means
+    /// it keeps no such account.
+    fn disk_usage(&self, _id: &LayerId, _has_children: bool) -> Result<Option<u64>> {
         Ok(None)
     }
 
@@ -890,13 +891,15 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
     fn disk_usage(&self, id: &LayerId) -> Result<Option<u64>> {
         let _layer = self.lock_layer(id)?;
         self.require_usable(id)?;
-        self.backend.disk_usage(id)
+        let has_children = !self.children(id)?.is_empty();
+        self.backend.disk_usage(id, has_children)
     }
 
     fn mount_spec(&self, id: &LayerId) -> Result<Option<MountSpec>> {
         let _layer = self.lock_layer(id)?;
         self.require_usable(id)?;
-        if !self.children(id)?.is_empty() {
+        // read-only with children; and one overlay on an upper directory at a time
+        if !self.children(id)?.is_empty() || self.mount_count(id)? > 0 {
             return Ok(None);
         }
         self.settle(id)?;

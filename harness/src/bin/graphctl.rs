@@ -548,7 +548,7 @@ fn snapshotter(driver: Box<dyn GraphDriver>, dir: &Path, address: &Path) -> Resu
             .with_context(|| format!("open the snapshot records in {}", dir.display()))?,
     );
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("catch SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("catch SIGINT")?;
         eprintln!(
@@ -563,10 +563,15 @@ fn snapshotter(driver: Box<dyn GraphDriver>, dir: &Path, address: &Path) -> Resu
         })
         .await
         .with_context(|| format!("serve on {}", address.display()))
-    })?;
-    let held = s
+    });
+    // calls still running past the service's grace period get a little longer; close
+    // waits for one that holds the lock and refuses the rest
+    rt.shutdown_timeout(std::time::Duration::from_secs(10));
+    let closed = s
         .close()
-        .context("release the driver's resources after serving")?;
+        .context("release the driver's resources after serving");
+    served?;
+    let held = closed?;
     if held > 0 {
         eprintln!("graphctl: stopped; {held} snapshot mounts kept for the containers using them");
     }

@@ -64,7 +64,8 @@ func newSnapshotter(ctx context.Context, root string) (snapshots.Snapshotter, fu
 	}
 	dataset := ""
 	if pool := os.Getenv("GRAPHDRIVER_SUITE_ZFS_POOL"); pool != "" {
-		dataset = pool + "/" + filepath.Base(root)
+		// the suite's root is DIR/root, DIR a fresh temporary directory per case
+		dataset = pool + "/" + filepath.Base(filepath.Dir(root))
 		if out, err := exec.Command("zfs", "create", "-o", "mountpoint=none", dataset).CombinedOutput(); err != nil {
 			return nil, nil, fmt.Errorf("zfs create %s: %v: %s", dataset, err, out)
 		}
