@@ -24,10 +24,7 @@ done
 scripts/install-deps.sh
 scripts/install-deps.sh --containerd
 scripts/install-deps.sh --podman
-ROOTFS=${GRAPHDRIVER_ROOTFS_TAR:-$(scripts/debian-rootfs.sh)}
-IMAGE=${ROOTFS%.tar}-oci.tar
-[ -s "$IMAGE" ] && [ "$IMAGE" -nt "$ROOTFS" ] ||
-  scripts/oci-image.py "$ROOTFS" "$IMAGE" docker.io/library/debian-graphdriver:test
+. scripts/test-image.sh   # ROOTFS, IMAGE, NAME
 G=${GRAPHCTL:-$PWD/target/release/graphctl}
 [ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
 

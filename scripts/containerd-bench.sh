@@ -36,10 +36,7 @@ while [ $# -gt 0 ]; do
 done
 [ -s "$OUT/report.json" ] || { echo "containerd-bench: no $OUT/report.json (run graphctl bench --out $OUT first)" >&2; exit 1; }
 scripts/install-deps.sh --containerd
-ROOTFS=${GRAPHDRIVER_ROOTFS_TAR:-$(scripts/debian-rootfs.sh)}
-IMAGE=${ROOTFS%.tar}-oci.tar
-NAME=docker.io/library/debian-graphdriver:test
-[ -s "$IMAGE" ] && [ "$IMAGE" -nt "$ROOTFS" ] || scripts/oci-image.py "$ROOTFS" "$IMAGE" "$NAME"
+. scripts/test-image.sh   # ROOTFS, IMAGE, NAME
 G=${GRAPHCTL:-$PWD/target/release/graphctl}
 [ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
 export GO111MODULE=off GOPATH=$PWD/containerd/gotest:/usr/share/gocode

@@ -20,10 +20,7 @@ cd "$(dirname "$0")/.."
 VM=
 [ "${1:-}" = --vm ] && { VM=1; shift; }
 BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(vfs overlay2 btrfs)
-ROOTFS=${GRAPHDRIVER_ROOTFS_TAR:-$(scripts/debian-rootfs.sh)}
-IMAGE=${ROOTFS%.tar}-oci.tar
-NAME=docker.io/library/debian-graphdriver:test
-[ -s "$IMAGE" ] && [ "$IMAGE" -nt "$ROOTFS" ] || scripts/oci-image.py "$ROOTFS" "$IMAGE" "$NAME"
+. scripts/test-image.sh   # ROOTFS, IMAGE, NAME
 IMAGE200=${ROOTFS%.tar}-oci-200.tar
 NAME200=docker.io/library/debian-graphdriver:200
 [ -s "$IMAGE200" ] && [ "$IMAGE200" -nt "$ROOTFS" ] ||

@@ -19,10 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(overlay2)
 scripts/install-deps.sh --images
-ROOTFS=${GRAPHDRIVER_ROOTFS_TAR:-$(scripts/debian-rootfs.sh)}
-IMAGE=${ROOTFS%.tar}-oci.tar
-NAME=docker.io/library/debian-graphdriver:test
-[ -s "$IMAGE" ] && [ "$IMAGE" -nt "$ROOTFS" ] || scripts/oci-image.py "$ROOTFS" "$IMAGE" "$NAME"
+. scripts/test-image.sh   # ROOTFS, IMAGE, NAME
 G=${GRAPHCTL:-$PWD/target/release/graphctl}
 [ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
 
