@@ -5,6 +5,7 @@
 //! cargo run --release -p graphdriver-examples --example runtime -- ROOT ROOTFS.tar
 //! ```
 
+use graphdriver_api::MountOpts;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..CreateOpts::default()
     };
     driver.create(&container, Some(&image), &rw)?;
-    let rootdir = driver.get(&container, None)?;
+    let rootdir = driver.get(&container, &MountOpts::default())?;
     println!("container root at {}", rootdir.display());
 
     // 3. The container writes.

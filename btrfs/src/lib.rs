@@ -402,7 +402,7 @@ impl Backend for Btrfs {
         id: &LayerId,
         _ancestors: &[LayerId],
         read_only: bool,
-        _mount_label: Option<&str>,
+        _idmap: Option<&graphdriver_api::idmap::UserNs>,
     ) -> Result<()> {
         self.set_read_only(id, read_only)?;
         layer_mount::bind(&self.subvol(id), &self.mount_point(id), read_only)

@@ -22,6 +22,7 @@
 //! hold is recorded with the boot it was taken in: after a reboot the driver's mount counts
 //! are void, and the next `Mounts` takes it again.
 
+use graphdriver_api::MountOpts;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -330,7 +331,7 @@ impl Snapshotter {
                 return Ok(Shown::Spec(spec));
             }
         }
-        self.driver.get(id, None).map(Shown::Held)
+        self.driver.get(id, &MountOpts::default()).map(Shown::Held)
     }
 
     /// `Mounts` of an active snapshot or a view.
@@ -368,7 +369,7 @@ impl Snapshotter {
         let id = layer_id(key, &rec.layer)?;
         let path = self
             .driver
-            .get(&id, None)
+            .get(&id, &MountOpts::default())
             .map_err(Self::driver_err(key, &id))?;
         self.meta.write("mount", |t| {
             let mut r = t

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
+use graphdriver_api::MountOpts;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -157,7 +158,7 @@ fn a_layer_no_snapshot_names_is_swept_when_the_service_opens() {
     s.driver()
         .create(&stray, None, &CreateOpts::default())
         .unwrap();
-    s.driver().get(&stray, None).unwrap();
+    s.driver().get(&stray, &MountOpts::default()).unwrap();
     // and a layer that is not the service's, which it must leave alone
     let other = LayerId::new("someone-else").unwrap();
     s.driver()

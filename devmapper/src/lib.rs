@@ -603,7 +603,7 @@ impl Backend for Devmapper {
         id: &LayerId,
         _ancestors: &[LayerId],
         read_only: bool,
-        _mount_label: Option<&str>,
+        _idmap: Option<&graphdriver_api::idmap::UserNs>,
     ) -> Result<()> {
         self.mount_layer(id, read_only)
     }

@@ -28,6 +28,29 @@ pub struct CreateOpts {
     pub storage_opts: BTreeMap<String, String>,
 }
 
+/// Options for [`GraphDriver::get`]: how the mount shows the layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountOpts {
+    /// A mount label, refused as [`CreateOpts::mount_label`] is. `None` or empty: no label.
+    pub mount_label: Option<String>,
+    /// Show the layer through a user namespace's id map (an idmapped mount): files stored as
+    /// uid 0 appear as the map's host id for 0, so a container running with that map owns
+    /// its image, and what it writes is stored with unmapped ids (its `changes` and `diff`
+    /// say uid 0). Nothing is copied or chowned: layers are shared by every map. `None`: the
+    /// ids as stored.
+    pub id_map: Option<crate::idmap::IdMap>,
+}
+
+impl MountOpts {
+    /// Options that show the layer through `map`.
+    pub fn mapped(map: crate::idmap::IdMap) -> MountOpts {
+        MountOpts {
+            id_map: Some(map),
+            ..MountOpts::default()
+        }
+    }
+}
+
 /// The kind of a change, as `docker diff` prints it (`A`, `C`, `D`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ChangeKind {
@@ -127,12 +150,18 @@ pub trait GraphDriver: Send + Sync + fmt::Debug {
     /// Mounts the layer (or reuses its mount) and returns the path of its root. Every call
     /// must be matched by a [`put`](Self::put); the count survives the process and is
     /// reconciled with the kernel's mount table when a driver is opened. A layer that has
-    /// children is exposed read-only. A non-empty `mount_label` is refused with `Unsupported`
+    /// children is exposed read-only. A non-empty mount label is refused with `Unsupported`
     /// (see [`CreateOpts::mount_label`]).
+    ///
+    /// With [`MountOpts::id_map`] the mount is idmapped (overlay2 idmaps each of its layers,
+    /// the others their one mount). A layer is mounted with one map at a time: `get` with
+    /// the map it is mounted with nests, with another fails with `Busy` (each container
+    /// has its own writable layer; image layers below it are shared by every map). A
+    /// filesystem that cannot be idmapped gives `Unsupported`, a bad map `InvalidIdMap`.
     /// Checked by `lifecycle::mount_counts_nest`, `lifecycle::layer_with_children_is_read_only`,
     /// `lifecycle::a_mount_label_is_refused_not_dropped`,
-    /// `concurrency::processes_mount_and_unmount_one_layer`.
-    fn get(&self, id: &LayerId, mount_label: Option<&str>) -> Result<PathBuf>;
+    /// `concurrency::processes_mount_and_unmount_one_layer`, and the `idmap::*` cases.
+    fn get(&self, id: &LayerId, opts: &MountOpts) -> Result<PathBuf>;
 
     /// Releases one [`get`](Self::get); unmounts at zero. Never fails because a copy of the
     /// mount leaked into another mount namespace.

@@ -57,6 +57,15 @@ pub enum DriverError {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A user-namespace id map the kernel would refuse (see [`crate::idmap::IdMap`]); nothing
+    /// was mounted.
+    #[error("invalid id map {map:?}: {reason}")]
+    InvalidIdMap {
+        /// The map as given.
+        map: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A layer archive entry is malformed or unsafe; nothing was changed.
     #[error("invalid layer archive entry {entry:?}: {reason}")]
     InvalidArchive {

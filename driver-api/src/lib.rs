@@ -51,6 +51,7 @@ pub mod dir_cursor;
 mod driver;
 mod error;
 pub mod failpoint;
+pub mod idmap;
 mod layer_id;
 pub mod layer_mount;
 pub mod mountinfo;
@@ -61,7 +62,9 @@ mod sys;
 pub mod tree;
 
 pub use backing_fs::BackingFs;
-pub use driver::{Change, ChangeKind, CreateOpts, GraphDriver, LayerInfo, MountSpec, Status};
+pub use driver::{
+    Change, ChangeKind, CreateOpts, GraphDriver, LayerInfo, MountOpts, MountSpec, Status,
+};
 pub use error::{DriverError, IoContext, Result};
 pub use layer_id::{LayerId, MAX_LAYER_ID_LEN};
 pub use naive::{NaiveDiff, RACY_WINDOW_SECS};

@@ -117,3 +117,96 @@ mod tests {
         assert_eq!(std::mem::size_of::<FsDiskQuota>(), 112);
     }
 }
+
+/// `MOUNT_ATTR_IDMAP` from `<linux/mount.h>`.
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// `struct mount_attr` from `<linux/mount.h>` (`MOUNT_ATTR_SIZE_VER0`, 32 bytes).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<MountAttr>() == 32);
+
+/// `mount_setattr(tree, "", AT_EMPTY_PATH, {attr_set: MOUNT_ATTR_IDMAP, userns_fd})`: makes
+/// the detached mount `tree` (from `open_tree(OPEN_TREE_CLONE)`) show ids through `userns`'s
+/// mapping. See mount_setattr(2).
+pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        userns_fd: userns.as_raw_fd() as u64,
+        ..MountAttr::default()
+    };
+    // SAFETY: both fds are valid for the call; the path is a NUL-terminated empty string, and
+    // `attr` is a struct of the kernel's layout whose size is passed with it, read only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Forks a child that unshares a user namespace and then waits to be killed; returns its
+/// pid. The child writes one byte to `ready`: `1` once it is in the new namespace, `0` if
+/// `unshare` failed. The caller kills and reaps it.
+pub fn fork_into_user_namespace(ready: std::os::fd::OwnedFd) -> std::io::Result<libc::pid_t> {
+    let ready_fd = ready.as_raw_fd();
+    // SAFETY: between fork and its end the child calls only async-signal-safe functions
+    // (unshare, write, pause) on an fd that stays open in it, and touches no memory the
+    // parent's other threads could have left inconsistent.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: as above; the byte is on this stack.
+        unsafe {
+            let ok: u8 = u8::from(libc::unshare(libc::CLONE_NEWUSER) == 0);
+            libc::write(ready_fd, (&ok as *const u8).cast(), 1);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    // the parent's copy of the write end closes here
+    drop(ready);
+    Ok(pid)
+}
+
+/// Makes `cmd`'s child join user namespace `ns` before it runs, as that namespace's root
+/// (`setns`, no supplementary groups, gid and uid 0 inside). `ns` must stay open until the
+/// command is spawned.
+pub fn join_user_namespace_on_exec(cmd: &mut std::process::Command, ns: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    let step = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: the closure runs in the forked child before exec and makes only
+    // async-signal-safe system calls, allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            step(libc::setns(ns, libc::CLONE_NEWUSER))?;
+            step(libc::setgroups(0, std::ptr::null()))?;
+            step(libc::setresgid(0, 0, 0))?;
+            step(libc::setresuid(0, 0, 0))
+        });
+    }
+}

@@ -13,6 +13,7 @@
 //! Then the coordinator checks that no mount is left below the root, that `fsck` finds
 //! nothing, and removes everything.
 
+use graphdriver_api::MountOpts;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
@@ -405,7 +406,7 @@ pub fn worker(d: &dyn GraphDriver, w: usize, seed: u64, secs: u64) -> Result<Wor
                 serial += 1;
                 let name = format!("w{w}/write-{serial}");
                 let data = format!("written by {w} as {serial}\n").repeat(1 + rng.below(200));
-                match d.get(&mine[i].id, None) {
+                match d.get(&mine[i].id, &MountOpts::default()) {
                     Ok(p) => {
                         let wrote = std::fs::create_dir_all(p.join(format!("w{w}")))
                             .and_then(|()| std::fs::write(p.join(&name), &data));
@@ -498,7 +499,7 @@ pub fn worker(d: &dyn GraphDriver, w: usize, seed: u64, secs: u64) -> Result<Wor
 /// Mounts the layer and compares every file below `base/`, `mid/` and `wW/` with what its
 /// history says.
 fn check(d: &dyn GraphDriver, m: &Mine) -> Result<()> {
-    let p = d.get(&m.id, None)?;
+    let p = d.get(&m.id, &MountOpts::default())?;
     let result = (|| -> Result<()> {
         let mut got = Files::new();
         let mut todo = vec![p.clone()];

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
+use graphdriver_api::MountOpts;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -34,7 +35,7 @@ fn a_subvolume_created_inside_a_mounted_layer_is_gone_after_remove() {
         },
     )
     .unwrap();
-    let p = d.get(&ctr, None).unwrap();
+    let p = d.get(&ctr, &MountOpts::default()).unwrap();
     // what a container running btrfs tools (or docker-in-docker) does
     run(Command::new("btrfs")
         .args(["subvolume", "create"])
@@ -80,7 +81,7 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more_with_edquot() {
         "{:?}",
         d.status()
     );
-    let p = d.get(&l, None).unwrap();
+    let p = d.get(&l, &MountOpts::default()).unwrap();
     let write = |name: &str, mib: usize| -> std::io::Result<()> {
         let mut f = std::fs::File::create(p.join(name))?;
         let chunk = vec![0x33u8; 1 << 20];

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
+use graphdriver_api::MountOpts;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,7 +70,7 @@ fn debian_rootfs_applies_exports_and_diffs_like_gnu_tar() {
     );
 
     // the mounted view equals GNU tar's extraction
-    let view = Snapshot::capture(&d.get(&image, None).unwrap()).unwrap();
+    let view = Snapshot::capture(&d.get(&image, &MountOpts::default()).unwrap()).unwrap();
     d.put(&image).unwrap();
     same(
         &expected,
@@ -110,7 +111,7 @@ fn debian_rootfs_applies_exports_and_diffs_like_gnu_tar() {
         },
     )
     .unwrap();
-    let p = d.get(&ctr, None).unwrap();
+    let p = d.get(&ctr, &MountOpts::default()).unwrap();
     std::fs::remove_file(p.join("usr/bin/cat")).unwrap();
     d.put(&ctr).unwrap();
     drop(d);

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
+use graphdriver_api::MountOpts;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -102,7 +103,7 @@ fn assert_consistent(d: &DevmapperDriver) {
         "devices in the pool the metadata does not know"
     );
     for l in &layers {
-        let p = d.get(l, None).unwrap();
+        let p = d.get(l, &MountOpts::default()).unwrap();
         assert!(p.is_dir());
         d.put(l).unwrap();
     }
@@ -115,7 +116,7 @@ fn a_crash_between_snapshot_and_metadata_commit_leaves_no_device() {
     let root = Root::new("crash", &[]);
     let d = root.open();
     d.create(&id("base"), None, &CreateOpts::default()).unwrap();
-    let p = d.get(&id("base"), None).unwrap();
+    let p = d.get(&id("base"), &MountOpts::default()).unwrap();
     std::fs::write(p.join("f"), "base").unwrap();
     d.put(&id("base")).unwrap();
     drop(d);
@@ -140,7 +141,7 @@ fn a_crash_between_snapshot_and_metadata_commit_leaves_no_device() {
         assert_consistent(&d);
         // and the id is usable again
         d.create(&id("child"), Some(&id("base")), &rw()).unwrap();
-        let p = d.get(&id("child"), None).unwrap();
+        let p = d.get(&id("child"), &MountOpts::default()).unwrap();
         assert_eq!(std::fs::read_to_string(p.join("f")).unwrap(), "base");
         d.put(&id("child")).unwrap();
         d.remove(&id("child")).unwrap();
@@ -182,7 +183,7 @@ fn a_crash_while_a_device_becomes_a_spare_leaves_nothing_at_the_next_open() {
     let root = Root::new("retiring", &[]);
     let d = root.open();
     d.create(&id("l"), None, &rw()).unwrap();
-    let p = d.get(&id("l"), None).unwrap();
+    let p = d.get(&id("l"), &MountOpts::default()).unwrap();
     std::fs::write(p.join("f"), "x").unwrap();
     d.put(&id("l")).unwrap();
     drop(d);
@@ -214,7 +215,7 @@ fn a_crash_while_a_device_becomes_a_spare_leaves_nothing_at_the_next_open() {
         "opening the store left a half-retired device: {:?}",
         dm_names()
     );
-    let p = d.get(&id("l"), None).unwrap();
+    let p = d.get(&id("l"), &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(p.join("f")).unwrap(), "x");
     d.put(&id("l")).unwrap();
     assert_consistent(&d);
@@ -232,7 +233,7 @@ fn an_empty_layer_uses_space_and_a_child_with_a_mib_file_uses_a_mib_more() {
         "an empty layer maps no blocks (its filesystem has metadata)"
     );
     d.create(&id("child"), Some(&id("empty")), &rw()).unwrap();
-    let p = d.get(&id("child"), None).unwrap();
+    let p = d.get(&id("child"), &MountOpts::default()).unwrap();
     write_file(&p.join("mib"), 1 << 20).unwrap();
     d.put(&id("child")).unwrap();
     let child = d.backend().usage(&id("child")).unwrap();
@@ -248,7 +249,7 @@ fn a_device_held_by_a_leaked_mount_is_removed_later() {
     let root = Root::new("deferred", &[]);
     let d = root.open();
     d.create(&id("ctr"), None, &rw()).unwrap();
-    let p = d.get(&id("ctr"), None).unwrap();
+    let p = d.get(&id("ctr"), &MountOpts::default()).unwrap();
     std::fs::write(p.join("f"), "x").unwrap();
     // a process in a new mount namespace made while the layer is mounted holds a copy, and
     // works in it (removing the mount point detaches an idle copy; a busy one stays)
@@ -295,14 +296,14 @@ fn a_spare_device_shows_nothing_of_its_last_layer_and_goes_at_cleanup() {
     d.cleanup().unwrap();
     assert_eq!(d.backend().spare_devices().unwrap(), Vec::<String>::new());
     d.create(&id("a"), None, &rw()).unwrap();
-    let p = d.get(&id("a"), None).unwrap();
+    let p = d.get(&id("a"), &MountOpts::default()).unwrap();
     std::fs::write(p.join("only-in-a"), "a").unwrap();
     d.put(&id("a")).unwrap();
     let spares = d.backend().spare_devices().unwrap();
     assert_eq!(spares.len(), 1, "the unmounted device is kept: {spares:?}");
     // the next activation takes the spare over, and sees its own layer only
     d.create(&id("b"), None, &rw()).unwrap();
-    let p = d.get(&id("b"), None).unwrap();
+    let p = d.get(&id("b"), &MountOpts::default()).unwrap();
     assert_eq!(d.backend().spare_devices().unwrap(), Vec::<String>::new());
     assert!(
         !p.join("only-in-a").exists(),
@@ -310,7 +311,7 @@ fn a_spare_device_shows_nothing_of_its_last_layer_and_goes_at_cleanup() {
     );
     std::fs::write(p.join("only-in-b"), "b").unwrap();
     d.put(&id("b")).unwrap();
-    let p = d.get(&id("a"), None).unwrap();
+    let p = d.get(&id("a"), &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(p.join("only-in-a")).unwrap(), "a");
     assert!(
         !p.join("only-in-b").exists(),
@@ -348,7 +349,7 @@ fn size_limit_grows_the_device_then_fills(
         ..CreateOpts::default()
     };
     d.create(&id("big"), None, &opts).unwrap();
-    let p = d.get(&id("big"), None).unwrap();
+    let p = d.get(&id("big"), &MountOpts::default()).unwrap();
     // more than the base holds: the filesystem was grown with the device
     write_file(&p.join("a"), first << 20).unwrap();
     let e = write_file(&p.join("b"), second << 20).unwrap_err();
@@ -358,7 +359,7 @@ fn size_limit_grows_the_device_then_fills(
     d.create(&id("child"), Some(&id("big")), &rw()).unwrap();
     let info = d.metadata(&id("child")).unwrap();
     assert_eq!(info.backend["device_size"], (limit << 20).to_string());
-    let p = d.get(&id("child"), None).unwrap();
+    let p = d.get(&id("child"), &MountOpts::default()).unwrap();
     assert_eq!(
         std::fs::metadata(p.join("a")).unwrap().len(),
         (first as u64) << 20
@@ -393,11 +394,11 @@ fn a_snapshot_of_a_mounted_layer_sees_what_was_written() {
     let root = Root::new("live", &[]);
     let d = root.open();
     d.create(&id("a"), None, &rw()).unwrap();
-    let p = d.get(&id("a"), None).unwrap();
+    let p = d.get(&id("a"), &MountOpts::default()).unwrap();
     // written, not synced: the suspend around the snapshot freezes (flushes) the filesystem
     std::fs::write(p.join("f"), "live").unwrap();
     d.create(&id("b"), Some(&id("a")), &rw()).unwrap();
-    let q = d.get(&id("b"), None).unwrap();
+    let q = d.get(&id("b"), &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(q.join("f")).unwrap(), "live");
     d.put(&id("b")).unwrap();
     d.put(&id("a")).unwrap();
@@ -463,7 +464,7 @@ fn container_layer_create_and_mount_against_overlay2() {
                     .unwrap();
             }
             None => {
-                let p = d.get(&img, None).unwrap();
+                let p = d.get(&img, &MountOpts::default()).unwrap();
                 for i in 0..200 {
                     std::fs::write(p.join(format!("f{i}")), vec![1u8; 4096]).unwrap();
                 }
@@ -476,7 +477,7 @@ fn container_layer_create_and_mount_against_overlay2() {
             let t = std::time::Instant::now();
             d.create(&ctr, Some(&img), &rw()).unwrap();
             let c = t.elapsed().as_secs_f64();
-            d.get(&ctr, None).unwrap();
+            d.get(&ctr, &MountOpts::default()).unwrap();
             let s = t.elapsed().as_secs_f64();
             d.put(&ctr).unwrap();
             d.remove(&ctr).unwrap();
@@ -534,11 +535,11 @@ fn a_pool_given_by_the_user_is_used_and_kept() {
     let root = Root::new("userpool", &[("dm.thinpooldev", &name)]);
     let d = root.open();
     d.create(&id("a"), None, &rw()).unwrap();
-    let p = d.get(&id("a"), None).unwrap();
+    let p = d.get(&id("a"), &MountOpts::default()).unwrap();
     std::fs::write(p.join("f"), "user pool").unwrap();
     d.put(&id("a")).unwrap();
     d.create(&id("b"), Some(&id("a")), &rw()).unwrap();
-    let q = d.get(&id("b"), None).unwrap();
+    let q = d.get(&id("b"), &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(q.join("f")).unwrap(), "user pool");
     d.put(&id("b")).unwrap();
     let status: BTreeMap<String, String> = d.status().into_iter().collect();
@@ -581,13 +582,13 @@ fn a_full_thin_pool_fails_writes_and_applies_and_takes_them_again_once_space_is_
     );
     let d = root.open();
     d.create(&id("base"), None, &rw()).unwrap();
-    let p = d.get(&id("base"), None).unwrap();
+    let p = d.get(&id("base"), &MountOpts::default()).unwrap();
     std::fs::write(p.join("keep"), "kept").unwrap();
     d.put(&id("base")).unwrap();
 
     // a container's writes
     d.create(&id("ctr"), Some(&id("base")), &rw()).unwrap();
-    let p = d.get(&id("ctr"), None).unwrap();
+    let p = d.get(&id("ctr"), &MountOpts::default()).unwrap();
     let status: BTreeMap<String, String> = d.status().into_iter().collect();
     assert_eq!(status["When Full"], "writes fail (error_if_no_space)");
     let e = write_file(&p.join("fill"), 400 << 20).unwrap_err();
@@ -622,11 +623,11 @@ fn a_full_thin_pool_fails_writes_and_applies_and_takes_them_again_once_space_is_
     }
     drop(d);
     let d = root.open();
-    let p = d.get(&id("base"), None).unwrap();
+    let p = d.get(&id("base"), &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
     d.put(&id("base")).unwrap();
     d.create(&id("after"), Some(&id("base")), &rw()).unwrap();
-    let p = d.get(&id("after"), None).unwrap();
+    let p = d.get(&id("after"), &MountOpts::default()).unwrap();
     write_file(&p.join("mib"), 32 << 20).unwrap();
     d.put(&id("after")).unwrap();
     let status: BTreeMap<String, String> = d.status().into_iter().collect();
@@ -673,7 +674,7 @@ fn an_io_error_under_the_pool_fails_an_apply_and_loses_nothing() {
     let root = Root::new("eio", &[("dm.thinpooldev", &pool), ("dm.basesize", "512M")]);
     let d = root.open();
     d.create(&id("base"), None, &rw()).unwrap();
-    let p = d.get(&id("base"), None).unwrap();
+    let p = d.get(&id("base"), &MountOpts::default()).unwrap();
     std::fs::write(p.join("keep"), "kept").unwrap();
     d.put(&id("base")).unwrap();
 
@@ -698,19 +699,19 @@ fn an_io_error_under_the_pool_fails_an_apply_and_loses_nothing() {
     // the disk is replaced by one that works (the same blocks, all of them readable)
     dm_reload(&disk, &whole).unwrap();
     let d = root.open();
-    let p = d.get(&id("base"), None).unwrap();
+    let p = d.get(&id("base"), &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
     d.put(&id("base")).unwrap();
     if d.exists(&id("applied")) {
         // as before the apply: its parent's file, none of the archive's
-        let p = d.get(&id("applied"), None).unwrap();
+        let p = d.get(&id("applied"), &MountOpts::default()).unwrap();
         assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
         assert!(!p.join("data").exists(), "a failed apply left files");
         d.put(&id("applied")).unwrap();
         d.remove(&id("applied")).unwrap();
     }
     d.create(&id("after"), Some(&id("base")), &rw()).unwrap();
-    let p = d.get(&id("after"), None).unwrap();
+    let p = d.get(&id("after"), &MountOpts::default()).unwrap();
     write_file(&p.join("mib"), 32 << 20).unwrap();
     d.put(&id("after")).unwrap();
     let report = d.fsck(false).unwrap();
@@ -736,19 +737,19 @@ fn a_layer_a_client_still_holds_read_write_mounts_read_only_once_it_has_a_child(
     let root = Root::new("client-held", &[]);
     let d = root.open();
     d.create(&id("base"), None, &rw()).unwrap();
-    let p = d.get(&id("base"), None).unwrap();
+    let p = d.get(&id("base"), &MountOpts::default()).unwrap();
     std::fs::write(p.join("f"), "kept").unwrap();
     let client = root.path.join("client");
     std::fs::create_dir(&client).unwrap();
     rustix::mount::mount_bind(&p, &client).unwrap();
     d.put(&id("base")).unwrap();
     d.create(&id("child"), Some(&id("base")), &rw()).unwrap();
-    let again = d.get(&id("base"), None).unwrap();
+    let again = d.get(&id("base"), &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(again.join("f")).unwrap(), "kept");
     let err = std::fs::write(again.join("g"), "no").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     // the child sees the base as it was when it was made
-    let c = d.get(&id("child"), None).unwrap();
+    let c = d.get(&id("child"), &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(c.join("f")).unwrap(), "kept");
     d.put(&id("child")).unwrap();
     d.put(&id("base")).unwrap();

@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
+use graphdriver_api::MountOpts;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -176,12 +177,12 @@ fn an_io_error_fails_an_apply_and_loses_nothing(name: &str, fstype: &'static str
 
     disk.repair();
     let d = open(name, &disk.root());
-    let p = d.get(&lid("base"), None).unwrap();
+    let p = d.get(&lid("base"), &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
     d.put(&lid("base")).unwrap();
     if d.exists(&lid("applied")) {
         // as before the apply: its parent's file, none of the archive's
-        let p = d.get(&lid("applied"), None).unwrap();
+        let p = d.get(&lid("applied"), &MountOpts::default()).unwrap();
         assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
         assert!(
             !p.join("data").exists(),
@@ -195,7 +196,7 @@ fn an_io_error_fails_an_apply_and_loses_nothing(name: &str, fstype: &'static str
         ..CreateOpts::default()
     };
     d.create(&lid("after"), Some(&lid("base")), &rw).unwrap();
-    let p = d.get(&lid("after"), None).unwrap();
+    let p = d.get(&lid("after"), &MountOpts::default()).unwrap();
     std::fs::write(p.join("written"), vec![7u8; 32 << 20]).unwrap();
     d.put(&lid("after")).unwrap();
     let report = d.fsck(false).unwrap();

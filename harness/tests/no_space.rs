@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
+use graphdriver_api::MountOpts;
 use std::io::Write;
 use std::path::Path;
 
@@ -166,7 +167,7 @@ fn a_full_disk_from_a_containers_writes_leaves_create_whole_or_refused() {
             ..CreateOpts::default()
         };
         d.create(&lid("c"), Some(&lid("base")), &rw).unwrap();
-        let p = d.get(&lid("c"), None).unwrap();
+        let p = d.get(&lid("c"), &MountOpts::default()).unwrap();
         // The container writes until the disk is full.
         let mut f = std::fs::File::create(p.join("fill")).unwrap();
         let chunk = vec![0xa5u8; 1 << 20];
@@ -189,7 +190,7 @@ fn a_full_disk_from_a_containers_writes_leaves_create_whole_or_refused() {
                 Ok(()) => {
                     assert!(d.exists(&id), "{name}");
                     // Mounting needs a little space for the mount count: it may be refused.
-                    match d.get(&id, None) {
+                    match d.get(&id, &MountOpts::default()) {
                         Ok(m) => {
                             assert_eq!(
                                 std::fs::read(m.join("data/file-0")).unwrap().len() as u64,
@@ -241,7 +242,7 @@ fn a_full_disk_from_a_containers_writes_leaves_create_whole_or_refused() {
             assert!(st.status.success());
         }
         d.create(&lid("after"), Some(&lid("base")), &rw).unwrap();
-        let m = d.get(&lid("after"), None).unwrap();
+        let m = d.get(&lid("after"), &MountOpts::default()).unwrap();
         assert_eq!(
             std::fs::read(m.join("data/file-3")).unwrap().len() as u64,
             size / 16,

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
+use graphdriver_api::MountOpts;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -41,7 +42,7 @@ fn chain(d: &dyn GraphDriver, n: usize) -> Vec<LayerId> {
 }
 
 fn reads_all(d: &dyn GraphDriver, top: &LayerId, n: usize) {
-    let p = d.get(top, None).unwrap();
+    let p = d.get(top, &MountOpts::default()).unwrap();
     for i in 0..n {
         let got = std::fs::read_to_string(p.join(format!("f{i}")))
             .unwrap_or_else(|e| panic!("f{i} through {top}: {e}"));
@@ -62,7 +63,7 @@ fn a_500_layer_chain_mounts_and_reads_and_the_501st_lower_is_refused_by_name() {
     let past = id("c501");
     d.create(&past, Some(&ids[500]), &CreateOpts::default())
         .unwrap();
-    let e = d.get(&past, None).unwrap_err();
+    let e = d.get(&past, &MountOpts::default()).unwrap_err();
     let msg = format!("{e}");
     assert!(msg.contains("limit of 500"), "{msg}");
     d.cleanup().unwrap();
@@ -81,7 +82,7 @@ fn the_legacy_path_mounts_128_layers_and_refuses_what_does_not_fit_a_page() {
     );
     let ids = chain(&d, 160);
     reads_all(&d, &ids[127], 128);
-    let e = d.get(&ids[159], None).unwrap_err();
+    let e = d.get(&ids[159], &MountOpts::default()).unwrap_err();
     assert!(format!("{e}").contains("page"), "{e}");
     // nothing was mounted by the refused attempt
     assert!(!MountTable::read()
@@ -96,7 +97,7 @@ fn a_mount_leaked_into_another_namespace_does_not_fail_put_or_remove() {
     let d = graphdriver_overlay2::open(fs.path(), &Default::default()).unwrap();
     let ids = chain(&d, 2);
     let top = &ids[1];
-    let p = d.get(top, None).unwrap();
+    let p = d.get(top, &MountOpts::default()).unwrap();
     // another mount namespace copies every mount, ours included, and holds it open
     let mut holder = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c"])
@@ -120,7 +121,7 @@ fn a_mount_leaked_into_another_namespace_does_not_fail_put_or_remove() {
     // and the id is usable again
     d.create(top, Some(&ids[0]), &CreateOpts::default())
         .unwrap();
-    let again = d.get(top, None).unwrap();
+    let again = d.get(top, &MountOpts::default()).unwrap();
     assert!(again.join("f0").exists());
     d.put(top).unwrap();
     holder.kill().unwrap();
@@ -198,7 +199,7 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more() {
         },
     )
     .unwrap();
-    let p = d.get(&l, None).unwrap();
+    let p = d.get(&l, &MountOpts::default()).unwrap();
     let write = |name: &str, mib: usize| -> std::io::Result<()> {
         let mut f = std::fs::File::create(p.join(name))?;
         for _ in 0..mib {

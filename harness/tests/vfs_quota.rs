@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
+use graphdriver_api::MountOpts;
 use std::io::Write;
 use std::path::Path;
 
@@ -37,7 +38,7 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more() {
         ..CreateOpts::default()
     };
     d.create(&l, None, &opts).unwrap();
-    let p = d.get(&l, None).unwrap();
+    let p = d.get(&l, &MountOpts::default()).unwrap();
     write_mib(&p.join("a"), 25).expect("25 MiB fit in a 50 MiB limit");
     let e = write_mib(&p.join("b"), 50).expect_err("50 MiB more must not fit");
     // xfs reports a project quota overrun as a full filesystem
@@ -48,7 +49,7 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more() {
     // a layer without a limit is not limited
     let free = LayerId::new("free").unwrap();
     d.create(&free, None, &CreateOpts::default()).unwrap();
-    let q = d.get(&free, None).unwrap();
+    let q = d.get(&free, &MountOpts::default()).unwrap();
     write_mib(&q.join("big"), 80).unwrap();
     d.put(&free).unwrap();
     d.put(&l).unwrap();

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
+use graphdriver_api::MountOpts;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -100,7 +101,7 @@ fn usage_counts_what_a_layer_holds_and_not_its_parent() {
 
     let one = id("one");
     d.create(&one, None, &CreateOpts::default()).unwrap();
-    let p = d.get(&one, None).unwrap();
+    let p = d.get(&one, &MountOpts::default()).unwrap();
     write_mib(&p.join("file"), 1).unwrap();
     d.put(&one).unwrap();
     let u1 = d.backend().usage(&one).unwrap();
@@ -108,7 +109,7 @@ fn usage_counts_what_a_layer_holds_and_not_its_parent() {
 
     let two = id("two");
     d.create(&two, Some(&one), &rw()).unwrap();
-    let p = d.get(&two, None).unwrap();
+    let p = d.get(&two, &MountOpts::default()).unwrap();
     write_mib(&p.join("bigger"), 2).unwrap();
     d.put(&two).unwrap();
     let u2 = d.backend().usage(&two).unwrap();
@@ -136,7 +137,7 @@ fn a_50_mib_limit_holds_25_mib_and_refuses_50_more_with_edquot() {
         ..CreateOpts::default()
     };
     d.create(&l, Some(&base), &opts).unwrap();
-    let p = d.get(&l, None).unwrap();
+    let p = d.get(&l, &MountOpts::default()).unwrap();
     write_mib(&p.join("a"), 25).expect("25 MiB fit in a 50 MiB limit");
     let e = write_mib(&p.join("b"), 50).expect_err("50 MiB more must not fit");
     assert_eq!(e.raw_os_error(), Some(libc::EDQUOT), "{e}");
@@ -187,7 +188,7 @@ fn a_child_is_a_clone_of_a_snapshot_of_its_parent_and_both_go_with_it() {
     d.remove(&ctr2).unwrap();
     assert_eq!(snapshots(&pool), "", "snapshots left");
     // writable again once it has no children
-    let p = d.get(&base, None).unwrap();
+    let p = d.get(&base, &MountOpts::default()).unwrap();
     std::fs::write(p.join("f"), "x").unwrap();
     d.put(&base).unwrap();
     assert_eq!(zfs_get("readonly", &b), "off");
@@ -247,12 +248,12 @@ fn a_snapshot_left_between_snapshot_and_clone_is_swept_and_never_reused_stale() 
     // the same left behind without a journal record: the parent, written to again, must
     // not hand its children what it held before
     run(Command::new("zfs").args(["snapshot", &format!("{b}@gd:children")])).unwrap();
-    let p = d.get(&base, None).unwrap();
+    let p = d.get(&base, &MountOpts::default()).unwrap();
     std::fs::write(p.join("written-after"), "x").unwrap();
     d.put(&base).unwrap();
     assert_eq!(snapshots(&pool), "", "the stale snapshot survived a write");
     d.create(&id("ctr"), Some(&base), &rw()).unwrap();
-    let c = d.get(&id("ctr"), None).unwrap();
+    let c = d.get(&id("ctr"), &MountOpts::default()).unwrap();
     assert!(
         c.join("written-after").exists(),
         "the child misses its parent's write"
@@ -284,7 +285,7 @@ fn container_layers_are_made_and_removed_faster_than_with_the_zfs_command() {
     let d = graphdriver_zfs::open(fs.path(), &Default::default()).unwrap();
     let img = id("image");
     d.create(&img, None, &CreateOpts::default()).unwrap();
-    let p = d.get(&img, None).unwrap();
+    let p = d.get(&img, &MountOpts::default()).unwrap();
     for i in 0..100 {
         std::fs::write(p.join(format!("f{i}")), vec![b'x'; 4096]).unwrap();
     }
@@ -402,13 +403,13 @@ fn a_full_pool_fails_writes_and_applies_with_enospc_and_recovers() {
     let d = graphdriver_zfs::open(fs.path(), &Default::default()).unwrap();
     let base = id("base");
     d.create(&base, None, &rw()).unwrap();
-    let p = d.get(&base, None).unwrap();
+    let p = d.get(&base, &MountOpts::default()).unwrap();
     std::fs::write(p.join("keep"), "kept").unwrap();
     d.put(&base).unwrap();
 
     let ctr = id("ctr");
     d.create(&ctr, Some(&base), &rw()).unwrap();
-    let p = d.get(&ctr, None).unwrap();
+    let p = d.get(&ctr, &MountOpts::default()).unwrap();
     let e = write_mib(&p.join("fill"), 400).expect_err("400 MiB do not fit");
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
     d.put(&ctr).unwrap();
@@ -439,7 +440,7 @@ fn a_full_pool_fails_writes_and_applies_with_enospc_and_recovers() {
         if !d.exists(&after) {
             d.create(&after, Some(&base), &rw()).map_err(full)?;
         }
-        let p = d.get(&after, None).map_err(full)?;
+        let p = d.get(&after, &MountOpts::default()).map_err(full)?;
         let w = write_mib(&p.join("mib"), 16);
         d.put(&after).map_err(|e| (false, format!("{e}")))?;
         w.map_err(|e| (e.raw_os_error() == Some(libc::ENOSPC), format!("{e}")))
@@ -455,12 +456,12 @@ fn a_full_pool_fails_writes_and_applies_with_enospc_and_recovers() {
         }
     }
     // the other layer kept its content, and a failed apply left its layer empty
-    let p = d.get(&base, None).unwrap();
+    let p = d.get(&base, &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
     d.put(&base).unwrap();
     if d.exists(&applied) {
         // the create went through: the apply left it as it was, empty
-        let p = d.get(&applied, None).unwrap();
+        let p = d.get(&applied, &MountOpts::default()).unwrap();
         assert!(!p.join("data").exists(), "a failed apply left files");
         d.put(&applied).unwrap();
         d.remove(&applied).unwrap();
@@ -499,7 +500,7 @@ fn a_corrupt_block_fails_an_export_with_eio_and_loses_nothing() {
         d.apply_diff(&base, None, &mut incompressible_tar(2, 1 << 20).unwrap())
             .unwrap();
         d.create(&ctr, Some(&base), &rw()).unwrap();
-        let p = d.get(&ctr, None).unwrap();
+        let p = d.get(&ctr, &MountOpts::default()).unwrap();
         std::fs::write(p.join("own"), "mine").unwrap();
         d.put(&ctr).unwrap();
     }
@@ -543,7 +544,7 @@ fn a_corrupt_block_fails_an_export_with_eio_and_loses_nothing() {
     // and the reader's error has the kind of the errno (EIO has no named kind: not Other)
     assert_ne!(e.kind(), std::io::ErrorKind::Other, "{e:?}");
     // the rest of the damaged layer, and the layer above it, read as they were
-    let p = d.get(&base, None).unwrap();
+    let p = d.get(&base, &MountOpts::default()).unwrap();
     let good = &incompressible_bytes(2, 1 << 20)[1 << 20..];
     assert!(std::fs::read(p.join("data/file-1")).unwrap() == good);
     d.put(&base).unwrap();
@@ -635,7 +636,7 @@ fn a_disk_that_fails_mid_apply_holds_it_until_zpool_clear_and_loses_nothing() {
     let d = graphdriver_zfs::open(&pool.mnt, &Default::default()).unwrap();
     let (base, applied) = (id("base"), id("applied"));
     d.create(&base, None, &rw()).unwrap();
-    let p = d.get(&base, None).unwrap();
+    let p = d.get(&base, &MountOpts::default()).unwrap();
     std::fs::write(p.join("keep"), "kept").unwrap();
     d.put(&base).unwrap();
     d.create(&applied, Some(&base), &CreateOpts::default())
@@ -688,7 +689,7 @@ fn a_disk_that_fails_mid_apply_holds_it_until_zpool_clear_and_loses_nothing() {
     let n = failure.unwrap();
     assert_eq!(n, 64 << 20);
 
-    let p = d.get(&applied, None).unwrap();
+    let p = d.get(&applied, &MountOpts::default()).unwrap();
     let mut got = Vec::new();
     for i in 0..16 {
         got.extend(std::fs::read(p.join(format!("data/file-{i}"))).unwrap());
@@ -699,7 +700,7 @@ fn a_disk_that_fails_mid_apply_holds_it_until_zpool_clear_and_loses_nothing() {
     );
     assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
     d.put(&applied).unwrap();
-    let p = d.get(&base, None).unwrap();
+    let p = d.get(&base, &MountOpts::default()).unwrap();
     assert_eq!(std::fs::read_to_string(p.join("keep")).unwrap(), "kept");
     d.put(&base).unwrap();
     let report = d.fsck(false).unwrap();
@@ -723,7 +724,7 @@ fn two_roots_on_one_dataset_never_touch_each_others_layers() {
     let b = graphdriver_zfs::open(&fs.path().join("b"), &Default::default()).unwrap();
     let (x, y) = (id("x"), id("y"));
     a.create(&x, None, &rw()).unwrap();
-    let p = a.get(&x, None).unwrap();
+    let p = a.get(&x, &MountOpts::default()).unwrap();
     std::fs::write(p.join("mine"), "a's").unwrap();
     a.put(&x).unwrap();
 
@@ -735,7 +736,7 @@ fn two_roots_on_one_dataset_never_touch_each_others_layers() {
     // the first root's layer is whole, and still takes children
     assert!(a.exists(&x));
     let p = a
-        .get(&x, None)
+        .get(&x, &MountOpts::default())
         .expect("the second root's failed create broke the first root's layer");
     assert_eq!(std::fs::read_to_string(p.join("mine")).unwrap(), "a's");
     a.put(&x).unwrap();

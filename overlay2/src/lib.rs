@@ -46,7 +46,7 @@ use graphdriver_api::quota::ProjectQuota;
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
     layer_mount, tree, BackingFs, Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId,
-    MountSpec, NaiveDiff, Result, Status,
+    MountOpts, MountSpec, NaiveDiff, Result, Status,
 };
 use rustix::mount::{self as rmount, MountPropagationFlags, UnmountFlags};
 
@@ -211,7 +211,8 @@ fn probe_mount(home: &Path, api: MountApi) -> std::result::Result<(), String> {
             lowers: vec![dir.join("lower")],
             upper: Some((dir.join("upper"), dir.join("work"))),
         };
-        mount_overlay(&m, &dir.join("merged"), false, api, &dir).map_err(|e| e.to_string())?;
+        mount_overlay(&m, &dir.join("merged"), false, api, &dir, None)
+            .map_err(|e| e.to_string())?;
         let seen = dir.join("merged/f").exists();
         let _ = rmount::unmount(dir.join("merged"), UnmountFlags::DETACH);
         if seen {
@@ -224,27 +225,170 @@ fn probe_mount(home: &Path, api: MountApi) -> std::result::Result<(), String> {
     r
 }
 
-/// Mounts `m` at `target`. Legacy mounts resolve relative paths from `base`.
+/// The layers of an overlay as idmapped mounts (see [`idmapped_layers`]), in the order of
+/// [`OverlayMount`]'s fields, as directory fds for `fsconfig`. overlayfs clones each layer's
+/// mount privately, which the kernel allows only for a mount attached in this namespace: the
+/// idmapped mounts are attached under a staging directory while the overlay is made, and
+/// detached (with the directory removed) when this is dropped.
+struct IdmappedLayers {
+    /// The host uid and gid of the map's root, which the mount is made as.
+    owner: (u32, u32),
+    staging: PathBuf,
+    attached: Vec<PathBuf>,
+    lowers: Vec<std::os::fd::OwnedFd>,
+    /// The upper and work directories, both inside one idmapped mount of the layer's
+    /// directory (overlayfs wants them on one mount).
+    upper: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+}
+
+impl IdmappedLayers {
+    /// Attaches an idmapped copy of `src`'s mount at `<staging>/<name>`.
+    fn attach(
+        &mut self,
+        src: &Path,
+        name: &str,
+        ns: &graphdriver_api::idmap::UserNs,
+    ) -> Result<PathBuf> {
+        let tree = graphdriver_api::idmap::idmapped_tree(src, ns)?;
+        let at = self.staging.join(name);
+        std::fs::create_dir(&at).ctx("create staging mount point", &at)?;
+        rmount::move_mount(
+            tree.as_fd(),
+            "",
+            rustix::fs::CWD,
+            &at,
+            rmount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .ctx("attach the idmapped layer at", &at)?;
+        self.attached.push(at.clone());
+        Ok(at)
+    }
+}
+
+impl Drop for IdmappedLayers {
+    fn drop(&mut self) {
+        for at in &self.attached {
+            let _ = layer_mount::unmount_and_remove(at);
+        }
+        let _ = std::fs::remove_dir(&self.staging);
+    }
+}
+
+/// Each layer of `m` as an idmapped mount showing ids through `ns`, attached under a new
+/// directory in `staging`; paths relative to `base`. The upper and work directories must
+/// share a parent (the layer's directory).
+fn idmapped_layers(
+    m: &OverlayMount,
+    base: &Path,
+    staging: &Path,
+    ns: &graphdriver_api::idmap::UserNs,
+) -> Result<IdmappedLayers> {
+    use rustix::fs::{open, Mode, OFlags};
+    let open_dir = |path: &Path| {
+        open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .ctx("open the idmapped layer", path)
+    };
+    let owner = match (ns.map().host_uid(0), ns.map().host_gid(0)) {
+        (Some(u), Some(g)) => (u, g),
+        _ => {
+            return Err(DriverError::Unsupported {
+                driver: "overlay2",
+                reason: format!(
+                    "id map {} has no root: overlayfs works in the upper directory as the \
+                     map's root",
+                    ns.map()
+                ),
+            })
+        }
+    };
+    let mut layers = IdmappedLayers {
+        owner,
+        staging: tree::unique_dir(staging, "mount")?,
+        attached: Vec::new(),
+        lowers: Vec::with_capacity(m.lowers.len()),
+        upper: None,
+    };
+    for (i, l) in m.lowers.iter().enumerate() {
+        let at = layers.attach(&base.join(l), &i.to_string(), ns)?;
+        layers.lowers.push(open_dir(&at)?);
+    }
+    if let Some((upper, work)) = &m.upper {
+        let dir = base.join(upper);
+        let (Some(parent), Some(u), Some(w)) = (dir.parent(), upper.file_name(), work.file_name())
+        else {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput))
+                .ctx("split the upper directory", &dir);
+        };
+        let at = layers.attach(parent, "upper", ns)?;
+        layers.upper = Some((open_dir(&at.join(u))?, open_dir(&at.join(w))?));
+    }
+    Ok(layers)
+}
+
+/// Mounts `m` at `target`. Legacy mounts resolve relative paths from `base`. With `mapped`
+/// (new API only), overlayfs takes those idmapped mounts as its layers instead of the paths.
 fn mount_overlay(
     m: &OverlayMount,
     target: &Path,
     read_only: bool,
     api: MountApi,
     base: &Path,
+    mapped: Option<&IdmappedLayers>,
+) -> std::io::Result<()> {
+    if let Some(layers) = mapped {
+        // on a thread of its own acting as the map's root: overlayfs keeps the credentials
+        // it was made with for its work in the (idmapped) upper directory
+        return std::thread::scope(|s| {
+            s.spawn(|| {
+                sys::act_on_files_as(layers.owner.0, layers.owner.1)?;
+                mount_overlay_here(m, target, read_only, api, base, Some(layers))
+            })
+            .join()
+            .map_err(|_| std::io::Error::other("idmapped mount thread panicked"))?
+        });
+    }
+    mount_overlay_here(m, target, read_only, api, base, None)
+}
+
+/// [`mount_overlay`] on the calling thread.
+fn mount_overlay_here(
+    m: &OverlayMount,
+    target: &Path,
+    read_only: bool,
+    api: MountApi,
+    base: &Path,
+    mapped: Option<&IdmappedLayers>,
 ) -> std::io::Result<()> {
     match api {
         MountApi::New => {
             use rustix::mount::{
-                fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
-                FsOpenFlags, MountAttrFlags, MoveMountFlags,
+                fsconfig_create, fsconfig_set_fd, fsconfig_set_string, fsmount, fsopen, move_mount,
+                FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags,
             };
             let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-            for l in &m.lowers {
-                fsconfig_set_string(&fs, "lowerdir+", base.join(l))?;
-            }
-            if let Some((upper, work)) = &m.upper {
-                fsconfig_set_string(&fs, "upperdir", base.join(upper))?;
-                fsconfig_set_string(&fs, "workdir", base.join(work))?;
+            match mapped {
+                Some(layers) => {
+                    for l in &layers.lowers {
+                        fsconfig_set_fd(&fs, "lowerdir+", l)?;
+                    }
+                    if let Some((upper, work)) = &layers.upper {
+                        fsconfig_set_fd(&fs, "upperdir", upper)?;
+                        fsconfig_set_fd(&fs, "workdir", work)?;
+                    }
+                }
+                None => {
+                    for l in &m.lowers {
+                        fsconfig_set_string(&fs, "lowerdir+", base.join(l))?;
+                    }
+                    if let Some((upper, work)) = &m.upper {
+                        fsconfig_set_string(&fs, "upperdir", base.join(upper))?;
+                        fsconfig_set_string(&fs, "workdir", base.join(work))?;
+                    }
+                }
             }
             for (k, v) in mount_options::FIXED_OPTIONS {
                 fsconfig_set_string(&fs, k, v)?;
@@ -501,7 +645,7 @@ impl Backend for Overlay {
         id: &LayerId,
         ancestors: &[LayerId],
         read_only: bool,
-        _mount_label: Option<&str>,
+        idmap: Option<&graphdriver_api::idmap::UserNs>,
     ) -> Result<()> {
         let target = self.mount_point(id);
         match std::fs::create_dir(&target) {
@@ -510,7 +654,8 @@ impl Backend for Overlay {
             Err(e) => return Err(e).ctx("create mount point", &target),
         }
         if ancestors.is_empty() {
-            // a layer without parent is its own directory: a bind mount shows it
+            // a layer without parent is its own directory: a bind mount shows it (the store
+            // idmaps a copy of it, see `idmaps_layers`)
             rmount::mount_bind(self.diff(id), &target).ctx("bind mount layer at", &target)?;
             if read_only {
                 if let Err(e) = rmount::mount_remount(
@@ -550,8 +695,43 @@ impl Backend for Overlay {
                     })));
                 }
             }
-            mount_overlay(&m, &target, read_only, self.api, &self.home)
-                .ctx("mount overlay at", &target)?;
+            let mapped = match idmap {
+                None => None,
+                Some(_) if self.api == MountApi::Legacy => {
+                    return Err(DriverError::Unsupported {
+                        driver: "overlay2",
+                        reason: "idmapped layers need the new mount API (Linux 6.13 takes \
+                                 overlay layers as idmapped mounts)"
+                            .into(),
+                    })
+                }
+                Some(ns) => Some(idmapped_layers(
+                    &m,
+                    &self.home,
+                    &self.home.join(".idmap"),
+                    ns,
+                )?),
+            };
+            match mount_overlay(
+                &m,
+                &target,
+                read_only,
+                self.api,
+                &self.home,
+                mapped.as_ref(),
+            ) {
+                Ok(()) => {}
+                Err(e) if mapped.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(DriverError::Unsupported {
+                        driver: "overlay2",
+                        reason: format!(
+                            "this kernel's overlayfs refused idmapped layers ({e}): it takes \
+                             them as file descriptors from Linux 6.13"
+                        ),
+                    })
+                }
+                Err(e) => return Err(e).ctx("mount overlay at", &target),
+            }
         }
         // private: the mount must not propagate into other namespaces (a new mount under a
         // mount that is not shared is not shared already; spare the syscall then)
@@ -566,6 +746,12 @@ impl Backend for Overlay {
 
     fn unmount(&self, id: &LayerId) -> Result<()> {
         layer_mount::unmount_and_remove(&self.mount_point(id))
+    }
+
+    /// An overlay cannot be idmapped, only its layers: each lower and the upper directory
+    /// are idmapped mounts. A layer without parent is a bind mount the store idmaps.
+    fn idmaps_layers(&self, ancestors: &[LayerId]) -> bool {
+        !ancestors.is_empty()
     }
 
     fn is_mounted(&self, id: &LayerId, mounts: &MountTable) -> bool {
@@ -624,7 +810,7 @@ impl Backend for Overlay {
         parent: &LayerId,
     ) -> Option<Result<Vec<Change>>> {
         Some((|| {
-            let view = store.get(parent, None)?;
+            let view = store.get(parent, &MountOpts::default())?;
             let r = NaiveDiff::upper_changes(&self.diff(id), &view);
             store.put(parent)?;
             r

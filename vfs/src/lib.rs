@@ -130,7 +130,7 @@ impl Backend for Vfs {
         id: &LayerId,
         _ancestors: &[LayerId],
         read_only: bool,
-        _mount_label: Option<&str>,
+        _idmap: Option<&graphdriver_api::idmap::UserNs>,
     ) -> Result<()> {
         layer_mount::bind(&self.dir(id), &self.mount_point(id), read_only)
     }

@@ -556,7 +556,7 @@ impl Backend for Zfs {
         id: &LayerId,
         _ancestors: &[LayerId],
         read_only: bool,
-        _mount_label: Option<&str>,
+        _idmap: Option<&graphdriver_api::idmap::UserNs>,
     ) -> Result<()> {
         self.mount_dataset(id, read_only)
     }

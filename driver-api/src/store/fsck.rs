@@ -297,7 +297,7 @@ impl<B: Backend> LayerStore<B> {
             out.push(if !repair {
                 f
             } else if mounted {
-                self.backend.unmount(id)?;
+                self.release_mounts(id)?;
                 f.repaired("unmounted")
             } else {
                 self.set_mount_count(id, 0)?;

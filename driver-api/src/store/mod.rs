@@ -48,11 +48,13 @@ pub use quarantine::{Quarantine, QuarantineRecord};
 use atomic_file::{read_optional, remove_optional};
 
 use crate::archive::{self, ApplyTarget};
+use crate::idmap::{IdMap, UserNs};
+use crate::layer_mount;
 use crate::mountinfo::MountTable;
 use crate::naive::NaiveDiff;
 use crate::{
-    Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId, LayerInfo, MountSpec, Result,
-    Status,
+    Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId, LayerInfo, MountOpts,
+    MountSpec, Result, Status,
 };
 
 /// What a backend provides to the shared [`LayerStore`].
@@ -81,14 +83,25 @@ pub trait Backend: Send + Sync + fmt::Debug + Sized + 'static {
 
     /// Mounts `id` at its [`mount_point`](Self::mount_point); `ancestors` are its parent,
     /// grandparent and so on; `read_only` when the layer has children. Called when the mount
-    /// count goes from zero to one.
+    /// count goes from zero to one. `idmap` is given only to a backend whose
+    /// [`idmaps_layers`](Self::idmaps_layers) says so for these ancestors; it then mounts
+    /// the layer showing ids through that user namespace.
     fn mount(
         &self,
         id: &LayerId,
         ancestors: &[LayerId],
         read_only: bool,
-        mount_label: Option<&str>,
+        idmap: Option<&UserNs>,
     ) -> Result<()>;
+
+    /// Whether [`mount`](Self::mount) applies an id map itself, for a layer with these
+    /// ancestors. The default, `false`, leaves it to the store: it keeps the backend's mount
+    /// unmapped (for its own diffs) and attaches an idmapped copy of it beside it, which
+    /// every filesystem that allows idmapped mounts can show. overlay2 cannot idmap an
+    /// overlay, only the layers under it, so it idmaps them itself.
+    fn idmaps_layers(&self, _ancestors: &[LayerId]) -> bool {
+        false
+    }
 
     /// Unmounts `id`. Must not fail because a copy of the mount is held in another namespace,
     /// nor when it is not mounted.
@@ -181,10 +194,11 @@ pub struct LayerStore<B: Backend> {
     opened: std::sync::Mutex<Vec<Finding>>,
 }
 
-const DIRS: [&str; 6] = [
+const DIRS: [&str; 7] = [
     "layers",
     "children",
     "mounts",
+    "idmapped",
     "locks",
     "journal",
     "quarantine",
@@ -399,31 +413,75 @@ impl<B: Backend> LayerStore<B> {
         self.meta.join("mounts").join(id.as_str())
     }
 
+    /// Where the store attaches the idmapped copy of `id`'s mount, for a backend that does
+    /// not idmap its layers itself.
+    fn idmapped_path(&self, id: &LayerId) -> PathBuf {
+        self.meta.join("idmapped").join(id.as_str())
+    }
+
     /// The layer's mount count (0 after a reboot).
     pub fn mount_count(&self, id: &LayerId) -> Result<u32> {
+        Ok(self.mount_state(id)?.count)
+    }
+
+    /// The layer's mount count and the id map it is mounted with. The file holds
+    /// `<boot id> <count>`, then for a mapped mount `view` (the store's idmapped copy) or
+    /// `native` (the backend's own mount) and the map.
+    fn mount_state(&self, id: &LayerId) -> Result<MountState> {
         let path = self.count_path(id);
         let Some(data) = read_optional(&path)? else {
-            return Ok(0);
+            return Ok(MountState::default());
         };
         let text = String::from_utf8_lossy(&data);
-        let mut parts = text.split_whitespace();
+        let corrupt = |reason: String| DriverError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let mut parts = text.trim().splitn(4, ' ');
         let (boot, count) = (parts.next(), parts.next().and_then(|c| c.parse().ok()));
-        match (boot, count) {
-            (Some(b), Some(c)) if b == self.boot_id => Ok(c),
-            (Some(_), Some(_)) => Ok(0),
-            _ => Err(DriverError::Corrupt {
-                path,
-                reason: "mount count is not \"<boot id> <count>\"".into(),
-            }),
+        let (Some(boot), Some(count)) = (boot, count) else {
+            return Err(corrupt(
+                "mount count is not \"<boot id> <count>[ view|native <id map>]\"".into(),
+            ));
+        };
+        if boot != self.boot_id {
+            return Ok(MountState::default());
         }
+        let (map, native) = match (parts.next(), parts.next()) {
+            (None, None) => (None, false),
+            (Some(how @ ("view" | "native")), Some(map)) => (
+                Some(map.parse::<IdMap>().map_err(|e| corrupt(e.to_string()))?),
+                how == "native",
+            ),
+            _ => return Err(corrupt("mount count has an unknown id map part".into())),
+        };
+        Ok(MountState { count, map, native })
+    }
+
+    fn set_mount_state(&self, id: &LayerId, state: &MountState) -> Result<()> {
+        let path = self.count_path(id);
+        if state.count == 0 {
+            return remove_optional(&path);
+        }
+        let mut text = format!("{} {}", self.boot_id, state.count);
+        if let Some(map) = &state.map {
+            let how = if state.native { "native" } else { "view" };
+            text.push_str(&format!(" {how} {map}"));
+        }
+        text.push('\n');
+        write_atomic(&path, text.as_bytes())
     }
 
     fn set_mount_count(&self, id: &LayerId, count: u32) -> Result<()> {
-        let path = self.count_path(id);
-        if count == 0 {
-            return remove_optional(&path);
-        }
-        write_atomic(&path, format!("{} {count}\n", self.boot_id).as_bytes())
+        debug_assert_eq!(count, 0, "only a reset sets a bare count");
+        self.set_mount_state(id, &MountState::default())
+    }
+
+    /// Unmounts everything the store mounted for `id`: the idmapped copy, if any, then the
+    /// backend's mount.
+    fn release_mounts(&self, id: &LayerId) -> Result<()> {
+        layer_mount::unmount_and_remove(&self.idmapped_path(id))?;
+        self.backend.unmount(id)
     }
 
     /// Settles every journal record a crash left, and sweeps data no record names. What
@@ -655,7 +713,7 @@ impl<B: Backend> LayerStore<B> {
             );
         } else if count == 0 && mounted {
             // a process died between mounting and counting
-            self.backend.unmount(id)?;
+            self.release_mounts(id)?;
             self.note(
                 Finding::new(
                     FindingKind::MountCountMismatch,
@@ -670,7 +728,7 @@ impl<B: Backend> LayerStore<B> {
 
     /// The directory a naive diff reads `id` from while it is mounted.
     fn mounted_view(&self, id: &LayerId) -> Result<Mounted<'_, B>> {
-        let path = self.get(id, None)?;
+        let path = self.get(id, &MountOpts::default())?;
         Ok(Mounted {
             store: self,
             id: id.clone(),
@@ -689,6 +747,16 @@ impl<B: Backend> LayerStore<B> {
         }
         Ok(parent)
     }
+}
+
+/// A layer's mount count and the id map it is mounted with.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct MountState {
+    count: u32,
+    /// The map its idmapped mount shows, if any.
+    map: Option<IdMap>,
+    /// The backend's own mount is the idmapped one (overlay2), not a copy beside it.
+    native: bool,
 }
 
 /// Removes a staging directory; when it lies inside the layer (btrfs), the layer root keeps
@@ -866,22 +934,94 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         self.journal.finish(id)
     }
 
-    fn get(&self, id: &LayerId, mount_label: Option<&str>) -> Result<PathBuf> {
-        self.refuse_mount_label(mount_label)?;
+    fn get(&self, id: &LayerId, opts: &MountOpts) -> Result<PathBuf> {
+        self.refuse_mount_label(opts.mount_label.as_deref())?;
+        if let Some(map) = &opts.id_map {
+            map.validate()?;
+        }
         let _layer = self.lock_layer(id)?;
         self.require_usable(id)?;
-        let count = self.mount_count(id)?;
-        if count == 0 {
+        let mut state = self.mount_state(id)?;
+        let first = state.count == 0;
+        let ancestors = if first || opts.id_map.is_some() {
+            self.ancestors(id)?
+        } else {
+            Vec::new()
+        };
+        let busy = |reason: String| DriverError::Busy {
+            id: id.clone(),
+            reason,
+        };
+        match (&state.map, &opts.id_map) {
+            (Some(had), Some(want)) if had != want => {
+                return Err(busy(format!(
+                    "mounted with id map {had}; a layer shows one map at a time"
+                )))
+            }
+            (Some(had), None) if state.native => {
+                return Err(busy(format!(
+                    "mounted with id map {had}, which {} applies to the mount itself",
+                    self.backend.name()
+                )))
+            }
+            (None, Some(want)) if !first && self.backend.idmaps_layers(&ancestors) => {
+                return Err(busy(format!(
+                    "mounted without an id map; {} cannot show it with {want} as well",
+                    self.backend.name()
+                )))
+            }
+            _ => {}
+        }
+        let mut mapped_now = false;
+        if first {
             self.settle(id)?;
             let read_only = !self.children(id)?.is_empty();
-            let ancestors = self.ancestors(id)?;
-            self.backend.mount(id, &ancestors, read_only, mount_label)?;
+            let native = opts.id_map.is_some() && self.backend.idmaps_layers(&ancestors);
+            let ns = match &opts.id_map {
+                Some(map) if native => Some(UserNs::new(map)?),
+                _ => None,
+            };
+            self.backend.mount(id, &ancestors, read_only, ns.as_ref())?;
             crate::failpoint::hit("get.after-mount");
+            state.native = native;
+            mapped_now = native;
         }
-        let path = self.backend.mount_point(id);
-        if let Err(e) = self.set_mount_count(id, count + 1) {
-            if count == 0 {
-                let _ = self.backend.unmount(id);
+        if let (Some(map), false) = (&opts.id_map, state.native || state.map.is_some()) {
+            // the backend's mount stays as it is (its diffs read it); an idmapped copy of it
+            // is attached beside it
+            let view = self.idmapped_path(id);
+            let made = UserNs::new(map).and_then(|ns| {
+                layer_mount::make_mount_point(&view)?;
+                let tree = crate::idmap::idmapped_tree(&self.backend.mount_point(id), &ns)?;
+                rustix::mount::move_mount(
+                    std::os::fd::AsFd::as_fd(&tree),
+                    "",
+                    rustix::fs::CWD,
+                    &view,
+                    rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+                )
+                .ctx("attach the idmapped mount at", &view)
+            });
+            if let Err(e) = made {
+                let _ = layer_mount::unmount_and_remove(&view);
+                if first {
+                    let _ = self.backend.unmount(id);
+                }
+                return Err(e);
+            }
+            mapped_now = true;
+        }
+        if mapped_now {
+            state.map = opts.id_map.clone();
+        }
+        let path = match (&opts.id_map, state.native) {
+            (Some(_), false) => self.idmapped_path(id),
+            _ => self.backend.mount_point(id),
+        };
+        state.count += 1;
+        if let Err(e) = self.set_mount_state(id, &state) {
+            if first {
+                let _ = self.release_mounts(id);
             }
             return Err(e);
         }
@@ -910,15 +1050,20 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
     fn put(&self, id: &LayerId) -> Result<()> {
         let _layer = self.lock_layer(id)?;
         self.require(id)?;
-        let count = self.mount_count(id)?;
-        match count {
+        let mut state = self.mount_state(id)?;
+        match state.count {
             0 => Err(DriverError::NotMounted(id.clone())),
             1 => {
-                self.backend.unmount(id)?;
+                self.release_mounts(id)?;
                 crate::failpoint::hit("put.after-unmount");
                 self.set_mount_count(id, 0)
             }
-            n => self.set_mount_count(id, n - 1),
+            n => {
+                // an idmapped copy stays until the last put: the store cannot tell which
+                // get a put matches
+                state.count = n - 1;
+                self.set_mount_state(id, &state)
+            }
         }
     }
 
@@ -981,7 +1126,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         for id in self.list()? {
             let _layer = self.lock_layer(&id)?;
             if self.mount_count(&id)? > 0 {
-                self.backend.unmount(&id)?;
+                self.release_mounts(&id)?;
                 self.set_mount_count(&id, 0)?;
             }
         }

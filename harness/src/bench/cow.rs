@@ -1,6 +1,7 @@
 //! Copy-on-write granularity: what the first write to a lower file costs by its size (and a
 //! metadata-only change), and what a chain of partial updates costs in disk.
 
+use graphdriver_api::MountOpts;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -94,7 +95,7 @@ pub fn copy_up(cx: &Ctx) -> Result<Vec<Measurement>> {
     };
     let image = lid("copyup-image");
     d.create(&image, None, &CreateOpts::default())?;
-    let p = d.get(&image, None)?;
+    let p = d.get(&image, &MountOpts::default())?;
     let plain = cx.work.join("copyup-plain");
     std::fs::create_dir_all(&plain)?;
     for (i, &size) in sizes.iter().enumerate() {
@@ -123,7 +124,7 @@ pub fn copy_up(cx: &Ctx) -> Result<Vec<Measurement>> {
         for (oi, &op) in ops.iter().enumerate() {
             let ctr = lid(&format!("copyup-{round}-{oi}"));
             d.create(&ctr, Some(&image), &rw())?;
-            let root = d.get(&ctr, None)?;
+            let root = d.get(&ctr, &MountOpts::default())?;
             for (si, &size) in sizes.iter().enumerate() {
                 let k = oi * sizes.len() + si;
                 let f = root.join(format!("f{size}"));
@@ -221,7 +222,7 @@ pub fn churn(cx: &Ctx) -> Result<Vec<Measurement>> {
     for round in 0..cx.heavy_warmup() + cx.heavy_reps() {
         let base = lid(&format!("churn-{round}-base"));
         d.create(&base, None, &CreateOpts::default())?;
-        let p = d.get(&base, None)?;
+        let p = d.get(&base, &MountOpts::default())?;
         for f in 0..FILES {
             write_data(&p.join(format!("f{f:02}")), 1 << 20, f as u8)?;
             write_data(&plain.join(format!("f{f:02}")), 1 << 20, f as u8)?;
@@ -233,7 +234,7 @@ pub fn churn(cx: &Ctx) -> Result<Vec<Measurement>> {
             let id = lid(&format!("churn-{round}-{layer:02}"));
             let (s, _) = time(|| {
                 d.create(&id, chain.last(), &rw())?;
-                update(&d.get(&id, None)?, layer)?;
+                update(&d.get(&id, &MountOpts::default())?, layer)?;
                 d.put(&id)?;
                 Ok(())
             })?;

@@ -3,6 +3,7 @@
 //! same compressed layer; and `image save` with each compression, against `tar -cf` of the
 //! image's tree piped through `gzip -6` / `zstd -3` (the levels `save` uses).
 
+use graphdriver_api::MountOpts;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -229,7 +230,7 @@ pub fn images(cx: &Ctx, t: &Target, archives: &Archives) -> Result<Vec<Measureme
         .get(NAME)?
         .top_layer()?
         .context("the image has a layer")?;
-    let view = driver.get(&top, None)?;
+    let view = driver.get(&top, &MountOpts::default())?;
     let saved = cx.work.join("saved.tar");
     let result = (|| -> Result<()> {
         for (c, cname, pipe) in [

@@ -1,6 +1,7 @@
 //! Workloads of many layers: many containers on one image (time and real disk use),
 //! concurrent container cycles, and removal of big layers.
 
+use graphdriver_api::MountOpts;
 use std::path::Path;
 use std::time::Instant;
 
@@ -41,7 +42,7 @@ pub fn many(
             let (s, _) = time(|| {
                 for id in &ids {
                     d.create(id, Some(img), &rw())?;
-                    let p = d.get(id, None)?;
+                    let p = d.get(id, &MountOpts::default())?;
                     std::fs::write(p.join("state"), vec![7u8; CONTAINER_WRITE])?;
                 }
                 Ok(())
@@ -119,7 +120,7 @@ pub fn concurrency(cx: &Ctx, img: &LayerId) -> Result<Vec<Measurement>> {
         let id = lid(&format!("conc-{w}-{i}"));
         let (s, _) = time(|| {
             cx.d.create(&id, Some(img), &rw())?;
-            cx.d.get(&id, None)?;
+            cx.d.get(&id, &MountOpts::default())?;
             cx.d.put(&id)?;
             cx.d.remove(&id)?;
             Ok(())
@@ -223,7 +224,7 @@ pub fn removal(cx: &Ctx, image: &Image) -> Result<Vec<Measurement>> {
         &mut |r| {
             let id = lid(&format!("removal-ctr-{r}"));
             d.create(&id, Some(&base), &rw())?;
-            write_files(&d.get(&id, None)?, 10_000)?;
+            write_files(&d.get(&id, &MountOpts::default())?, 10_000)?;
             d.put(&id)?;
             cx.used_bytes()?; // written back, as the baseline's
             let (s, _) = time(|| Ok(d.remove(&id)?))?;

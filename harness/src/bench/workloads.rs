@@ -1,5 +1,6 @@
 //! The workloads, each beside its baseline.
 
+use graphdriver_api::MountOpts;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::fd::AsFd;
@@ -223,7 +224,7 @@ pub fn run_all(
     d.create(&img, None, &CreateOpts::default())?;
     let image_size = d.apply_diff(&img, None, &mut File::open(&image.tar)?)?;
     let image_disk = cx.used_bytes()?.saturating_sub(before);
-    let view = d.get(&img, None)?;
+    let view = d.get(&img, &MountOpts::default())?;
 
     progress.step(&t.label, "export: diff of the image against tar -cf");
     out.extend(export(&cx, &img, &view, None)?);
@@ -415,7 +416,7 @@ fn container(
         let id = lid(&format!("ctr-{r}"));
         let (s, _) = time(|| {
             d.create(&id, Some(img), &rw())?;
-            d.get(&id, None)?;
+            d.get(&id, &MountOpts::default())?;
             d.put(&id)?;
             Ok(())
         })?;
@@ -527,7 +528,7 @@ fn children_by_parent_size(
     for files in [10usize, 10_000] {
         let parent = lid(&format!("parent-{files}"));
         d.create(&parent, None, &CreateOpts::default())?;
-        let p = d.get(&parent, None)?;
+        let p = d.get(&parent, &MountOpts::default())?;
         for i in 0..files {
             let dir = p.join(format!("d{:02}", i / 200));
             if i % 200 == 0 {
@@ -580,7 +581,7 @@ fn changes(
 ) -> Result<Vec<Measurement>> {
     let base = lid("tenk");
     d.create(&base, None, &CreateOpts::default())?;
-    let p = d.get(&base, None)?;
+    let p = d.get(&base, &MountOpts::default())?;
     for i in 0..10_000 {
         let dir = p.join(format!("d{:02}", i / 200));
         if i % 200 == 0 {
@@ -591,7 +592,7 @@ fn changes(
     d.put(&base)?;
     let top = lid("tenk-top");
     d.create(&top, Some(&base), &rw())?;
-    let p = d.get(&top, None)?;
+    let p = d.get(&top, &MountOpts::default())?;
     for i in 0..10 {
         let f = p.join(format!("d{:02}/f{:05}", i * 5, i * 1000));
         std::fs::write(&f, format!("changed {i}\n"))?;
@@ -599,8 +600,8 @@ fn changes(
     d.put(&top)?;
     let naive = |_r: usize| -> Result<f64> {
         let (s, n) = time(|| {
-            let layer = d.get(&top, None)?;
-            let parent = d.get(&base, None)?;
+            let layer = d.get(&top, &MountOpts::default())?;
+            let parent = d.get(&base, &MountOpts::default())?;
             let c = graphdriver_api::NaiveDiff::changes(&layer, &parent);
             d.put(&base)?;
             d.put(&top)?;
@@ -682,7 +683,7 @@ fn depth(cx: &Ctx) -> Result<Vec<Measurement>> {
         d.create(&top, chain.last(), &rw())?;
         // a kernel that cannot mount this deep (overlay through the legacy mount(2) on a
         // kernel before 6.8) ends the series: the report has the depths it could mount
-        match d.get(&top, None) {
+        match d.get(&top, &MountOpts::default()) {
             Ok(_) => d.put(&top)?,
             Err(graphdriver_api::DriverError::Backend(e))
                 if matches!(
@@ -702,7 +703,7 @@ fn depth(cx: &Ctx) -> Result<Vec<Measurement>> {
         let mut v = Vec::new();
         let mut lookup = Vec::new();
         for round in 0..cx.warmup + cx.reps {
-            let (s, p) = time(|| Ok(d.get(&top, None)?))?;
+            let (s, p) = time(|| Ok(d.get(&top, &MountOpts::default())?))?;
             let (l, _) = time(|| Ok(std::fs::metadata(p.join("f0"))?))?;
             d.put(&top)?;
             if round >= cx.warmup {

@@ -10,6 +10,7 @@ mod container;
 #[path = "graphctl/image.rs"]
 mod image;
 
+use graphdriver_api::MountOpts;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::IsTerminal;
@@ -410,7 +411,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Cmd::Mount { id } => writeln!(out, "{}", d.get(&lid(&id)?, None)?.display())?,
+        Cmd::Mount { id } => writeln!(
+            out,
+            "{}",
+            d.get(&lid(&id)?, &MountOpts::default())?.display()
+        )?,
         Cmd::Unmount { id } => d.put(&lid(&id)?)?,
         Cmd::Status { json } => {
             let s = d.status();
@@ -515,13 +520,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Hold { id, n } => {
             let id = lid(&id)?;
             for _ in 0..n {
-                d.get(&id, None)?;
+                d.get(&id, &MountOpts::default())?;
             }
         }
         Cmd::Cycle { id, n } => {
             let id = lid(&id)?;
             for _ in 0..n {
-                d.get(&id, None)?;
+                d.get(&id, &MountOpts::default())?;
                 d.put(&id)?;
             }
         }

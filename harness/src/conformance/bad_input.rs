@@ -1,6 +1,7 @@
 //! Malformed and malicious archives, and crashes while applying: nothing outside the layer
 //! changes, nothing half-applied is visible, and errors name the entry.
 
+use graphdriver_api::MountOpts;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -394,7 +395,7 @@ fn apply_to_parent_or_mounted_layer_fails(ctx: &mut Ctx) -> Result<()> {
     )?;
     let c = id("c");
     ctx.d().create(&c, None, &rw())?;
-    ctx.d().get(&c, None)?;
+    ctx.d().get(&c, &MountOpts::default())?;
     expect_err(
         ctx.d().apply_diff(&c, None, &mut &tar[..]),
         "apply to a mounted layer",
@@ -550,9 +551,11 @@ fn unfinishable_journal_entry_quarantines_one_layer(ctx: &mut Ctx) -> Result<()>
     );
     store_still_works(ctx, &[(&good, "g"), (&base, "b")], "fresh1")?;
     for lid in [&bad, &worse] {
-        expect_err(ctx.d().get(lid, None), "mount a quarantined layer", |e| {
-            matches!(e, DriverError::Quarantined { .. })
-        })?;
+        expect_err(
+            ctx.d().get(lid, &MountOpts::default()),
+            "mount a quarantined layer",
+            |e| matches!(e, DriverError::Quarantined { .. }),
+        )?;
         expect_err(
             ctx.d()
                 .create(&id("kid"), Some(lid), &CreateOpts::default()),
@@ -749,7 +752,8 @@ fn whited_out_parent_hides_what_was_below_it(ctx: &mut Ctx) -> Result<()> {
             why()
         );
         ensure!(
-            std::fs::symlink_metadata(ctx.d().get(&l3, None)?.join("a/b"))?.is_dir(),
+            std::fs::symlink_metadata(ctx.d().get(&l3, &MountOpts::default())?.join("a/b"))?
+                .is_dir(),
             "a/b is not a directory {}",
             why()
         );
@@ -788,7 +792,7 @@ fn implied_parent_follows_lower_symlink_inside_layer(ctx: &mut Ctx) -> Result<()
             got.render(40)
         );
     }
-    let root = ctx.d().get(&t, None)?;
+    let root = ctx.d().get(&t, &MountOpts::default())?;
     let links = ["lib", "rel", "up"]
         .iter()
         .all(|l| std::fs::symlink_metadata(root.join(l)).is_ok_and(|m| m.is_symlink()));

@@ -1,5 +1,6 @@
 //! Several processes and threads using one driver root at once.
 
+use graphdriver_api::MountOpts;
 use std::process::Child;
 
 use anyhow::{ensure, Context, Result};
@@ -37,7 +38,7 @@ fn wait_all(children: Vec<Child>, what: &str) -> Result<()> {
 
 fn processes_mount_and_unmount_one_layer(ctx: &mut Ctx) -> Result<()> {
     let l = layer(ctx, "shared", None, |p| write(&p.join("f"), "x"))?;
-    let path = ctx.d().get(&l, None)?;
+    let path = ctx.d().get(&l, &MountOpts::default())?;
     ctx.d().put(&l)?;
     ctx.close();
     // each process takes 5 mounts and exits holding them
@@ -132,7 +133,7 @@ fn threads_create_mount_and_remove(ctx: &mut Ctx) -> Result<()> {
                                 ..CreateOpts::default()
                             },
                         )?;
-                        let p = d.get(&l, None)?;
+                        let p = d.get(&l, &MountOpts::default())?;
                         write(&p.join(format!("w{t}")), "y")?;
                         ensure!(p.join("f").exists(), "{l} does not see its parent");
                         d.put(&l)?;

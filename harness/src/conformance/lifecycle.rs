@@ -1,5 +1,6 @@
 //! Creating, listing, mounting and removing layers, and surviving crashes while doing so.
 
+use graphdriver_api::MountOpts;
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
@@ -245,7 +246,7 @@ fn remove_with_children_fails(ctx: &mut Ctx) -> Result<()> {
 fn remove_mounted_fails(ctx: &mut Ctx) -> Result<()> {
     let a = id("a");
     ctx.d().create(&a, None, &rw())?;
-    let p = ctx.d().get(&a, None)?;
+    let p = ctx.d().get(&a, &MountOpts::default())?;
     write(&p.join("f"), "x")?;
     expect_err(ctx.d().remove(&a), "remove a mounted layer", |e| {
         matches!(e, DriverError::Busy { .. })
@@ -263,9 +264,11 @@ fn remove_unknown_is_not_found(ctx: &mut Ctx) -> Result<()> {
     expect_err(ctx.d().remove(&x), "remove unknown", |e| {
         matches!(e, DriverError::NotFound(_))
     })?;
-    expect_err(ctx.d().get(&x, None), "mount unknown", |e| {
-        matches!(e, DriverError::NotFound(_))
-    })?;
+    expect_err(
+        ctx.d().get(&x, &MountOpts::default()),
+        "mount unknown",
+        |e| matches!(e, DriverError::NotFound(_)),
+    )?;
     expect_err(ctx.d().put(&x), "unmount unknown", |e| {
         matches!(e, DriverError::NotFound(_))
     })?;
@@ -287,8 +290,8 @@ fn mounted(path: &std::path::Path) -> Result<bool> {
 fn mount_counts_nest(ctx: &mut Ctx) -> Result<()> {
     let a = id("a");
     ctx.d().create(&a, None, &rw())?;
-    let p1 = ctx.d().get(&a, None)?;
-    let p2 = ctx.d().get(&a, None)?;
+    let p1 = ctx.d().get(&a, &MountOpts::default())?;
+    let p2 = ctx.d().get(&a, &MountOpts::default())?;
     ensure!(
         p1 == p2,
         "two mounts of one layer gave {} and {}",
@@ -438,7 +441,13 @@ fn a_mount_label_is_refused_not_dropped(ctx: &mut Ctx) -> Result<()> {
         },
     )?;
     expect_err(
-        ctx.d().get(&a, Some(LABEL)),
+        ctx.d().get(
+            &a,
+            &MountOpts {
+                mount_label: Some(LABEL.into()),
+                ..MountOpts::default()
+            },
+        ),
         "get with a mount label",
         |e| matches!(e, DriverError::Unsupported { .. }),
     )?;
@@ -454,8 +463,8 @@ fn a_mount_label_is_refused_not_dropped(ctx: &mut Ctx) -> Result<()> {
 fn mount_count_survives_reopen(ctx: &mut Ctx) -> Result<()> {
     let a = id("a");
     ctx.d().create(&a, None, &rw())?;
-    let p = ctx.d().get(&a, None)?;
-    ctx.d().get(&a, None)?;
+    let p = ctx.d().get(&a, &MountOpts::default())?;
+    ctx.d().get(&a, &MountOpts::default())?;
     ctx.reopen()?;
     ensure!(
         mounted(&p)?,
@@ -516,9 +525,9 @@ fn cleanup_unmounts_everything(ctx: &mut Ctx) -> Result<()> {
     let b = id("b");
     ctx.d().create(&a, None, &rw())?;
     ctx.d().create(&b, None, &rw())?;
-    let pa = ctx.d().get(&a, None)?;
-    let pb = ctx.d().get(&b, None)?;
-    ctx.d().get(&b, None)?;
+    let pa = ctx.d().get(&a, &MountOpts::default())?;
+    let pb = ctx.d().get(&b, &MountOpts::default())?;
+    ctx.d().get(&b, &MountOpts::default())?;
     ctx.d().cleanup()?;
     ensure!(!mounted(&pa)? && !mounted(&pb)?, "cleanup left mounts");
     ensure!(
@@ -824,7 +833,7 @@ fn kill_at_every_store_failpoint_leaves_layers_whole(ctx: &mut Ctx) -> Result<()
 fn fsck_detaches_a_mount_leaked_inside_a_layer(ctx: &mut Ctx) -> Result<()> {
     use graphdriver_api::store::FindingKind as K;
     let l = layer(ctx, "leaky", None, |p| write(&p.join("f"), "x"))?;
-    let p = ctx.d().get(&l, None)?;
+    let p = ctx.d().get(&l, &MountOpts::default())?;
     let inner = p.join("proc");
     std::fs::create_dir_all(&inner)?;
     rustix::mount::mount(

@@ -10,6 +10,7 @@ mod bad_input;
 mod concurrency;
 mod content;
 mod diff;
+mod idmap;
 mod lifecycle;
 pub mod support;
 
@@ -62,6 +63,7 @@ pub fn cases() -> Vec<Case> {
     all.extend(diff::CASES);
     all.extend(bad_input::CASES);
     all.extend(concurrency::CASES);
+    all.extend(idmap::CASES);
     all
 }
 

@@ -1,5 +1,6 @@
 //! What cases share: building layers, reading them back, comparing, crafting archives.
 
+use graphdriver_api::MountOpts;
 use std::ffi::CString;
 use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -47,7 +48,9 @@ pub fn with_mount<T>(
     lid: &LayerId,
     f: impl FnOnce(&Path) -> Result<T>,
 ) -> Result<T> {
-    let path = d.get(lid, None).with_context(|| format!("mount {lid}"))?;
+    let path = d
+        .get(lid, &MountOpts::default())
+        .with_context(|| format!("mount {lid}"))?;
     let r = f(&path);
     d.put(lid).with_context(|| format!("unmount {lid}"))?;
     r

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use graphdriver_api::MountOpts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -424,7 +425,7 @@ pub struct Mounted<'a> {
 
 impl<'a> Mounted<'a> {
     pub fn new(driver: &'a dyn GraphDriver, id: &graphdriver_api::LayerId) -> Mounted<'a> {
-        let path = driver.get(id, None).unwrap();
+        let path = driver.get(id, &MountOpts::default()).unwrap();
         Mounted {
             driver,
             id: id.clone(),
