@@ -5,12 +5,11 @@
 //! cargo run --release -p graphdriver-examples --example runtime -- ROOT ROOTFS.tar
 //! ```
 
-use graphdriver_api::MountOpts;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
 
-use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, GraphDriver, LayerId, MountOpts};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args_os().skip(1).map(PathBuf::from);

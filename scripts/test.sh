@@ -48,7 +48,9 @@ GRAPHDRIVER_REQUIRE=$DRIVERS ./target/release/graphctl check --driver all
 done_stage
 
 stage "conformance suite (overlay2 through legacy mount(2) with short links)"
-GRAPHDRIVER_REQUIRE=overlay2 ./target/release/graphctl check --driver overlay2 --opt overlay2.mount_api=legacy
+# idmapped layers need the new mount API: the legacy path refuses them with Unsupported
+GRAPHDRIVER_REQUIRE=overlay2 GRAPHDRIVER_MAY_REFUSE=idmap:: \
+  ./target/release/graphctl check --driver overlay2 --opt overlay2.mount_api=legacy
 done_stage
 
 stage "containerd: its own snapshotter suite on graphdriver ($DRIVERS), containerd and runc end to end, the service killed mid-operation"

@@ -2,7 +2,8 @@
 # The zfs backend, tested in the VM: this host's kernel has no ZFS, so vm/setup-zfs.sh (once
 # per machine: Debian contrib, zfs-dkms built for the VM's kernel, about 9 minutes on 2
 # cores, and the ZFS libraries the backend loads at run time) installs it, then inside the VM:
-#   1. the conformance suite on zfs, nothing skipped (GRAPHDRIVER_REQUIRE=zfs);
+#   1. the conformance suite on zfs, nothing skipped (GRAPHDRIVER_REQUIRE=zfs) but the
+#      idmap cases, which Debian 12's zfs 2.1 refuses (idmapped mounts came with zfs 2.2);
 #   2. harness/tests/zfs.rs --ignored: usage, quota (EDQUOT), clone/snapshot pairing and
 #      removal order, crash leftovers, a full pool (ENOSPC), I/O errors (a corrupt block;
 #      a disk that fails under the pool mid-apply: dm-mod's `error` target), and the
@@ -31,7 +32,7 @@ took
 # The pools live on files in the guest's RAM; the ARC is kept small beside them.
 ARC='echo $((256 << 20)) > /sys/module/zfs/parameters/zfs_arc_max'
 stage "conformance suite on zfs, in the VM"
-GRAPHDRIVER_REQUIRE=zfs in_vm 2100 vm/run -m 4G -p loop,zfs -- \
+GRAPHDRIVER_REQUIRE=zfs GRAPHDRIVER_MAY_REFUSE=idmap:: in_vm 2100 vm/run -m 4G -p loop,zfs -- \
   bash -c "$ARC; exec target/release/graphctl check --driver zfs"
 took
 

@@ -22,7 +22,6 @@
 //! hold is recorded with the boot it was taken in: after a reboot the driver's mount counts
 //! are void, and the next `Mounts` takes it again.
 
-use graphdriver_api::MountOpts;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +29,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use graphdriver_api::failpoint;
-use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountSpec};
+use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountOpts, MountSpec};
 
 use crate::filter::{self, Filter};
 use crate::metadata::Metadata;

@@ -4,12 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
-use graphdriver_api::MountOpts;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, GraphDriver, LayerId, MountOpts};
 use graphdriver_containerd::api::containerd::services::snapshots::v1 as pb;
 use graphdriver_containerd::{Kind, SnapshotError, Snapshotter, LAYER_PREFIX};
 

@@ -13,7 +13,6 @@
 //! Then the coordinator checks that no mount is left below the root, that `fsck` finds
 //! nothing, and removes everything.
 
-use graphdriver_api::MountOpts;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
@@ -21,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountOpts};
 use serde::{Deserialize, Serialize};
 
 /// The files a layer must show: path → content.

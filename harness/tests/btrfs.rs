@@ -3,12 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
-use graphdriver_api::MountOpts;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, GraphDriver, LayerId, MountOpts};
 use graphdriver_harness::fixture::{run, ScratchFs};
 
 fn scratch() -> ScratchFs {

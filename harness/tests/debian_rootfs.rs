@@ -4,12 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
-use graphdriver_api::MountOpts;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, GraphDriver, LayerId, MountOpts};
 use graphdriver_harness::fixture::{run, ScratchFs};
 use graphdriver_harness::tree_snapshot::{Compare, Snapshot};
 

@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
-use graphdriver_api::MountOpts;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, GraphDriver, LayerId, MountOpts};
 use graphdriver_devmapper::DevmapperDriver;
 use graphdriver_harness::fixture::{dm_reload, incompressible_tar, LoopFile};
 

@@ -12,11 +12,10 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
-use graphdriver_api::MountOpts;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, GraphDriver, LayerId, MountOpts};
 use graphdriver_harness::drivers;
 use graphdriver_harness::fixture::{dm_reload, incompressible_tar, run, LoopFile};
 

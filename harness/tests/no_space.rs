@@ -6,11 +6,10 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
-use graphdriver_api::MountOpts;
 use std::io::Write;
 use std::path::Path;
 
-use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountOpts};
 use graphdriver_harness::drivers;
 use graphdriver_harness::fixture::{incompressible_tar, ScratchFs};
 

@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
-use graphdriver_api::MountOpts;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use graphdriver_api::mountinfo::MountTable;
-use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountOpts};
 use graphdriver_harness::conformance::support::TarBuilder;
 use graphdriver_harness::fixture::ScratchFs;
 
@@ -155,6 +154,32 @@ fn deleted_or_wrong_short_links_are_repaired_at_open() {
         assert_eq!(links, 6, "{api}: one short link per layer");
         d.cleanup().unwrap();
     }
+}
+
+#[test]
+fn idmapped_layers_a_dead_process_left_attached_are_swept_at_open() {
+    let fs = scratch();
+    let staging = fs.path().join("overlay2/.idmap");
+    drop(graphdriver_overlay2::open(fs.path(), &opts("new")).unwrap());
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = staging.join(format!("mount.{dead}.0"));
+    let attached = stale.join("upper");
+    std::fs::create_dir_all(&attached).unwrap();
+    std::fs::create_dir_all(fs.path().join("src")).unwrap();
+    rustix::mount::mount_bind(fs.path().join("src"), &attached).unwrap();
+    // a live process's staging is its own
+    let live = staging.join(format!("mount.{}.0", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+
+    drop(graphdriver_overlay2::open(fs.path(), &opts("new")).unwrap());
+    assert!(
+        !MountTable::read().unwrap().contains(&attached),
+        "still attached"
+    );
+    assert!(!stale.exists(), "the dead process's staging is left");
+    assert!(live.exists(), "a live process's staging was swept");
 }
 
 #[test]

@@ -6,13 +6,12 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
-use graphdriver_api::MountOpts;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountOpts};
 use graphdriver_harness::fixture::{dm_reload, incompressible_tar, run, LoopFile, ScratchFs};
 
 fn pool() -> ScratchFs {

@@ -169,7 +169,39 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
         let _lock = store.lock()?;
         store.backend().repair_links(&store.list()?)?;
     }
+    sweep_idmap_staging(&home.join(".idmap"))?;
     Ok(store)
+}
+
+/// Detaches and removes what a process that died while making an idmapped overlay left
+/// attached under `staging` (see [`IdmappedLayers`]): directories `mount.<pid>.<n>` whose
+/// process is gone. A live process's are its own.
+fn sweep_idmap_staging(staging: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(staging) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).ctx("read directory", staging),
+    };
+    for ent in entries {
+        let dir = ent.ctx("read directory", staging)?.path();
+        let pid = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('.').nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| Path::new("/proc").join(p.to_string()).exists()) {
+            continue;
+        }
+        for sub in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            layer_mount::unmount_and_remove(&sub.ctx("read directory", &dir)?.path())?;
+        }
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx("remove directory", &dir),
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a backing filesystem without `d_type` (overlay needs it to find whiteouts).

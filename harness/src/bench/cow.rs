@@ -1,7 +1,6 @@
 //! Copy-on-write granularity: what the first write to a lower file costs by its size (and a
 //! metadata-only change), and what a chain of partial updates costs in disk.
 
-use graphdriver_api::MountOpts;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -9,6 +8,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use graphdriver_api::CreateOpts;
+use graphdriver_api::MountOpts;
 
 use super::measure::{time, Measurement};
 use super::workloads::{lid, rw, Ctx};

@@ -3,7 +3,6 @@
 //! same compressed layer; and `image save` with each compression, against `tar -cf` of the
 //! image's tree piped through `gzip -6` / `zstd -3` (the levels `save` uses).
 
-use graphdriver_api::MountOpts;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use graphdriver_api::GraphDriver;
+use graphdriver_api::MountOpts;
 use graphdriver_image::{layer_media_type, Compression, Digest, ImageStore};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};

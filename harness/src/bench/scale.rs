@@ -1,12 +1,11 @@
 //! Workloads of many layers: many containers on one image (time and real disk use),
 //! concurrent container cycles, and removal of big layers.
 
-use graphdriver_api::MountOpts;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use graphdriver_api::{CreateOpts, LayerId};
+use graphdriver_api::{CreateOpts, LayerId, MountOpts};
 
 use super::measure::{time, Measurement};
 use super::percentile;

@@ -1,6 +1,5 @@
 //! The workloads, each beside its baseline.
 
-use graphdriver_api::MountOpts;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::fd::AsFd;
@@ -8,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, GraphDriver, LayerId, MountOpts};
 
 use super::measure::{time, Measurement, Pair};
 use super::{remove, Progress, Target};

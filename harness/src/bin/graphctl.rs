@@ -10,7 +10,6 @@ mod container;
 #[path = "graphctl/image.rs"]
 mod image;
 
-use graphdriver_api::MountOpts;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::IsTerminal;
@@ -21,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use graphdriver_api::{CreateOpts, GraphDriver, LayerId};
+use graphdriver_api::{CreateOpts, GraphDriver, LayerId, MountOpts};
 use graphdriver_harness::conformance::{self, Env};
 use graphdriver_harness::{drivers, fixture};
 

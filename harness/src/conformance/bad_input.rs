@@ -1,7 +1,6 @@
 //! Malformed and malicious archives, and crashes while applying: nothing outside the layer
 //! changes, nothing half-applied is visible, and errors name the entry.
 
-use graphdriver_api::MountOpts;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -9,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use graphdriver_api::{ChangeKind, CreateOpts, DriverError, LayerId};
+use graphdriver_api::{ChangeKind, CreateOpts, DriverError, LayerId, MountOpts};
 
 use super::support::*;
 use super::{Case, Ctx};

@@ -1,11 +1,10 @@
 //! Several processes and threads using one driver root at once.
 
-use graphdriver_api::MountOpts;
 use std::process::Child;
 
 use anyhow::{ensure, Context, Result};
 use graphdriver_api::mountinfo::MountTable;
-use graphdriver_api::{CreateOpts, DriverError};
+use graphdriver_api::{CreateOpts, DriverError, MountOpts};
 
 use super::support::*;
 use super::{Case, Ctx};

@@ -11,7 +11,7 @@ use graphdriver_api::idmap::{IdMap, UserNs};
 use graphdriver_api::{DriverError, GraphDriver, LayerId, MountOpts};
 
 use super::support::*;
-use super::{Case, Ctx, Skip};
+use super::{Case, Ctx, Refused};
 
 pub const CASES: &[Case] = &[
     Case {
@@ -49,11 +49,11 @@ fn image(ctx: &Ctx) -> Result<LayerId> {
     })
 }
 
-/// Mounts `lid` with `opts`; an `Unsupported` answer skips the case with its reason.
+/// Mounts `lid` with `opts`; an `Unsupported` answer is [`Refused`], with its reason.
 fn get_or_skip(d: &dyn GraphDriver, lid: &LayerId, opts: &MountOpts) -> Result<std::path::PathBuf> {
     match d.get(lid, opts) {
         Ok(p) => Ok(p),
-        Err(DriverError::Unsupported { reason, .. }) => Err(Skip(reason).into()),
+        Err(DriverError::Unsupported { reason, .. }) => Err(Refused(reason).into()),
         Err(e) => Err(e).with_context(|| format!("mount {lid} with an id map")),
     }
 }

@@ -1,13 +1,12 @@
 //! Creating, listing, mounting and removing layers, and surviving crashes while doing so.
 
-use graphdriver_api::MountOpts;
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{ensure, Context, Result};
 use graphdriver_api::mountinfo::MountTable;
-use graphdriver_api::{CreateOpts, DriverError, LayerId, MountSpec};
+use graphdriver_api::{CreateOpts, DriverError, LayerId, MountOpts, MountSpec};
 
 use super::support::*;
 use super::{Case, Ctx};

@@ -4,7 +4,10 @@
 //! against the [`GraphDriver`] trait only, and passes, fails (with a dump of the trees it
 //! compared) or is skipped with a reason when the backend or kernel lacks a feature it needs
 //! (found by trying, never by checking the uid). `GRAPHDRIVER_REQUIRE=vfs,overlay2` turns
-//! skips of those drivers into failures. The summary line is `N passed, N failed, N skipped`.
+//! skips of those drivers into failures, except that `GRAPHDRIVER_MAY_REFUSE=idmap::` lets
+//! the cases it names (comma-separated parts of case names) be refused: a driver may answer
+//! a feature the kernel or filesystem lacks with `Unsupported` ([`Refused`]). The summary
+//! line is `N passed, N failed, N skipped`.
 
 mod bad_input;
 mod concurrency;
@@ -39,6 +42,21 @@ impl std::fmt::Display for Skip {
 }
 
 impl std::error::Error for Skip {}
+
+/// A case's way of saying "the driver refused what this case checks with `Unsupported`, as
+/// the contract lets it where the kernel or filesystem lacks a feature" (idmapped mounts on
+/// zfs before 2.2): a skip, which `GRAPHDRIVER_REQUIRE` fails unless
+/// `GRAPHDRIVER_MAY_REFUSE` names the case.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refused by the driver: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// One named case.
 #[derive(Clone, Copy)]
@@ -91,6 +109,16 @@ impl Env {
             .map(|v| {
                 v.split(',')
                     .any(|d| d.trim() == driver || d.trim() == "all")
+            })
+            .unwrap_or(false)
+    }
+
+    /// Whether `GRAPHDRIVER_MAY_REFUSE` (comma-separated parts of case names) names `case`.
+    pub fn may_refuse(case: &str) -> bool {
+        std::env::var("GRAPHDRIVER_MAY_REFUSE")
+            .map(|v| {
+                v.split(',')
+                    .any(|part| !part.trim().is_empty() && case.contains(part.trim()))
             })
             .unwrap_or(false)
     }
@@ -202,6 +230,8 @@ pub fn run(env: &Env, log: &mut dyn Write) -> Result<Report> {
         let (outcome, message) = run_case(env, &base, case);
         let millis = started.elapsed().as_millis();
         let outcome = match outcome {
+            Outcome::Refused if env.required && !Env::may_refuse(case.name) => Outcome::Fail,
+            Outcome::Refused => Outcome::Skip,
             Outcome::Skip if env.required => Outcome::Fail,
             o => o,
         };
@@ -214,7 +244,7 @@ pub fn run(env: &Env, log: &mut dyn Write) -> Result<Report> {
                 report.failed += 1;
                 "failed"
             }
-            Outcome::Skip => {
+            Outcome::Skip | Outcome::Refused => {
                 report.skipped += 1;
                 "skipped"
             }
@@ -222,7 +252,7 @@ pub fn run(env: &Env, log: &mut dyn Write) -> Result<Report> {
         let tag = match outcome {
             Outcome::Pass => "ok  ",
             Outcome::Fail => "FAIL",
-            Outcome::Skip => "skip",
+            Outcome::Skip | Outcome::Refused => "skip",
         };
         writeln!(
             log,
@@ -251,6 +281,8 @@ enum Outcome {
     Pass,
     Fail,
     Skip,
+    /// The driver said `Unsupported` (see [`Refused`]).
+    Refused,
 }
 
 fn fmt_ms(d: Duration) -> String {
@@ -308,9 +340,10 @@ fn run_case(env: &Env, base: &Path, case: Case) -> (Outcome, Option<String>) {
     drop(case_fs);
     match result {
         Ok(Ok(())) => (Outcome::Pass, None),
-        Ok(Err(e)) => match e.downcast_ref::<Skip>() {
-            Some(s) => (Outcome::Skip, Some(s.0.clone())),
-            None => (Outcome::Fail, Some(format!("{e:#}"))),
+        Ok(Err(e)) => match (e.downcast_ref::<Skip>(), e.downcast_ref::<Refused>()) {
+            (Some(s), _) => (Outcome::Skip, Some(s.0.clone())),
+            (_, Some(r)) => (Outcome::Refused, Some(r.to_string())),
+            _ => (Outcome::Fail, Some(format!("{e:#}"))),
         },
         Err(panic) => {
             let msg = panic

@@ -1,6 +1,5 @@
 //! What cases share: building layers, reading them back, comparing, crafting archives.
 
-use graphdriver_api::MountOpts;
 use std::ffi::CString;
 use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -8,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use graphdriver_api::archive::{Header, Kind, TarWriter};
-use graphdriver_api::{Change, CreateOpts, DriverError, GraphDriver, LayerId, NaiveDiff};
+use graphdriver_api::{
+    Change, CreateOpts, DriverError, GraphDriver, LayerId, MountOpts, NaiveDiff,
+};
 
 use super::Ctx;
 use crate::tree_snapshot::{Compare, Snapshot};

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use graphdriver_api::MountOpts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use graphdriver_api::GraphDriver;
+use graphdriver_api::MountOpts;
 use graphdriver_image::{Compression, Digest, ImageStore};
 use serde_json::json;
 
