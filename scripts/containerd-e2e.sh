@@ -2,7 +2,8 @@
 # End to end with real containerd and runc (Debian's 1.6.20 and 1.1.5) on graphdriver's
 # snapshotter, per backend: an OCI archive with two gzip layers made from the Debian rootfs
 # is imported with `ctr images import --snapshotter graphdriver-BACKEND`; `ctr run --rm` runs
-# /bin/sh in it, writes a file and prints /etc/debian_version; a snapshot prepared on the
+# /bin/sh in it, writes a file and prints /etc/debian_version, then again in a user namespace
+# (`--uidmap --remap-labels`: an idmapped mount, no chowned copy); a snapshot prepared on the
 # image is written and committed, and a second container runs on a snapshot of the commit;
 # then everything is removed, and no snapshot, mount or loop device of the service's is left.
 # On overlay2, a 200-layer image (the rootfs, 198 small layers, the top layer) is imported and
@@ -71,6 +72,21 @@ for b in "${BACKENDS[@]}"; do
   [ "$(sed -n 1p <<<"$out")" = written ] || fail "$b: the container could not write"
   grep -qx "$(tar -xOf "$ROOTFS" ./etc/debian_version)" <<<"$out" || fail "$b: wrong /etc/debian_version"
   grep -qx 'graphdriver test image' <<<"$out" || fail "$b: the top layer is missing"
+  # in a user namespace: ctr --remap-labels gives the snapshot containerd's uid/gid mapping
+  # labels instead of chowning a copy of the image; the service mounts it idmapped (zfs 2.1
+  # cannot idmap: the Prepare is refused)
+  if out=$($CTR run --rm --snapshotter "$S" --uidmap 0:100000:65536 --gidmap 0:100000:65536 \
+        --remap-labels "$NAME" "userns-$b" /bin/sh -c 'read -r i o n < /proc/self/uid_map &&
+          echo "$i:$o:$n" && stat -c %u:%g /etc/debian_version && echo written > /etc/userns &&
+          stat -c %u:%g /etc/userns' 2>&1); then
+    echo "user namespace: $(echo $out)"
+    [ "$out" = "$(printf '0:100000:65536\n0:0\n0:0')" ] ||
+      fail "$b: in a user namespace, want its root to own the image and its writes: $out"
+  elif [ "$b" = zfs ] && grep -q "cannot be idmapped" <<<"$out"; then
+    echo "user namespace: refused, as zfs 2.1 cannot idmap"
+  else
+    fail "$b: a container in a user namespace did not run: $out"
+  fi
   # commit: a snapshot on the image's top layer, written through containerd's mount, then a
   # second container on a snapshot of the commit
   top=$($CTR snapshots --snapshotter "$S" ls | awk 'NR > 1 && $2 != "" && $3 == "Committed" {print $1}' | head -1)

@@ -60,4 +60,4 @@ mod snapshotter;
 
 pub use model::{Info, Kind, Mount, Result, SnapshotError, Usage};
 pub use service::{serve, ServeError, Service};
-pub use snapshotter::{Snapshotter, LAYER_PREFIX};
+pub use snapshotter::{Snapshotter, GIDMAP_LABEL, LAYER_PREFIX, UIDMAP_LABEL};

@@ -29,6 +29,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use graphdriver_api::failpoint;
+use graphdriver_api::idmap::IdMap;
 use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountOpts, MountSpec};
 
 use crate::filter::{self, Filter};
@@ -82,6 +83,32 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The labels containerd (2.0 and later) sets on a snapshot for a container in a user
+/// namespace: `inside:outside:count` ranges, comma-separated.
+pub const UIDMAP_LABEL: &str = "containerd.io/snapshot/uidmapping";
+/// See [`UIDMAP_LABEL`].
+pub const GIDMAP_LABEL: &str = "containerd.io/snapshot/gidmapping";
+
+/// How a snapshot with these labels is mounted: idmapped when they carry a uid and a gid map
+/// (both or neither).
+fn mount_opts(labels: &BTreeMap<String, String>) -> Result<MountOpts> {
+    let map = match (labels.get(UIDMAP_LABEL), labels.get(GIDMAP_LABEL)) {
+        (None, None) => None,
+        (Some(u), Some(g)) => {
+            Some(IdMap::parse(u, g).map_err(|e| SnapshotError::InvalidArgument(e.to_string()))?)
+        }
+        _ => {
+            return Err(SnapshotError::InvalidArgument(format!(
+                "labels {UIDMAP_LABEL} and {GIDMAP_LABEL} go together"
+            )))
+        }
+    };
+    Ok(MountOpts {
+        id_map: map,
+        ..MountOpts::default()
+    })
 }
 
 fn visible(r: &Record) -> bool {
@@ -238,6 +265,7 @@ impl Snapshotter {
             return Err(SnapshotError::InvalidArgument("empty snapshot key".into()));
         }
         check_labels(&labels)?;
+        let opts = mount_opts(&labels)?;
         let _g = self.lock()?;
         let now = SystemTime::now();
         let (layer, parent_layer) = self.meta.write("prepare", |t| {
@@ -289,7 +317,7 @@ impl Snapshotter {
             )
             .and_then(|()| {
                 failpoint::hit("snapshotter.prepare.after-create");
-                self.show(kind, &id)
+                self.show(kind, &id, &opts)
             });
         let shown = match made {
             Ok(shown) => shown,
@@ -323,14 +351,20 @@ impl Snapshotter {
     }
 
     /// Shows a new snapshot's layer: the driver's one-call mount for an active snapshot
-    /// when it has one, else the service's own mount.
-    fn show(&self, kind: Kind, id: &LayerId) -> std::result::Result<Shown, DriverError> {
-        if kind == Kind::Active {
+    /// when it has one, else the service's own mount (always for an idmapped one: the
+    /// idmapped layers of an overlay are no `mount(2)` options containerd 1.x can make).
+    fn show(
+        &self,
+        kind: Kind,
+        id: &LayerId,
+        opts: &MountOpts,
+    ) -> std::result::Result<Shown, DriverError> {
+        if kind == Kind::Active && opts.id_map.is_none() {
             if let Some(spec) = self.driver.mount_spec(id)? {
                 return Ok(Shown::Spec(spec));
             }
         }
-        self.driver.get(id, &MountOpts::default()).map(Shown::Held)
+        self.driver.get(id, opts).map(Shown::Held)
     }
 
     /// `Mounts` of an active snapshot or a view.
@@ -345,7 +379,8 @@ impl Snapshotter {
         }
         let kind = rec.kind;
         let held_now = rec.held.as_ref().is_some_and(|h| h.boot == self.boot);
-        if kind == Kind::Active && !held_now {
+        let mapped = mount_opts(&rec.labels)?.id_map.is_some();
+        if kind == Kind::Active && !held_now && !mapped {
             let id = layer_id(key, &rec.layer)?;
             if let Some(spec) = self
                 .driver
@@ -368,7 +403,7 @@ impl Snapshotter {
         let id = layer_id(key, &rec.layer)?;
         let path = self
             .driver
-            .get(&id, &MountOpts::default())
+            .get(&id, &mount_opts(&rec.labels)?)
             .map_err(Self::driver_err(key, &id))?;
         self.meta.write("mount", |t| {
             let mut r = t

@@ -377,3 +377,78 @@ fn on_overlay2_containerd_gets_the_overlay_mount_itself_and_the_service_holds_no
     s.remove("v").unwrap();
     assert_eq!(s.close().unwrap(), 0);
 }
+
+#[test]
+fn the_uid_and_gid_mapping_labels_give_each_container_an_idmapped_mount_of_shared_layers() {
+    use graphdriver_api::idmap::{IdMap, UserNs};
+    use graphdriver_containerd::{GIDMAP_LABEL, UIDMAP_LABEL};
+    use std::os::unix::fs::MetadataExt;
+    let dir = scratch();
+    let d = graphdriver_overlay2::open(&dir.path().join("root"), &Default::default()).unwrap();
+    let s = Snapshotter::open(Box::new(d), &dir.path().join("meta")).unwrap();
+    let m = s.prepare(Kind::Active, "k", None, no_labels()).unwrap();
+    let target = dir.path().join("rootfs");
+    std::fs::create_dir(&target).unwrap();
+    mount_as_containerd(&m[0], &target);
+    std::fs::write(target.join("etc-file"), b"image").unwrap();
+    rustix::mount::unmount(&target, rustix::mount::UnmountFlags::empty()).unwrap();
+    s.commit("image", "k", no_labels()).unwrap();
+
+    let mapped = |host: u32| {
+        BTreeMap::from([
+            (UIDMAP_LABEL.to_owned(), format!("0:{host}:65536")),
+            (GIDMAP_LABEL.to_owned(), format!("0:{host}:65536")),
+        ])
+    };
+    let mut seen = Vec::new();
+    for (key, host) in [("c1", 100_000), ("c2", 200_000)] {
+        let m = s
+            .prepare(Kind::Active, key, Some("image"), mapped(host))
+            .unwrap();
+        // the service's idmapped mount, bound by containerd
+        assert_eq!(m[0].kind, "bind", "{m:?}");
+        assert_eq!(s.mounts(key).unwrap(), m);
+        let meta = std::fs::metadata(m[0].source.join("etc-file")).unwrap();
+        seen.push((meta.uid(), meta.gid()));
+        // the container's root writes (the host's root is no id of the map: EOVERFLOW)
+        let ns = UserNs::new(&IdMap::single(0, host, 65536).unwrap()).unwrap();
+        let out = ns
+            .run_as_root(
+                std::process::Command::new("/bin/sh")
+                    .args(["-c", &format!("echo {key} > {key}-file")])
+                    .current_dir(&m[0].source),
+            )
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let meta = std::fs::metadata(m[0].source.join(format!("{key}-file"))).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (host, host));
+    }
+    assert_eq!(seen, [(100_000, 100_000), (200_000, 200_000)]);
+    // stored unmapped: the committed layer holds its file as uid 0
+    s.commit("c1-done", "c1", no_labels()).unwrap();
+    assert_eq!(s.stat("c1-done").unwrap().parent.as_deref(), Some("image"));
+    let layer = LayerId::new(format!("{LAYER_PREFIX}2")).unwrap();
+    let root = s.driver().get(&layer, &MountOpts::default()).unwrap();
+    let meta = std::fs::metadata(root.join("c1-file")).unwrap();
+    s.driver().put(&layer).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+
+    for bad in [
+        BTreeMap::from([(UIDMAP_LABEL.to_owned(), "0:100000:65536".to_owned())]),
+        BTreeMap::from([
+            (UIDMAP_LABEL.to_owned(), "0:100000".to_owned()),
+            (GIDMAP_LABEL.to_owned(), "0:100000:65536".to_owned()),
+        ]),
+    ] {
+        assert!(
+            matches!(
+                s.prepare(Kind::Active, "bad", Some("image"), bad),
+                Err(SnapshotError::InvalidArgument(_))
+            ),
+            "a bad map is refused before anything is made"
+        );
+    }
+    assert!(matches!(s.stat("bad"), Err(SnapshotError::NotFound(_))));
+    s.remove("c2").unwrap();
+    s.remove("c1-done").unwrap();
+}
