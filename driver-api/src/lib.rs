@@ -34,6 +34,7 @@
 //! | every backend applies an image the same way: an opaque layer root hides nothing, a whited-out or opaque directory hides what was below it on every path through it, an implied parent follows a layer symlink inside the root | `bad_input::opaque_layer_root_hides_nothing`, `bad_input::whited_out_parent_hides_what_was_below_it`, `bad_input::implied_parent_follows_lower_symlink_inside_layer` |
 //! | NUL in a name and names reserved for staging are refused, naming the entry | `bad_input::nul_in_names_is_rejected`, `bad_input::whiteouts_of_staging_names_are_rejected` |
 //! | tree walks take bounded stack and open files whatever the depth; overlay2's merge is linear in depth | `bad_input::ten_thousand_deep_tree_applies_diffs_and_removes`, `bad_input::deep_path_over_a_parent_applies_in_linear_time` |
+//! | an idmapped mount ([`MountOpts::id_map`]) shows a layer owned by the map's ids, stores what is written through it unmapped, shares image layers between maps without a copy, and shows one map per layer at a time | `idmap::a_mapped_container_owns_and_writes_its_image`, `idmap::two_maps_share_one_image_layer_without_a_copy`, `idmap::a_layer_shows_one_map_at_a_time` |
 //! | one bad layer never makes the store unusable: what cannot be settled at open is quarantined for that layer alone and reported by `status` | `bad_input::unfinishable_journal_entry_quarantines_one_layer` |
 //!
 //! # Pieces

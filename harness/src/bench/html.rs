@@ -344,6 +344,12 @@ pub fn page(r: &BenchReport) -> String {
         fmt_s,
         &rows(r, "container", |_| true),
     ));
+    s.push_str(&bars(
+        "idmap",
+        "Container start in a user namespace: create + idmapped mount + unmount, against unmapped and a chown-copy",
+        fmt_s,
+        &rows(r, "idmap", |_| true),
+    ));
     s.push_str(&lines(
         "copy-up",
         "Copy-up: first 1-byte write and chmod of a lower file, against its size",

@@ -3,11 +3,13 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use graphdriver_api::{CreateOpts, GraphDriver, LayerId, MountOpts};
+use graphdriver_api::idmap::IdMap;
+use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountOpts};
 
 use super::measure::{time, Measurement, Pair};
 use super::{remove, Progress, Target};
@@ -175,7 +177,7 @@ impl Ctx<'_> {
 }
 
 /// Steps [`run_all`] reports to its progress display, per backend.
-pub const STEPS: usize = 13;
+pub const STEPS: usize = 14;
 
 /// The parameter that marks cold-cache measurements.
 pub const COLD: &str = "cold page cache";
@@ -243,6 +245,20 @@ pub fn run_all(
 
     progress.step(&t.label, "container: create + mount + unmount on the image");
     out.extend(container(t, d, &img, &view, &work, reps, warmup)?);
+
+    progress.step(
+        &t.label,
+        "idmap: create + idmapped mount + unmount against unmapped and a chown-copy",
+    );
+    match idmapped_container(t, d, &img, &view, &work, reps, warmup) {
+        Ok(ms) => out.extend(ms),
+        Err(e) => match e.downcast_ref::<DriverError>() {
+            Some(DriverError::Unsupported { reason, .. }) => {
+                progress.note(&format!("{}: no idmapped mounts here: {reason}", t.label))
+            }
+            _ => return Err(e),
+        },
+    }
 
     progress.step(
         &t.label,
@@ -444,6 +460,90 @@ fn container(
         )?);
     }
     Ok(out)
+}
+
+/// A container started the way a runtime does for a container in a user namespace: an
+/// idmapped mount (the map's root is host uid 100000), against the same start unmapped, and
+/// against what peers did before idmapped mounts: a copy of the image chowned into the map.
+fn idmapped_container(
+    t: &Target,
+    d: &dyn GraphDriver,
+    img: &LayerId,
+    view: &Path,
+    work: &Path,
+    reps: usize,
+    warmup: usize,
+) -> Result<Vec<Measurement>> {
+    const HOST_ROOT: u32 = 100_000;
+    let mapped = MountOpts::mapped(IdMap::single(0, HOST_ROOT, 65536)?);
+    // Unsupported here ends the workload before anything is timed
+    let probe = lid("idmap-probe");
+    d.create(&probe, Some(img), &rw())?;
+    let tried = d.get(&probe, &mapped).and_then(|_| d.put(&probe));
+    d.remove(&probe)?;
+    tried?;
+    let start = |opts: &MountOpts, r: usize| -> Result<f64> {
+        let id = lid(&format!("idmap-{r}"));
+        let (s, _) = time(|| {
+            d.create(&id, Some(img), &rw())?;
+            d.get(&id, opts)?;
+            d.put(&id)?;
+            Ok(())
+        })?;
+        d.remove(&id)?;
+        Ok(s)
+    };
+    let light = if t.driver == "vfs" { reps } else { reps * 14 };
+    let mut out = Pair {
+        workload: "idmap",
+        backend: &t.label,
+        param: None,
+        reps: light,
+        warmup,
+    }
+    .run(
+        "create+idmapped mount+unmount",
+        &mut |r| start(&mapped, r),
+        "create+mount+unmount, unmapped",
+        &mut |r| start(&MountOpts::default(), r),
+    )?;
+    out.extend(
+        Pair {
+            workload: "idmap",
+            backend: &t.label,
+            param: None,
+            reps,
+            warmup,
+        }
+        .run(
+            "create+idmapped mount+unmount",
+            &mut |r| start(&mapped, r),
+            "cp -a + chown of every entry into the map",
+            &mut |r| {
+                let dst = work.join(format!("chowned-{r}"));
+                let (s, _) = time(|| {
+                    run(cmd(&["cp", "-a", "--reflink=never"]).arg(view).arg(&dst))?;
+                    shift_owners(&dst, HOST_ROOT)
+                })?;
+                remove(&dst)?;
+                Ok(s)
+            },
+        )?,
+    );
+    Ok(out)
+}
+
+/// Adds `by` to the owner and group of every entry under `dir`, as a chown-copy of an image
+/// for a user namespace does.
+fn shift_owners(dir: &Path, by: u32) -> Result<()> {
+    let meta = std::fs::symlink_metadata(dir)?;
+    std::os::unix::fs::lchown(dir, Some(meta.uid() + by), Some(meta.gid() + by))?;
+    if meta.is_dir() {
+        for e in std::fs::read_dir(dir)? {
+            shift_owners(&e?.path(), by)?;
+        }
+    }
+    Ok(())
 }
 
 /// What [`raw_container`] does on this backend.
