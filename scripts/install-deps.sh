@@ -15,7 +15,7 @@ case ${1:-} in
   --images) PKGS=(skopeo umoci) ;;
   --fuzz) PKGS=(g++ zstd) ;;
   --podman) PKGS=(podman) ;;
-  "") PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux tar mount chromium gzip zstd) ;;
+  "") PKGS=(e2fsprogs xfsprogs btrfs-progs debootstrap util-linux uidmap tar mount chromium gzip zstd) ;;
   *) echo "install-deps: unknown option $1" >&2; exit 2 ;;
 esac
 missing=()

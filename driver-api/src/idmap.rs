@@ -238,11 +238,24 @@ impl UserNs {
             }
             for (file, ranges) in [("uid_map", &map.uids), ("gid_map", &map.gids)] {
                 let path = proc.join(file);
-                std::fs::OpenOptions::new()
+                match std::fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
                     .and_then(|mut f| f.write_all(IdMap::proc_text(ranges).as_bytes()))
-                    .ctx("write the id map", &path)?;
+                {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        return Err(DriverError::Unsupported {
+                            driver: "idmap",
+                            reason: format!(
+                                "this process may not map {map} ({e}): the host ids must be \
+                                 ids of its own user namespace, and it must hold CAP_SETUID \
+                                 and CAP_SETGID there"
+                            ),
+                        })
+                    }
+                    Err(e) => return Err(e).ctx("write the id map", &path),
+                }
             }
             let ns = proc.join("ns/user");
             File::open(&ns)
@@ -312,6 +325,15 @@ pub fn idmapped_tree(path: &Path, ns: &UserNs) -> Result<OwnedFd> {
                 ),
             })
         }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(DriverError::Unsupported {
+            driver: "idmap",
+            reason: format!(
+                "idmapping the mount of {} needs CAP_SYS_ADMIN in the user namespace its \
+                 filesystem was mounted in ({e}): an unprivileged user cannot idmap the host's \
+                 filesystems",
+                path.display()
+            ),
+        }),
         Err(e) => Err(e).ctx("idmap the mount of", path),
     }
 }

@@ -11,7 +11,7 @@ use graphdriver_api::{
     Change, CreateOpts, DriverError, GraphDriver, LayerId, MountOpts, NaiveDiff,
 };
 
-use super::Ctx;
+use super::{Ctx, Skip};
 use crate::tree_snapshot::{Compare, Snapshot};
 
 /// A layer id from a literal.
@@ -171,17 +171,30 @@ pub fn chmod(path: &Path, mode: u32) -> Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
-/// lchown.
+/// lchown. An id this user namespace does not map (EINVAL: an unprivileged run maps 65,536
+/// ids) skips the case.
 pub fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .with_context(|| format!("chown {}", path.display()))
+    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(Skip(format!(
+            "ids {uid}:{gid} are not mapped in this user namespace ({e})"
+        ))
+        .into()),
+        r => r.with_context(|| format!("chown {}", path.display())),
+    }
 }
 
-/// Sets an xattr on `path` itself.
+/// Sets an xattr on `path` itself. A `trusted.` name this process may not set (EPERM: it
+/// needs CAP_SYS_ADMIN in the initial user namespace) skips the case.
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<()> {
     let n = CString::new(name)?;
-    rustix::fs::lsetxattr(path, &n, value, rustix::fs::XattrFlags::empty())
-        .with_context(|| format!("set xattr {name} on {}", path.display()))
+    match rustix::fs::lsetxattr(path, &n, value, rustix::fs::XattrFlags::empty()) {
+        Err(rustix::io::Errno::PERM) if name.starts_with("trusted.") => Err(Skip(format!(
+            "this process may not set {name} (trusted xattrs need CAP_SYS_ADMIN in the \
+             initial user namespace)"
+        ))
+        .into()),
+        r => r.with_context(|| format!("set xattr {name} on {}", path.display())),
+    }
 }
 
 /// A symlink.
@@ -196,14 +209,21 @@ pub fn mknod(path: &Path, kind: char, major: u32, minor: u32) -> Result<()> {
         'b' => rustix::fs::FileType::BlockDevice,
         _ => rustix::fs::FileType::Fifo,
     };
-    rustix::fs::mknodat(
+    match rustix::fs::mknodat(
         rustix::fs::CWD,
         path,
         ft,
         rustix::fs::Mode::from_raw_mode(0o644),
         rustix::fs::makedev(major, minor),
-    )
-    .with_context(|| format!("mknod {}", path.display()))
+    ) {
+        Err(rustix::io::Errno::PERM) if kind != 'p' => Err(Skip(format!(
+            "the kernel refuses this process device nodes ({}): it needs CAP_MKNOD in the \
+             initial user namespace",
+            path.display()
+        ))
+        .into()),
+        r => r.with_context(|| format!("mknod {}", path.display())),
+    }
 }
 
 /// Sets a path's mtime exactly.
