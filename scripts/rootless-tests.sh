@@ -2,14 +2,15 @@
 # The conformance suite run rootless: as an unprivileged user (graphdriver-rootless, made
 # with 65,536 subordinate ids if missing) in a user namespace of its own (`unshare`: its uid
 # is root there, its subordinate ids 1 to 65536), on a scratch ext4 filesystem it owns.
-#   scripts/rootless-tests.sh [BACKEND...]    (default: vfs)
+#   scripts/rootless-tests.sh [BACKEND...]    (default: vfs overlay2)
+# overlay2 keeps overlayfs's xattrs as user.overlay.* there and mounts with `userxattr`.
 # What the kernel refuses an unprivileged user is skipped by name, nothing else
 # (GRAPHDRIVER_REQUIRE with GRAPHDRIVER_MAY_SKIP): device nodes, trusted.* xattrs, ids past
 # the 65,536 mapped, and idmapped mounts of the host's filesystems. Run as root; safe to run
 # twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(vfs)
+BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(vfs overlay2)
 U=graphdriver-rootless
 G=target/release/graphctl
 [ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl

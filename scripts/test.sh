@@ -53,8 +53,8 @@ GRAPHDRIVER_REQUIRE=overlay2 GRAPHDRIVER_MAY_SKIP=idmap:: \
   ./target/release/graphctl check --driver overlay2 --opt overlay2.mount_api=legacy
 done_stage
 
-stage "conformance suite rootless: an unprivileged user in a user namespace (vfs)"
-scripts/rootless-tests.sh vfs
+stage "conformance suite rootless: an unprivileged user in a user namespace (vfs, overlay2)"
+scripts/rootless-tests.sh vfs overlay2
 done_stage
 
 stage "containerd: its own snapshotter suite on graphdriver ($DRIVERS), containerd and runc end to end, the service killed mid-operation"

@@ -424,6 +424,7 @@ impl Backend for Btrfs {
             dir: self.subvol(id),
             staging_parent: self.subvol(id),
             lowers: Vec::new(),
+            overlay_xattrs: Default::default(),
         })
     }
 

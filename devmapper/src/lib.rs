@@ -630,6 +630,7 @@ impl Backend for Devmapper {
             dir: mnt.clone(),
             staging_parent: mnt,
             lowers: Vec::new(),
+            overlay_xattrs: Default::default(),
         })
     }
 

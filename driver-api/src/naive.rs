@@ -40,21 +40,26 @@ pub struct NaiveDiff;
 impl NaiveDiff {
     /// The changes of the tree `layer` against the tree `parent`, sorted by path.
     pub fn changes(layer: &Path, parent: &Path) -> Result<Vec<Change>> {
-        Self::walk(layer, Some(parent), false)
+        Self::walk(layer, Some(parent), None)
     }
 
     /// Every path of `layer` as added (a layer without a parent).
     pub fn all_added(layer: &Path) -> Result<Vec<Change>> {
-        Self::walk(layer, None, false)
+        Self::walk(layer, None, None)
     }
 
     /// The changes of a layer kept as an overlay upper directory `upper` (whiteouts as
-    /// character devices 0:0, opaque directories marked `trusted.overlay.opaque=y`) over the
+    /// character devices 0:0, opaque directories marked `trusted.overlay.opaque=y`, or
+    /// `user.overlay.opaque=y` as `xattrs` says) over the
     /// tree `parent`, with exactly the answers [`NaiveDiff::changes`] gives for the merged
     /// tree. Only the upper directory is walked, and of the parent only what it names (and
     /// the directories made opaque), so the cost follows the size of the change.
-    pub fn upper_changes(upper: &Path, parent: &Path) -> Result<Vec<Change>> {
-        Self::walk(upper, Some(parent), true)
+    pub fn upper_changes(
+        upper: &Path,
+        parent: &Path,
+        xattrs: crate::archive::OverlayXattrs,
+    ) -> Result<Vec<Change>> {
+        Self::walk(upper, Some(parent), Some(xattrs.opaque()))
     }
 
     /// The changes of `layer` against `parent` when only the paths in `may_differ` (relative,
@@ -71,7 +76,7 @@ impl NaiveDiff {
         let mut w = Walker {
             out: Vec::new(),
             display: layer,
-            upper: false,
+            upper: None,
             only: Some(may_differ),
         };
         if may_differ.contains(&Vec::new()) {
@@ -80,7 +85,11 @@ impl NaiveDiff {
         Ok(w.out)
     }
 
-    fn walk(layer: &Path, parent: Option<&Path>, upper: bool) -> Result<Vec<Change>> {
+    fn walk(
+        layer: &Path,
+        parent: Option<&Path>,
+        upper: Option<&'static CStr>,
+    ) -> Result<Vec<Change>> {
         let new = open_dir(layer)?;
         let old = parent.map(open_dir).transpose()?;
         let mut w = Walker {
@@ -89,7 +98,7 @@ impl NaiveDiff {
             upper,
             only: None,
         };
-        let full = !upper || is_opaque(new.as_fd());
+        let full = upper.is_none_or(|x| is_opaque(new.as_fd(), x));
         w.walk(new.as_fd(), old.as_ref().map(|o| o.as_fd()), full)?;
         Ok(w.out)
     }
@@ -173,8 +182,9 @@ struct Walker<'a> {
     out: Vec<Change>,
     display: &'a Path,
     /// `new` is an overlay upper directory: only its names matter (plus everything of the
-    /// parent below an opaque directory), and character devices 0:0 are deletions.
-    upper: bool,
+    /// parent below an opaque directory, marked by this xattr), and character devices 0:0
+    /// are deletions.
+    upper: Option<&'static CStr>,
     /// Paths (relative, `/`-separated) that may differ; entries on both sides outside it are
     /// known to be equal and are not compared.
     only: Option<&'a HashSet<Vec<u8>>>,
@@ -204,7 +214,7 @@ impl Walker<'_> {
     ) -> Result<(Vec<CString>, Vec<CString>)> {
         let mut names_new = tree::list_dir(new).ctx("read directory", here)?;
         let mut whiteouts = Vec::new();
-        if self.upper {
+        if self.upper.is_some() {
             // whiteouts name deletions, not entries
             let mut kept = Vec::with_capacity(names_new.len());
             for n in names_new {
@@ -444,7 +454,7 @@ impl Walker<'_> {
                 )
                 .ctx("read xattrs of", &here)?;
             // Below an opaque upper directory the parent's entries are all hidden.
-            let sub_full = full || !self.upper || is_opaque(sub_new.as_fd());
+            let sub_full = full || self.upper.is_none_or(|x| is_opaque(sub_new.as_fd(), x));
             return Ok(Step::Descend {
                 with_old: same_type,
                 full: sub_full,
@@ -499,10 +509,10 @@ impl Walker<'_> {
     }
 }
 
-/// Whether an upper directory hides the parent's entries (`trusted.overlay.opaque=y`).
-fn is_opaque(dir: BorrowedFd<'_>) -> bool {
+/// Whether an upper directory hides the parent's entries (`xattr` = `y`).
+fn is_opaque(dir: BorrowedFd<'_>, xattr: &CStr) -> bool {
     let mut v = [0u8; 1];
-    matches!(rfs::fgetxattr(dir, c"trusted.overlay.opaque", &mut v), Ok(1) if v[0] == b'y')
+    matches!(rfs::fgetxattr(dir, xattr, &mut v), Ok(1) if v[0] == b'y')
 }
 
 fn owner_mode_differ(a: &Stat, b: &Stat) -> bool {

@@ -145,6 +145,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             Vec::new()
         },
+        overlay_xattrs: Default::default(),
     };
     let staging = s.staging_parent.join(format!("{STAGING_PREFIX}fuzz"));
     let _ = std::fs::remove_dir_all(&staging);

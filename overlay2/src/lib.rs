@@ -40,7 +40,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use graphdriver_api::archive::ApplyTarget;
+use graphdriver_api::archive::{ApplyTarget, OverlayXattrs};
 use graphdriver_api::mountinfo::MountTable;
 use graphdriver_api::quota::ProjectQuota;
 use graphdriver_api::store::{Backend, LayerStore};
@@ -111,6 +111,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
             home.display()
         )));
     }
+    let xattrs = overlay_xattrs(&home)?;
     // Probing mounts and unmounts overlays (tens of milliseconds): remember what this boot
     // found, so that opening the driver again is cheap.
     let boot = graphdriver_api::store::boot_id()?;
@@ -128,10 +129,10 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
             let api = match requested.as_str() {
                 "legacy" => MountApi::Legacy,
                 "new" => MountApi::New,
-                _ if probe_mount(&home, MountApi::New).is_ok() => MountApi::New,
+                _ if probe_mount(&home, MountApi::New, xattrs).is_ok() => MountApi::New,
                 _ => MountApi::Legacy,
             };
-            probe_mount(&home, api).map_err(|e| {
+            probe_mount(&home, api, xattrs).map_err(|e| {
                 unsupported(format!(
                     "overlay does not mount here ({api:?} mount API): {e}"
                 ))
@@ -160,6 +161,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
         Overlay {
             home: home.clone(),
             api,
+            xattrs,
             shared_parent,
             fs: fs.name(),
             quota,
@@ -204,6 +206,62 @@ fn sweep_idmap_staging(staging: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where this store's layers keep overlayfs's xattrs, fixed when the store is made (the file
+/// `xattrs`): `trusted.overlay.*` where this process may set trusted xattrs, else (an
+/// unprivileged user in a user namespace) `user.overlay.*`, mounted with `userxattr`. A store
+/// made with trusted xattrs cannot be used by a process that may not set them.
+fn overlay_xattrs(home: &Path) -> Result<OverlayXattrs> {
+    let file = home.join("xattrs");
+    let may_trust = || {
+        let name = c"trusted.graphdriver-probe";
+        match rustix::fs::setxattr(home, name, b"1", rustix::fs::XattrFlags::empty()) {
+            Ok(()) => {
+                let _ = rustix::fs::removexattr(home, name);
+                Ok(true)
+            }
+            Err(rustix::io::Errno::PERM) => Ok(false),
+            Err(e) => Err(e).ctx("set a trusted xattr on", home),
+        }
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(t) if t.trim() == "user" => Ok(OverlayXattrs::User),
+        Ok(t) if t.trim() == "trusted" => {
+            if may_trust()? {
+                Ok(OverlayXattrs::Trusted)
+            } else {
+                Err(DriverError::Unsupported {
+                    driver: "overlay2",
+                    reason: format!(
+                        "the layers of {} keep overlayfs's xattrs as trusted.overlay.*, which \
+                         this process may not set (an unprivileged user): use a store made by \
+                         that user",
+                        home.display()
+                    ),
+                })
+            }
+        }
+        Ok(t) => Err(DriverError::Corrupt {
+            path: file,
+            reason: format!("{:?} is neither trusted nor user", t.trim()),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let x = if may_trust()? {
+                OverlayXattrs::Trusted
+            } else {
+                OverlayXattrs::User
+            };
+            let name = if x == OverlayXattrs::User {
+                "user"
+            } else {
+                "trusted"
+            };
+            graphdriver_api::store::write_atomic(&file, name.as_bytes())?;
+            Ok(x)
+        }
+        Err(e) => Err(e).ctx("read", &file),
+    }
+}
+
 /// Refuses a backing filesystem without `d_type` (overlay needs it to find whiteouts).
 fn probe_d_type(home: &Path) -> std::result::Result<(), String> {
     let dir = tree::unique_dir(&home.join(".probe"), "dtype").map_err(|e| e.to_string())?;
@@ -232,7 +290,11 @@ fn probe_d_type(home: &Path) -> std::result::Result<(), String> {
 }
 
 /// Mounts and unmounts a one-lower overlay with `api`.
-fn probe_mount(home: &Path, api: MountApi) -> std::result::Result<(), String> {
+fn probe_mount(
+    home: &Path,
+    api: MountApi,
+    xattrs: OverlayXattrs,
+) -> std::result::Result<(), String> {
     let dir = tree::unique_dir(&home.join(".probe"), "mount").map_err(|e| e.to_string())?;
     let r = (|| -> std::result::Result<(), String> {
         for d in ["lower", "upper", "work", "merged"] {
@@ -242,6 +304,7 @@ fn probe_mount(home: &Path, api: MountApi) -> std::result::Result<(), String> {
         let m = OverlayMount {
             lowers: vec![dir.join("lower")],
             upper: Some((dir.join("upper"), dir.join("work"))),
+            userxattr: xattrs == OverlayXattrs::User,
         };
         mount_overlay(&m, &dir.join("merged"), false, api, &dir, None)
             .map_err(|e| e.to_string())?;
@@ -422,8 +485,11 @@ fn mount_overlay_here(
                     }
                 }
             }
-            for (k, v) in mount_options::FIXED_OPTIONS {
+            for (k, v) in mount_options::fixed_options(m.userxattr) {
                 fsconfig_set_string(&fs, k, v)?;
+            }
+            if m.userxattr {
+                rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
             }
             fsconfig_create(&fs)?;
             let attrs = if read_only {
@@ -472,6 +538,8 @@ fn mount_overlay_here(
 pub struct Overlay {
     home: PathBuf,
     api: MountApi,
+    /// Where overlayfs's xattrs live in this store's layers.
+    xattrs: OverlayXattrs,
     /// Whether the mount holding the home is shared, so each new mount must be made private.
     shared_parent: bool,
     fs: &'static str,
@@ -578,6 +646,7 @@ impl Backend for Overlay {
         let m = OverlayMount {
             lowers,
             upper: Some((self.diff(id), self.dir(id).join("work"))),
+            userxattr: self.xattrs == OverlayXattrs::User,
         };
         // `,` and `:` would split the option string where the kernel does not expect it; a
         // name that is not UTF-8 would not survive the string
@@ -712,6 +781,7 @@ impl Backend for Overlay {
             let m = OverlayMount {
                 lowers,
                 upper: (!read_only).then(|| (rel("diff"), rel("work"))),
+                userxattr: self.xattrs == OverlayXattrs::User,
             };
             m.check_stack().map_err(|reason| {
                 DriverError::Backend(Box::new(OverlayError::TooDeep {
@@ -796,6 +866,7 @@ impl Backend for Overlay {
             // inside the layer's directory: in its xfs project, on the same mount as diff
             staging_parent: self.dir(id),
             lowers: ancestors.iter().map(|a| self.diff(a)).collect(),
+            overlay_xattrs: self.xattrs,
         })
     }
 
@@ -812,6 +883,13 @@ impl Backend for Overlay {
             ("Backing Filesystem".into(), self.fs.into()),
             ("Supports d_type".into(), "true".into()),
             ("Native Overlay Diff".into(), "true".into()),
+            (
+                "Overlay Xattrs".into(),
+                match self.xattrs {
+                    OverlayXattrs::Trusted => "trusted.overlay.*".into(),
+                    OverlayXattrs::User => "user.overlay.* (userxattr: rootless)".into(),
+                },
+            ),
             (
                 "Mount API".into(),
                 match self.api {
@@ -843,7 +921,7 @@ impl Backend for Overlay {
     ) -> Option<Result<Vec<Change>>> {
         Some((|| {
             let view = store.get(parent, &MountOpts::default())?;
-            let r = NaiveDiff::upper_changes(&self.diff(id), &view);
+            let r = NaiveDiff::upper_changes(&self.diff(id), &view, self.xattrs);
             store.put(parent)?;
             r
         })())

@@ -9,12 +9,16 @@ pub const MAX_LOWERS: usize = 500;
 pub const PAGE_SIZE: usize = 4096;
 
 /// Options that keep the upper directory a plain diff the native change list can read:
-/// no index, no redirects (renamed directories are copied), no metadata-only copy-up.
-pub const FIXED_OPTIONS: [(&str, &str); 3] = [
-    ("index", "off"),
-    ("redirect_dir", "off"),
-    ("metacopy", "off"),
-];
+/// no index, no redirects (renamed directories are copied), no metadata-only copy-up; with
+/// `userxattr` (which refuses `redirect_dir=off`, as it would follow redirects in lowers)
+/// redirects are neither made nor followed.
+pub fn fixed_options(userxattr: bool) -> [(&'static str, &'static str); 3] {
+    [
+        ("index", "off"),
+        ("redirect_dir", if userxattr { "nofollow" } else { "off" }),
+        ("metacopy", "off"),
+    ]
+}
 
 /// One overlay mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +27,9 @@ pub struct OverlayMount {
     pub lowers: Vec<PathBuf>,
     /// Upper and work directories, for a writable mount.
     pub upper: Option<(PathBuf, PathBuf)>,
+    /// overlayfs keeps its xattrs as `user.overlay.*` (`userxattr`: what an unprivileged
+    /// user in a user namespace may set) rather than `trusted.overlay.*`.
+    pub userxattr: bool,
 }
 
 /// Why a mount cannot be made.
@@ -84,7 +91,14 @@ impl OverlayMount {
             o.push(format!("upperdir={}", upper.display()));
             o.push(format!("workdir={}", work.display()));
         }
-        o.extend(FIXED_OPTIONS.iter().map(|(k, v)| format!("{k}={v}")));
+        o.extend(
+            fixed_options(self.userxattr)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
+        if self.userxattr {
+            o.push("userxattr".into());
+        }
         Ok(o)
     }
 
@@ -113,6 +127,7 @@ mod tests {
                 .map(|i| PathBuf::from(format!("{each}{i:05}")))
                 .collect(),
             upper: Some(("top/diff".into(), "top/work".into())),
+            userxattr: false,
         }
     }
 

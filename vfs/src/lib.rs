@@ -146,6 +146,7 @@ impl Backend for Vfs {
             // project from outside it fail with EXDEV); the name is reserved
             staging_parent: self.dir(id),
             lowers: Vec::new(),
+            overlay_xattrs: Default::default(),
         })
     }
 

@@ -578,6 +578,7 @@ impl Backend for Zfs {
             staging_parent: dir.clone(),
             dir,
             lowers: Vec::new(),
+            overlay_xattrs: Default::default(),
         })
     }
 

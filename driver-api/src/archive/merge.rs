@@ -16,7 +16,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::manifest::Manifest;
-use super::merged_view::{self, Found, Level, Position, Reach, OPAQUE_XATTR};
+use super::merged_view::{self, Found, Level, Position, Reach};
 use crate::tree::{self, fd_xattrs, is_private_xattr, open_dir};
 use crate::{IoContext, Result};
 
@@ -25,9 +25,11 @@ pub(crate) fn merge(
     staging: &Path,
     target: &Path,
     lowers: &[PathBuf],
+    opaque: &'static CStr,
     manifest: &Manifest,
 ) -> Result<()> {
     let mut m = Merger {
+        opaque,
         target: open_dir(target)?,
         lowers: lowers.iter().map(|l| open_dir(l)).collect::<Result<_>>()?,
         trash: open_dir(&staging.join("trash"))?,
@@ -61,7 +63,7 @@ pub(crate) fn merge(
     let tfd = m.target.try_clone().ctx("duplicate fd", target)?;
     let tfd2 = m.target.try_clone().ctx("duplicate fd", target)?;
     let root_meta = rfs::fstat(&tree).ctx("stat", staging)?;
-    let below = m.overlay();
+    let below = m.overlay().is_some();
     let tree_dup = tree.try_clone().ctx("duplicate fd", staging)?;
     m.merge_tree(tree_dup, tfd, below)
         .ctx("merge into", target)?;
@@ -72,6 +74,8 @@ pub(crate) fn merge(
 }
 
 struct Merger {
+    /// The xattr that marks an opaque directory over `lowers`.
+    opaque: &'static CStr,
     target: OwnedFd,
     /// Layers below the target, closest first (overlay upper directories only).
     lowers: Vec<OwnedFd>,
@@ -162,8 +166,9 @@ enum Merged {
 }
 
 impl Merger {
-    fn overlay(&self) -> bool {
-        !self.lowers.is_empty()
+    /// The opaque xattr, when the layer lies over lowers.
+    fn overlay(&self) -> Option<&'static CStr> {
+        (!self.lowers.is_empty()).then_some(self.opaque)
     }
 
     /// Walks the merged view (the layer, then the layers below) to directory `rel`; see
@@ -212,7 +217,7 @@ impl Merger {
                 .collect::<rustix::io::Result<_>>()?,
         };
         let shadowed = !matches!(
-            merged_view::step(&below, &name, true)?,
+            merged_view::step(&below, &name, Some(self.opaque))?,
             Found::Missing | Found::Whiteout
         );
         if level.top().is_none() && !shadowed {
@@ -258,8 +263,8 @@ impl Merger {
         for name in tree::list_dir(dir.as_fd())? {
             self.trash(dir.as_fd(), &name)?;
         }
-        if self.overlay() {
-            rfs::fsetxattr(&dir, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())?;
+        if let Some(opaque) = self.overlay() {
+            rfs::fsetxattr(&dir, opaque, b"y", rfs::XattrFlags::empty())?;
         }
         Ok(())
     }
@@ -430,9 +435,11 @@ impl Merger {
                 // Over lower layers, a directory that replaces something else (a whiteout, a
                 // file) must hide what the lower layers have at that path, as the kernel's
                 // own replacement would.
-                if self.overlay() && FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                if let (Some(opaque), FileType::Directory) =
+                    (self.overlay(), FileType::from_raw_mode(st.st_mode))
+                {
                     let d = tree::open_dir_at(dst, name)?;
-                    rfs::fsetxattr(&d, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())?;
+                    rfs::fsetxattr(&d, opaque, b"y", rfs::XattrFlags::empty())?;
                 }
                 Ok(Merged::Done)
             }

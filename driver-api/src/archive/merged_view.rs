@@ -23,9 +23,6 @@ use rustix::io::{Errno, Result};
 
 use crate::tree;
 
-/// The xattr that makes an overlay directory opaque.
-pub(crate) const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
-
 /// How many symlinks one walk follows before it gives up with `ELOOP` (as the kernel does).
 const MAX_HOPS: u32 = 40;
 
@@ -80,9 +77,9 @@ pub(crate) enum Found {
     Missing,
 }
 
-/// Looks `name` up in `level`; `overlay` when character devices 0:0 are whiteouts and the
-/// opaque xattr counts.
-pub(crate) fn step(level: &Level, name: &CStr, overlay: bool) -> Result<Found> {
+/// Looks `name` up in `level`; `overlay` (the opaque xattr's name) when character devices
+/// 0:0 are whiteouts and that xattr counts.
+pub(crate) fn step(level: &Level, name: &CStr, overlay: Option<&CStr>) -> Result<Found> {
     let mut dirs = Vec::new();
     for (i, fd) in &level.dirs {
         let st = match rfs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -93,7 +90,7 @@ pub(crate) fn step(level: &Level, name: &CStr, overlay: bool) -> Result<Found> {
         let ft = FileType::from_raw_mode(st.st_mode);
         if ft == FileType::Directory {
             let d = tree::open_dir_at(fd.as_fd(), name)?;
-            let opaque = overlay && is_opaque(d.as_fd());
+            let opaque = overlay.is_some_and(|x| is_opaque(d.as_fd(), x));
             dirs.push((*i, d));
             if opaque {
                 break;
@@ -111,7 +108,7 @@ pub(crate) fn step(level: &Level, name: &CStr, overlay: bool) -> Result<Found> {
                 layer: *i,
                 dir,
             },
-            FileType::CharacterDevice if overlay && st.st_rdev == 0 => Found::Whiteout,
+            FileType::CharacterDevice if overlay.is_some() && st.st_rdev == 0 => Found::Whiteout,
             _ => Found::Entry { layer: *i, dir },
         });
     }
@@ -122,9 +119,9 @@ pub(crate) fn step(level: &Level, name: &CStr, overlay: bool) -> Result<Found> {
     })
 }
 
-fn is_opaque(dir: BorrowedFd<'_>) -> bool {
+fn is_opaque(dir: BorrowedFd<'_>, xattr: &CStr) -> bool {
     let mut v = [0u8; 1];
-    matches!(rfs::fgetxattr(dir, OPAQUE_XATTR, &mut v), Ok(1) if v[0] == b'y')
+    matches!(rfs::fgetxattr(dir, xattr, &mut v), Ok(1) if v[0] == b'y')
 }
 
 /// What a walk may change in the top layer to reach a directory.
@@ -155,7 +152,7 @@ pub(crate) struct Position {
 pub(crate) fn walk(
     layers: &[BorrowedFd<'_>],
     rel: &[u8],
-    overlay: bool,
+    overlay: Option<&CStr>,
     reach: Reach,
     copy_meta: &dyn Fn(BorrowedFd<'_>, BorrowedFd<'_>) -> Result<()>,
 ) -> Result<Option<Level>> {
@@ -170,7 +167,7 @@ pub(crate) fn walk_from(
     layers: &[BorrowedFd<'_>],
     start: Option<Position>,
     rel: &[u8],
-    overlay: bool,
+    overlay: Option<&CStr>,
     reach: Reach,
     copy_meta: &dyn Fn(BorrowedFd<'_>, BorrowedFd<'_>) -> Result<()>,
 ) -> Result<Option<Position>> {
@@ -227,7 +224,7 @@ enum Descend {
 fn descend(
     level: &Level,
     c: &[u8],
-    overlay: bool,
+    overlay: Option<&CStr>,
     reach: Reach,
     copy_meta: &dyn Fn(BorrowedFd<'_>, BorrowedFd<'_>) -> Result<()>,
 ) -> Result<Descend> {

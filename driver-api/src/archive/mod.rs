@@ -65,10 +65,34 @@ pub struct ApplyTarget {
     /// For a backend whose layer directory holds only the layer's own changes over the
     /// layers below (overlay's upper directory): those layers' directories, closest first.
     /// Then deletions are written as overlay whiteouts (character device 0:0) and opaque
-    /// directories as `trusted.overlay.opaque=y`, directories the archive only implies take
+    /// directories as `trusted.overlay.opaque=y` (see `overlay_xattrs`), directories the archive only implies take
     /// the metadata of the lower directory they shadow, and hardlinks to lower files are
     /// copies. Empty for backends whose layer directory holds the whole tree.
     pub lowers: Vec<PathBuf>,
+    /// Which xattrs mark opaque directories over `lowers`.
+    pub overlay_xattrs: OverlayXattrs,
+}
+
+/// Where overlayfs's own xattrs live in an overlay layer: `trusted.overlay.*` (the default,
+/// which only the initial user namespace's CAP_SYS_ADMIN may set), or `user.overlay.*`
+/// (overlayfs's `userxattr` option: what an unprivileged user in a user namespace can set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverlayXattrs {
+    /// `trusted.overlay.*`.
+    #[default]
+    Trusted,
+    /// `user.overlay.*`, mounted with `userxattr`.
+    User,
+}
+
+impl OverlayXattrs {
+    /// The xattr that makes a directory opaque (value `y`).
+    pub fn opaque(self) -> &'static std::ffi::CStr {
+        match self {
+            OverlayXattrs::Trusted => c"trusted.overlay.opaque",
+            OverlayXattrs::User => c"user.overlay.opaque",
+        }
+    }
 }
 
 /// Applies `tar` to `target.dir` through the empty directory `staging`, calling `on_merge`
@@ -86,21 +110,28 @@ pub fn apply(
     }
     let mut bases = vec![target.dir.clone()];
     bases.extend(target.lowers.iter().cloned());
-    let (manifest, size) = stage::stage(tar, &tree, &bases)?;
+    let opaque = target.overlay_xattrs.opaque();
+    let (manifest, size) = stage::stage(tar, &tree, &bases, opaque)?;
     manifest.save(&staging.join("manifest"))?;
     crate::failpoint::hit("apply.staged");
     on_merge()?;
     crate::failpoint::hit("apply.merge");
     // The merge only renames and sets metadata, and every step can be repeated: a transient
     // failure gets one more try before the caller leaves it to recovery at the next open.
-    if merge::merge(staging, &target.dir, &target.lowers, &manifest).is_err() {
-        merge::merge(staging, &target.dir, &target.lowers, &manifest)?;
+    if merge::merge(staging, &target.dir, &target.lowers, opaque, &manifest).is_err() {
+        merge::merge(staging, &target.dir, &target.lowers, opaque, &manifest)?;
     }
     Ok(size)
 }
 
-/// Finishes a merge that a crash interrupted (see [`apply`]).
-pub fn resume_merge(staging: &Path, target: &Path, lowers: &[PathBuf]) -> Result<()> {
+/// Finishes a merge that a crash interrupted (see [`apply`]); `overlay_xattrs` as the
+/// layer's [`ApplyTarget`] says.
+pub fn resume_merge(
+    staging: &Path,
+    target: &Path,
+    lowers: &[PathBuf],
+    overlay_xattrs: OverlayXattrs,
+) -> Result<()> {
     let manifest = Manifest::load(&staging.join("manifest"))?;
-    merge::merge(staging, target, lowers, &manifest)
+    merge::merge(staging, target, lowers, overlay_xattrs.opaque(), &manifest)
 }

@@ -26,8 +26,13 @@ use crate::{DriverError, IoContext, Result};
 
 /// Extracts `tar` into `tree` (an empty directory). `bases` are the layer's current content
 /// and then the layers below it (closest first), where hardlinks may find targets the
-/// archive itself does not carry.
-pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, bases: &[PathBuf]) -> Result<(Manifest, u64)> {
+/// archive itself does not carry; `opaque` marks an opaque directory of those layers.
+pub(crate) fn stage(
+    tar: &mut dyn Read,
+    tree: &Path,
+    bases: &[PathBuf],
+    opaque: &'static CStr,
+) -> Result<(Manifest, u64)> {
     let root = open_dir(tree)?;
     let cursor = DirCursor::new(root.as_fd()).ctx("open directory", tree)?;
     let bases = bases
@@ -35,6 +40,7 @@ pub(crate) fn stage(tar: &mut dyn Read, tree: &Path, bases: &[PathBuf]) -> Resul
         .map(|b| open_dir(b))
         .collect::<Result<Vec<_>>>()?;
     let mut st = Stager {
+        opaque,
         root,
         bases,
         cursor,
@@ -114,6 +120,8 @@ struct Meta {
 }
 
 struct Stager {
+    /// The xattr that marks an opaque directory of the layers below.
+    opaque: &'static CStr,
     root: OwnedFd,
     bases: Vec<OwnedFd>,
     /// The last parent directory resolved: consecutive entries share most of their path,
@@ -353,7 +361,7 @@ impl Stager {
         // symlinks inside the root. Files of lower layers are copied, never linked: writing
         // the layer must not change them.
         let layers: Vec<BorrowedFd<'_>> = self.bases.iter().map(|b| b.as_fd()).collect();
-        let overlay = layers.len() > 1;
+        let overlay = (layers.len() > 1).then_some(self.opaque);
         let found = match merged_view::walk(&layers, &tparent, overlay, Reach::Look, &|_, _| Ok(()))
             .op("open hard link target")?
         {

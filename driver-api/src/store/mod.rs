@@ -629,12 +629,17 @@ impl<B: Backend> LayerStore<B> {
                 root_mtime,
             } => {
                 // the backend makes the target reachable again (devmapper mounts it)
-                if self.record(id)?.is_some() {
-                    self.backend.apply_target(id, &self.ancestors(id)?)?;
-                }
+                let xattrs = match self.record(id)? {
+                    Some(_) => {
+                        self.backend
+                            .apply_target(id, &self.ancestors(id)?)?
+                            .overlay_xattrs
+                    }
+                    None => archive::OverlayXattrs::default(),
+                };
                 let settled = (|| {
                     if *merging {
-                        archive::resume_merge(staging, target, lowers)?;
+                        archive::resume_merge(staging, target, lowers, xattrs)?;
                     }
                     crate::tree::remove_tree(staging)?;
                     if let (false, Some((sec, nsec))) = (*merging, root_mtime) {
