@@ -194,6 +194,10 @@ fn sweep_idmap_staging(staging: &Path) -> Result<()> {
         if pid.is_some_and(|p| Path::new("/proc").join(p.to_string()).exists()) {
             continue;
         }
+        match rmount::unmount(&dir, UnmountFlags::DETACH) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(e).ctx("unmount", &dir),
+        }
         for sub in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
             layer_mount::unmount_and_remove(&sub.ctx("read directory", &dir)?.path())?;
         }
@@ -362,8 +366,15 @@ impl IdmappedLayers {
 
 impl Drop for IdmappedLayers {
     fn drop(&mut self) {
+        // one lazy unmount of the staging directory takes every layer attached below it
+        // (each unmount waits for an RCU grace period: one, not one per layer)
+        if rmount::unmount(&self.staging, UnmountFlags::DETACH).is_err() {
+            for at in &self.attached {
+                let _ = rmount::unmount(at, UnmountFlags::DETACH);
+            }
+        }
         for at in &self.attached {
-            let _ = layer_mount::unmount_and_remove(at);
+            let _ = std::fs::remove_dir(at);
         }
         let _ = std::fs::remove_dir(&self.staging);
     }
@@ -407,6 +418,12 @@ fn idmapped_layers(
         lowers: Vec::with_capacity(m.lowers.len()),
         upper: None,
     };
+    // the staging directory is a private mount of its own, so the layers attached below it
+    // leave with one unmount and propagate nowhere
+    rmount::mount_bind(&layers.staging, &layers.staging)
+        .ctx("bind the idmap staging directory", &layers.staging)?;
+    rmount::mount_change(&layers.staging, MountPropagationFlags::PRIVATE)
+        .ctx("make private", &layers.staging)?;
     for (i, l) in m.lowers.iter().enumerate() {
         let at = layers.attach(&base.join(l), &i.to_string(), ns)?;
         layers.lowers.push(open_dir(&at)?);

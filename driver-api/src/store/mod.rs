@@ -192,7 +192,13 @@ pub struct LayerStore<B: Backend> {
     backend: B,
     /// What opening the store settled or set aside, for [`LayerStore::fsck`].
     opened: std::sync::Mutex<Vec<Finding>>,
+    /// User namespaces made for id maps, kept for the next mount with the same map (a
+    /// runtime starts many containers with one map); the last [`USER_NAMESPACES`].
+    user_namespaces: std::sync::Mutex<Vec<std::sync::Arc<UserNs>>>,
 }
+
+/// How many user namespaces a store keeps for id maps.
+const USER_NAMESPACES: usize = 16;
 
 const DIRS: [&str; 7] = [
     "layers",
@@ -248,6 +254,23 @@ impl<B: Backend> LayerStore<B> {
         }
     }
 
+    /// A user namespace with `map`: one this store made before, or a new one it keeps.
+    fn user_ns(&self, map: &IdMap) -> Result<std::sync::Arc<UserNs>> {
+        let mut kept = self
+            .user_namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(ns) = kept.iter().find(|ns| ns.map() == map) {
+            return Ok(ns.clone());
+        }
+        let ns = std::sync::Arc::new(UserNs::new(map)?);
+        if kept.len() >= USER_NAMESPACES {
+            kept.remove(0);
+        }
+        kept.push(ns.clone());
+        Ok(ns)
+    }
+
     /// Opens the store at `home` (created if absent), finishing or rolling back any operation
     /// a crashed process left half-done and reconciling mount counts with the kernel.
     pub fn open(home: &Path, backend: B) -> Result<Self> {
@@ -265,6 +288,7 @@ impl<B: Backend> LayerStore<B> {
             meta,
             backend,
             opened: Default::default(),
+            user_namespaces: Default::default(),
         };
         let _lock = store.lock()?;
         store.recover()?;
@@ -983,10 +1007,11 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             let read_only = !self.children(id)?.is_empty();
             let native = opts.id_map.is_some() && self.backend.idmaps_layers(&ancestors);
             let ns = match &opts.id_map {
-                Some(map) if native => Some(UserNs::new(map)?),
+                Some(map) if native => Some(self.user_ns(map)?),
                 _ => None,
             };
-            self.backend.mount(id, &ancestors, read_only, ns.as_ref())?;
+            self.backend
+                .mount(id, &ancestors, read_only, ns.as_deref())?;
             crate::failpoint::hit("get.after-mount");
             state.native = native;
             mapped_now = native;
@@ -995,7 +1020,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             // the backend's mount stays as it is (its diffs read it); an idmapped copy of it
             // is attached beside it
             let view = self.idmapped_path(id);
-            let made = UserNs::new(map).and_then(|ns| {
+            let made = self.user_ns(map).and_then(|ns| {
                 layer_mount::make_mount_point(&view)?;
                 let tree = crate::idmap::idmapped_tree(&self.backend.mount_point(id), &ns)?;
                 rustix::mount::move_mount(
