@@ -13,21 +13,21 @@ cd "$(dirname "$0")/.."
 BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(vfs overlay2)
 U=graphdriver-rootless
 G=target/release/graphctl
-[ -x "$G" ] || cargo build --release -q -p graphdriver-harness --bin graphctl
+cargo build --release -q -p graphdriver-harness --bin graphctl   # nothing to do when current
 command -v newuidmap >/dev/null || scripts/install-deps.sh
 id "$U" >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin "$U"
-if ! grep -q "^$U:" /etc/subuid || ! grep -q "^$U:" /etc/subgid; then
-  # the next free 65,536 ids above every range handed out
-  next=$(cat /etc/subuid /etc/subgid 2>/dev/null | awk -F: 'BEGIN {n = 100000}
-    $2 + $3 > n {n = $2 + $3} END {print n}')
-  usermod --add-subuids "$next-$((next + 65535))" --add-subgids "$next-$((next + 65535))" "$U"
-fi
+# the next free 65,536 ids above every range handed out, for whichever map the user lacks
+next=$({ cat /etc/subuid /etc/subgid 2>/dev/null || true; } | awk -F: 'BEGIN {n = 100000}
+  $2 + $3 > n {n = $2 + $3} END {print n}')
+grep -qs "^$U:" /etc/subuid || usermod --add-subuids "$next-$((next + 65535))" "$U"
+grep -qs "^$U:" /etc/subgid || usermod --add-subgids "$next-$((next + 65535))" "$U"
 SUBUID=$(awk -F: -v u="$U" '$1 == u {print $2; exit}' /etc/subuid)
 SUBGID=$(awk -F: -v u="$U" '$1 == u {print $2; exit}' /etc/subgid)
 
 DIR=/var/tmp/graphdriver-rootless
 if mountpoint -q "$DIR/fs"; then umount "$DIR/fs"; fi
 mkdir -p "$DIR/fs"
+chmod 0755 "$DIR"   # whatever the umask: the user enters it
 truncate -s 0 "$DIR/fs.img" && truncate -s 4G "$DIR/fs.img"
 mkfs.ext4 -q -F "$DIR/fs.img"
 mount -o loop "$DIR/fs.img" "$DIR/fs"

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::str::FromStr;
 
-use rustix::mount::{self as rmount, MoveMountFlags, OpenTreeFlags, UnmountFlags};
+use rustix::mount::{self as rmount, OpenTreeFlags};
 
 use crate::{DriverError, IoContext, Result};
 
@@ -336,21 +336,6 @@ pub fn idmapped_tree(path: &Path, ns: &UserNs) -> Result<OwnedFd> {
         }),
         Err(e) => Err(e).ctx("idmap the mount of", path),
     }
-}
-
-/// Replaces the mount at `mnt` with an idmapped copy of it (see [`idmapped_tree`]): the copy
-/// is attached at `mnt` and the original detached. On error the original stays.
-pub fn idmap_in_place(mnt: &Path, ns: &UserNs) -> Result<()> {
-    let tree = idmapped_tree(mnt, ns)?;
-    rmount::unmount(mnt, UnmountFlags::DETACH).ctx("detach the unmapped mount at", mnt)?;
-    rmount::move_mount(
-        tree.as_fd(),
-        "",
-        rustix::fs::CWD,
-        mnt,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .ctx("attach the idmapped mount at", mnt)
 }
 
 #[cfg(test)]

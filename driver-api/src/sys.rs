@@ -165,16 +165,28 @@ pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> std:
 /// `unshare` failed. The caller kills and reaps it.
 pub fn fork_into_user_namespace(ready: std::os::fd::OwnedFd) -> std::io::Result<libc::pid_t> {
     let ready_fd = ready.as_raw_fd();
-    // SAFETY: between fork and its end the child calls only async-signal-safe functions
-    // (unshare, write, pause) on an fd that stays open in it, and touches no memory the
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: between fork and its end the child calls only async-signal-safe system calls
+    // (prctl, getppid, close_range, unshare, write, pause, _exit) and touches no memory the
     // parent's other threads could have left inconsistent.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
     }
     if pid == 0 {
-        // SAFETY: as above; the byte is on this stack.
+        // SAFETY: as above; the byte is on this stack. The child dies with the thread that
+        // forked it, and first closes every inherited fd but `ready`: a copy of a lock
+        // another thread holds (a layer's flock) must not outlive the parent in it.
         unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            if ready_fd > 0 {
+                libc::syscall(libc::SYS_close_range, 0u32, (ready_fd - 1) as u32, 0u32);
+            }
+            libc::syscall(libc::SYS_close_range, (ready_fd + 1) as u32, u32::MAX, 0u32);
             let ok: u8 = u8::from(libc::unshare(libc::CLONE_NEWUSER) == 0);
             libc::write(ready_fd, (&ok as *const u8).cast(), 1);
             loop {

@@ -171,21 +171,20 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
         let _lock = store.lock()?;
         store.backend().repair_links(&store.list()?)?;
     }
-    sweep_idmap_staging(&home.join(".idmap"))?;
+    sweep_idmap_staging(&home.join(".idmap"));
     Ok(store)
 }
 
 /// Detaches and removes what a process that died while making an idmapped overlay left
 /// attached under `staging` (see [`IdmappedLayers`]): directories `mount.<pid>.<n>` whose
-/// process is gone. A live process's are its own.
-fn sweep_idmap_staging(staging: &Path) -> Result<()> {
-    let entries = match std::fs::read_dir(staging) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).ctx("read directory", staging),
+/// process is gone (as this pid namespace sees it) and whose `.lock` nobody holds (a live
+/// process in another pid namespace holds its own). Best effort: what cannot be swept now
+/// stays for the next open, and the store opens.
+fn sweep_idmap_staging(staging: &Path) {
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return;
     };
-    for ent in entries {
-        let dir = ent.ctx("read directory", staging)?.path();
+    for dir in entries.flatten().map(|e| e.path()) {
         let pid = dir
             .file_name()
             .and_then(|n| n.to_str())
@@ -194,28 +193,35 @@ fn sweep_idmap_staging(staging: &Path) -> Result<()> {
         if pid.is_some_and(|p| Path::new("/proc").join(p.to_string()).exists()) {
             continue;
         }
-        match rmount::unmount(&dir, UnmountFlags::DETACH) {
-            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
-            Err(e) => return Err(e).ctx("unmount", &dir),
+        let lock_file = dir.join(".lock");
+        let _lock = if lock_file.exists() {
+            match graphdriver_api::store::FileLock::try_exclusive(&lock_file) {
+                Ok(Some(l)) => Some(l),
+                _ => continue,
+            }
+        } else {
+            None
+        };
+        let _ = rmount::unmount(&dir, UnmountFlags::DETACH);
+        for sub in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = sub.path();
+            if p == lock_file {
+                continue;
+            }
+            let _ = layer_mount::unmount_and_remove(&p);
         }
-        for sub in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            layer_mount::unmount_and_remove(&sub.ctx("read directory", &dir)?.path())?;
-        }
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).ctx("remove directory", &dir),
-        }
+        let _ = std::fs::remove_file(&lock_file);
+        let _ = std::fs::remove_dir(&dir);
     }
-    Ok(())
 }
 
 /// Where this store's layers keep overlayfs's xattrs, fixed when the store is made (the file
-/// `xattrs`): `trusted.overlay.*` where this process may set trusted xattrs, else (an
+/// `.xattrs`; a store with layers and no such file is from before it, and trusted): `trusted.overlay.*` where this process may set trusted xattrs, else (an
 /// unprivileged user in a user namespace) `user.overlay.*`, mounted with `userxattr`. A store
 /// made with trusted xattrs cannot be used by a process that may not set them.
 fn overlay_xattrs(home: &Path) -> Result<OverlayXattrs> {
-    let file = home.join("xattrs");
+    // a dot name: layer ids never begin with one
+    let file = home.join(".xattrs");
     let may_trust = || {
         let name = c"trusted.graphdriver-probe";
         match rustix::fs::setxattr(home, name, b"1", rustix::fs::XattrFlags::empty()) {
@@ -227,29 +233,21 @@ fn overlay_xattrs(home: &Path) -> Result<OverlayXattrs> {
             Err(e) => Err(e).ctx("set a trusted xattr on", home),
         }
     };
-    match std::fs::read_to_string(&file) {
-        Ok(t) if t.trim() == "user" => Ok(OverlayXattrs::User),
-        Ok(t) if t.trim() == "trusted" => {
-            if may_trust()? {
-                Ok(OverlayXattrs::Trusted)
-            } else {
-                Err(DriverError::Unsupported {
-                    driver: "overlay2",
-                    reason: format!(
-                        "the layers of {} keep overlayfs's xattrs as trusted.overlay.*, which \
-                         this process may not set (an unprivileged user): use a store made by \
-                         that user",
-                        home.display()
-                    ),
-                })
-            }
+    let kept = match std::fs::read_to_string(&file) {
+        Ok(t) if t.trim() == "user" => OverlayXattrs::User,
+        Ok(t) if t.trim() == "trusted" => OverlayXattrs::Trusted,
+        Ok(t) => {
+            return Err(DriverError::Corrupt {
+                path: file,
+                reason: format!("{:?} is neither trusted nor user", t.trim()),
+            })
         }
-        Ok(t) => Err(DriverError::Corrupt {
-            path: file,
-            reason: format!("{:?} is neither trusted nor user", t.trim()),
-        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let x = if may_trust()? {
+            // a store made before this file existed kept trusted xattrs
+            let has_layers = std::fs::read_dir(home.join(".store/layers"))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+            let x = if has_layers || may_trust()? {
                 OverlayXattrs::Trusted
             } else {
                 OverlayXattrs::User
@@ -260,10 +258,21 @@ fn overlay_xattrs(home: &Path) -> Result<OverlayXattrs> {
                 "trusted"
             };
             graphdriver_api::store::write_atomic(&file, name.as_bytes())?;
-            Ok(x)
+            x
         }
-        Err(e) => Err(e).ctx("read", &file),
+        Err(e) => return Err(e).ctx("read", &file),
+    };
+    if kept == OverlayXattrs::Trusted && !may_trust()? {
+        return Err(DriverError::Unsupported {
+            driver: "overlay2",
+            reason: format!(
+                "the layers of {} keep overlayfs's xattrs as trusted.overlay.*, which this \
+                 process may not set (an unprivileged user): use a store made by that user",
+                home.display()
+            ),
+        });
     }
+    Ok(kept)
 }
 
 /// Refuses a backing filesystem without `d_type` (overlay needs it to find whiteouts).
@@ -333,6 +342,9 @@ struct IdmappedLayers {
     /// The host uid and gid of the map's root, which the mount is made as.
     owner: (u32, u32),
     staging: PathBuf,
+    /// Held while the staging is in use (`<staging>/.lock`): the sweep at open leaves a
+    /// staging whose lock is held, whatever pid namespace its process is in.
+    lock: Option<graphdriver_api::store::FileLock>,
     attached: Vec<PathBuf>,
     lowers: Vec<std::os::fd::OwnedFd>,
     /// The upper and work directories, both inside one idmapped mount of the layer's
@@ -351,6 +363,8 @@ impl IdmappedLayers {
         let tree = graphdriver_api::idmap::idmapped_tree(src, ns)?;
         let at = self.staging.join(name);
         std::fs::create_dir(&at).ctx("create staging mount point", &at)?;
+        // removed with the staging whatever happens next
+        self.attached.push(at.clone());
         rmount::move_mount(
             tree.as_fd(),
             "",
@@ -359,7 +373,6 @@ impl IdmappedLayers {
             rmount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
         )
         .ctx("attach the idmapped layer at", &at)?;
-        self.attached.push(at.clone());
         Ok(at)
     }
 }
@@ -376,7 +389,9 @@ impl Drop for IdmappedLayers {
         for at in &self.attached {
             let _ = std::fs::remove_dir(at);
         }
+        let _ = std::fs::remove_file(self.staging.join(".lock"));
         let _ = std::fs::remove_dir(&self.staging);
+        self.lock = None;
     }
 }
 
@@ -411,9 +426,18 @@ fn idmapped_layers(
             })
         }
     };
+    let dir = tree::unique_dir(staging, "mount")?;
+    let lock = match graphdriver_api::store::FileLock::exclusive(&dir.join(".lock")) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e);
+        }
+    };
     let mut layers = IdmappedLayers {
         owner,
-        staging: tree::unique_dir(staging, "mount")?,
+        staging: dir,
+        lock: Some(lock),
         attached: Vec::new(),
         lowers: Vec::with_capacity(m.lowers.len()),
         upper: None,
@@ -455,12 +479,14 @@ fn mount_overlay(
         // on a thread of its own acting as the map's root: overlayfs keeps the credentials
         // it was made with for its work in the (idmapped) upper directory
         return std::thread::scope(|s| {
-            s.spawn(|| {
-                sys::act_on_files_as(layers.owner.0, layers.owner.1)?;
-                mount_overlay_here(m, target, read_only, api, base, Some(layers))
-            })
-            .join()
-            .map_err(|_| std::io::Error::other("idmapped mount thread panicked"))?
+            std::thread::Builder::new()
+                .name("idmapped-mount".into())
+                .spawn_scoped(s, || {
+                    sys::act_on_files_as(layers.owner.0, layers.owner.1)?;
+                    mount_overlay_here(m, target, read_only, api, base, Some(layers))
+                })?
+                .join()
+                .map_err(|_| std::io::Error::other("idmapped mount thread panicked"))?
         });
     }
     mount_overlay_here(m, target, read_only, api, base, None)
@@ -484,12 +510,23 @@ fn mount_overlay_here(
             let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
             match mapped {
                 Some(layers) => {
+                    // a kernel that takes no layer fds says EINVAL here: that, and only
+                    // that, is "unsupported" (ErrorKind::Unsupported) to the caller
+                    let set_fd = |key: &str, fd: &std::os::fd::OwnedFd| {
+                        fsconfig_set_fd(&fs, key, fd).map_err(|e| match e {
+                            rustix::io::Errno::INVAL => std::io::Error::new(
+                                std::io::ErrorKind::Unsupported,
+                                format!("fsconfig {key} with an fd: {e}"),
+                            ),
+                            e => e.into(),
+                        })
+                    };
                     for l in &layers.lowers {
-                        fsconfig_set_fd(&fs, "lowerdir+", l)?;
+                        set_fd("lowerdir+", l)?;
                     }
                     if let Some((upper, work)) = &layers.upper {
-                        fsconfig_set_fd(&fs, "upperdir", upper)?;
-                        fsconfig_set_fd(&fs, "workdir", work)?;
+                        set_fd("upperdir", upper)?;
+                        set_fd("workdir", work)?;
                     }
                 }
                 None => {
@@ -840,7 +877,7 @@ impl Backend for Overlay {
                 mapped.as_ref(),
             ) {
                 Ok(()) => {}
-                Err(e) if mapped.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+                Err(e) if mapped.is_some() && e.kind() == std::io::ErrorKind::Unsupported => {
                     return Err(DriverError::Unsupported {
                         driver: "overlay2",
                         reason: format!(

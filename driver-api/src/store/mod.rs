@@ -717,7 +717,38 @@ impl<B: Backend> LayerStore<B> {
             // operations report it, and the store opens.
             let _ = self.reconcile_mount(&id, &table);
         }
+        self.sweep_idmapped();
         Ok(())
+    }
+
+    /// Detaches and removes idmapped copies no mount count records (left by a process
+    /// killed between attaching one and counting it, or by a reboot). Best effort: what
+    /// cannot be swept now is left for the next open.
+    fn sweep_idmapped(&self) {
+        let dir = self.meta.join("idmapped");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for ent in entries.flatten() {
+            let path = ent.path();
+            let sweep = || detach_all(&path).and_then(|()| layer_mount::unmount_and_remove(&path));
+            let Ok(id) = LayerId::new(ent.file_name().to_string_lossy()) else {
+                let _ = sweep();
+                continue;
+            };
+            // under the layer's lock: a get in another process attaches and counts under it
+            let Ok(_layer) = self.lock_layer(&id) else {
+                continue;
+            };
+            // an unreadable count is left to the layer's own operations to report
+            let recorded = self
+                .mount_state(&id)
+                .map(|s| s.count > 0 && s.map.is_some() && !s.native)
+                .unwrap_or(true);
+            if !recorded {
+                let _ = sweep();
+            }
+        }
     }
 
     fn reconcile_mount(&self, id: &LayerId, table: &MountTable) -> Result<()> {
@@ -775,6 +806,17 @@ impl<B: Backend> LayerStore<B> {
             self.require_usable(p)?;
         }
         Ok(parent)
+    }
+}
+
+/// Detaches every mount stacked at `mnt` (none is fine).
+fn detach_all(mnt: &Path) -> Result<()> {
+    loop {
+        match rustix::mount::unmount(mnt, rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e).ctx("unmount", mnt),
+        }
     }
 }
 
@@ -1022,6 +1064,8 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             let view = self.idmapped_path(id);
             let made = self.user_ns(map).and_then(|ns| {
                 layer_mount::make_mount_point(&view)?;
+                // whatever a failed step left there first: nothing stacks
+                detach_all(&view)?;
                 let tree = crate::idmap::idmapped_tree(&self.backend.mount_point(id), &ns)?;
                 rustix::mount::move_mount(
                     std::os::fd::AsFd::as_fd(&tree),
@@ -1030,7 +1074,10 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
                     &view,
                     rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
                 )
-                .ctx("attach the idmapped mount at", &view)
+                .ctx("attach the idmapped mount at", &view)?;
+                // private, as every mount of the store: it must not propagate
+                rustix::mount::mount_change(&view, rustix::mount::MountPropagationFlags::PRIVATE)
+                    .ctx("make mount private", &view)
             });
             if let Err(e) = made {
                 let _ = layer_mount::unmount_and_remove(&view);
@@ -1052,6 +1099,8 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         if let Err(e) = self.set_mount_state(id, &state) {
             if first {
                 let _ = self.release_mounts(id);
+            } else if mapped_now && !state.native {
+                let _ = layer_mount::unmount_and_remove(&self.idmapped_path(id));
             }
             return Err(e);
         }
@@ -1084,6 +1133,13 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         match state.count {
             0 => Err(DriverError::NotMounted(id.clone())),
             1 => {
+                if state.map.is_some() && !state.native {
+                    // the idmapped copy goes first, and the record says so before the
+                    // backend's unmount, which may fail (a busy device)
+                    layer_mount::unmount_and_remove(&self.idmapped_path(id))?;
+                    state.map = None;
+                    self.set_mount_state(id, &state)?;
+                }
                 self.release_mounts(id)?;
                 crate::failpoint::hit("put.after-unmount");
                 self.set_mount_count(id, 0)
