@@ -107,6 +107,8 @@ inside "cd $WORK"'
   echo "$out"
   [ "$rc" = 1 ] && grep -q "not supported\|unsupported\|Unsupported" <<<"$out" && grep -q "libzfs\|zfs" <<<"$out"'
 step "conformance suite on vfs"
-inside "cd $WORK"' && GRAPHDRIVER_REQUIRE=vfs target/release/graphctl check --driver vfs'
+# a chrooted process may not make user namespaces (unshare(2): EPERM), so the idmap cases are
+# refused here; the host's suites run them
+inside "cd $WORK"' && GRAPHDRIVER_REQUIRE=vfs GRAPHDRIVER_MAY_SKIP=idmap:: target/release/graphctl check --driver vfs'
 step "passed"
 umount -R "$NEW" 2>/dev/null || umount -l "$NEW"

@@ -224,16 +224,24 @@ impl UserNs {
             .ctx("fork a user namespace child", Path::new("/proc/self"))?;
         let proc = Path::new("/proc").join(pid.to_string());
         let made = (|| {
-            let mut ok = [0u8];
+            let mut r = [0u8];
             File::from(ready_r)
-                .read_exact(&mut ok)
+                .read_exact(&mut r)
                 .ctx("wait for the user namespace child", &proc)?;
-            if ok[0] != 1 {
+            if r[0] != 0 {
+                let e = std::io::Error::from_raw_os_error(i32::from(r[0]));
                 return Err(DriverError::Unsupported {
                     driver: "idmap",
-                    reason: "this kernel refuses to make a user namespace (unshare \
-                             CLONE_NEWUSER failed; see user.max_user_namespaces)"
-                        .into(),
+                    reason: format!(
+                        "this process may not make a user namespace ({e}): {}",
+                        match i32::from(r[0]) {
+                            libc::EPERM =>
+                                "a chrooted process may not, nor one past the \
+                                            nesting limit of 32",
+                            libc::ENOSPC => "user.max_user_namespaces is reached",
+                            _ => "unshare(CLONE_NEWUSER) failed",
+                        }
+                    ),
                 });
             }
             for (file, ranges) in [("uid_map", &map.uids), ("gid_map", &map.gids)] {

@@ -161,8 +161,8 @@ pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> std:
 }
 
 /// Forks a child that unshares a user namespace and then waits to be killed; returns its
-/// pid. The child writes one byte to `ready`: `1` once it is in the new namespace, `0` if
-/// `unshare` failed. The caller kills and reaps it.
+/// pid. The child writes one byte to `ready`: `0` once it is in the new namespace, else the
+/// errno of its `unshare`. The caller kills and reaps it.
 pub fn fork_into_user_namespace(ready: std::os::fd::OwnedFd) -> std::io::Result<libc::pid_t> {
     let ready_fd = ready.as_raw_fd();
     // SAFETY: getpid has no preconditions.
@@ -187,8 +187,13 @@ pub fn fork_into_user_namespace(ready: std::os::fd::OwnedFd) -> std::io::Result<
                 libc::syscall(libc::SYS_close_range, 0u32, (ready_fd - 1) as u32, 0u32);
             }
             libc::syscall(libc::SYS_close_range, (ready_fd + 1) as u32, u32::MAX, 0u32);
-            let ok: u8 = u8::from(libc::unshare(libc::CLONE_NEWUSER) == 0);
-            libc::write(ready_fd, (&ok as *const u8).cast(), 1);
+            // 0 once in the new namespace, else unshare's errno (all fit in a byte)
+            let r: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                0
+            } else {
+                *libc::__errno_location() as u8
+            };
+            libc::write(ready_fd, (&r as *const u8).cast(), 1);
             loop {
                 libc::pause();
             }
