@@ -346,6 +346,20 @@ pub fn idmapped_tree(path: &Path, ns: &UserNs) -> Result<OwnedFd> {
     }
 }
 
+/// Attaches an idmapped copy of the mount at `src` (see [`idmapped_tree`]) at `at`, an
+/// existing directory.
+pub fn attach_idmapped(src: &Path, at: &Path, ns: &UserNs) -> Result<()> {
+    let tree = idmapped_tree(src, ns)?;
+    rmount::move_mount(
+        tree.as_fd(),
+        "",
+        rustix::fs::CWD,
+        at,
+        rmount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .ctx("attach the idmapped mount at", at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

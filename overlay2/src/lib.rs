@@ -360,19 +360,11 @@ impl IdmappedLayers {
         name: &str,
         ns: &graphdriver_api::idmap::UserNs,
     ) -> Result<PathBuf> {
-        let tree = graphdriver_api::idmap::idmapped_tree(src, ns)?;
         let at = self.staging.join(name);
         std::fs::create_dir(&at).ctx("create staging mount point", &at)?;
         // removed with the staging whatever happens next
         self.attached.push(at.clone());
-        rmount::move_mount(
-            tree.as_fd(),
-            "",
-            rustix::fs::CWD,
-            &at,
-            rmount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-        .ctx("attach the idmapped layer at", &at)?;
+        graphdriver_api::idmap::attach_idmapped(src, &at, ns)?;
         Ok(at)
     }
 }

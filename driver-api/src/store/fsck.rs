@@ -300,7 +300,7 @@ impl<B: Backend> LayerStore<B> {
                 self.release_mounts(id)?;
                 f.repaired("unmounted")
             } else {
-                self.set_mount_count(id, 0)?;
+                self.reset_mount_count(id)?;
                 f.repaired("count reset")
             });
         }

@@ -496,8 +496,8 @@ impl<B: Backend> LayerStore<B> {
         write_atomic(&path, text.as_bytes())
     }
 
-    fn set_mount_count(&self, id: &LayerId, count: u32) -> Result<()> {
-        debug_assert_eq!(count, 0, "only a reset sets a bare count");
+    /// Sets the layer's mount count to 0 (nothing mounted, no map).
+    fn reset_mount_count(&self, id: &LayerId) -> Result<()> {
         self.set_mount_state(id, &MountState::default())
     }
 
@@ -762,7 +762,7 @@ impl<B: Backend> LayerStore<B> {
         let mounted = self.backend.is_mounted(id, &MountTable::read()?);
         if count > 0 && !mounted {
             // mounted before a reboot, or unmounted behind our back
-            self.set_mount_count(id, 0)?;
+            self.reset_mount_count(id)?;
             self.note(
                 Finding::new(
                     FindingKind::MountCountMismatch,
@@ -1014,7 +1014,8 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
         self.require_usable(id)?;
         let mut state = self.mount_state(id)?;
         let first = state.count == 0;
-        let ancestors = if first || opts.id_map.is_some() {
+        // what mounting, or refusing a map on an unmapped mount, needs
+        let ancestors = if first || (opts.id_map.is_some() && state.map.is_none()) {
             self.ancestors(id)?
         } else {
             Vec::new()
@@ -1066,15 +1067,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
                 layer_mount::make_mount_point(&view)?;
                 // whatever a failed step left there first: nothing stacks
                 detach_all(&view)?;
-                let tree = crate::idmap::idmapped_tree(&self.backend.mount_point(id), &ns)?;
-                rustix::mount::move_mount(
-                    std::os::fd::AsFd::as_fd(&tree),
-                    "",
-                    rustix::fs::CWD,
-                    &view,
-                    rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-                )
-                .ctx("attach the idmapped mount at", &view)?;
+                crate::idmap::attach_idmapped(&self.backend.mount_point(id), &view, &ns)?;
                 // private, as every mount of the store: it must not propagate
                 rustix::mount::mount_change(&view, rustix::mount::MountPropagationFlags::PRIVATE)
                     .ctx("make mount private", &view)
@@ -1142,7 +1135,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
                 }
                 self.release_mounts(id)?;
                 crate::failpoint::hit("put.after-unmount");
-                self.set_mount_count(id, 0)
+                self.reset_mount_count(id)
             }
             n => {
                 // an idmapped copy stays until the last put: the store cannot tell which
@@ -1213,7 +1206,7 @@ impl<B: Backend> GraphDriver for LayerStore<B> {
             let _layer = self.lock_layer(&id)?;
             if self.mount_count(&id)? > 0 {
                 self.release_mounts(&id)?;
-                self.set_mount_count(&id, 0)?;
+                self.reset_mount_count(&id)?;
             }
         }
         self.backend.cleanup()

@@ -58,6 +58,17 @@ fn get_or_skip(d: &dyn GraphDriver, lid: &LayerId, opts: &MountOpts) -> Result<s
     }
 }
 
+/// Checks that `path` is owned by `want` (uid, gid) as this process sees it.
+fn expect_owner(path: &Path, want: (u32, u32), what: &str) -> Result<()> {
+    let got = owner(path)?;
+    ensure!(
+        got == want,
+        "{what}: {} is owned by {got:?}, want {want:?}",
+        path.display()
+    );
+    Ok(())
+}
+
 fn owner(path: &Path) -> Result<(u32, u32)> {
     let m = std::fs::symlink_metadata(path).with_context(|| format!("stat {}", path.display()))?;
     Ok((m.uid(), m.gid()))
@@ -91,18 +102,21 @@ fn a_mapped_container_owns_and_writes_its_image(ctx: &mut Ctx) -> Result<()> {
     let m = map(100_000);
     let root = get_or_skip(ctx.d(), &c, &MountOpts::mapped(m.clone()))?;
     // the host sees the image through the map
-    ensure!(
-        owner(&root.join("etc/conf"))? == (100_000, 100_000),
-        "etc/conf as the host sees it"
-    );
-    ensure!(
-        owner(&root.join("home/user/notes"))? == (101_000, 101_000),
-        "notes as the host sees it"
-    );
-    ensure!(
-        owner(&root)? == (100_000, 100_000),
-        "the layer root as the host sees it"
-    );
+    expect_owner(
+        &root.join("etc/conf"),
+        (100_000, 100_000),
+        "etc/conf as the host sees it",
+    )?;
+    expect_owner(
+        &root.join("home/user/notes"),
+        (101_000, 101_000),
+        "notes as the host sees it",
+    )?;
+    expect_owner(
+        &root,
+        (100_000, 100_000),
+        "the layer root as the host sees it",
+    )?;
     // the namespace's root owns the image and writes it; its uid 1000 owns its notes
     let seen = in_namespace(
         &m,
@@ -111,14 +125,16 @@ fn a_mapped_container_owns_and_writes_its_image(ctx: &mut Ctx) -> Result<()> {
          && echo new > etc/new && mkdir home/user/made && chown 1000:1000 home/user/made",
     )?;
     ensure!(seen == "0:0\n1000:1000", "ids seen inside: {seen:?}");
-    ensure!(
-        owner(&root.join("etc/new"))? == (100_000, 100_000),
-        "a new file as the host sees it"
-    );
-    ensure!(
-        owner(&root.join("home/user/made"))? == (101_000, 101_000),
-        "a chowned directory"
-    );
+    expect_owner(
+        &root.join("etc/new"),
+        (100_000, 100_000),
+        "a new file as the host sees it",
+    )?;
+    expect_owner(
+        &root.join("home/user/made"),
+        (101_000, 101_000),
+        "a chowned directory",
+    )?;
     ensure!(
         std::fs::read_to_string(root.join("etc/conf"))? == "image\ncontainer\n",
         "the written file"
@@ -158,11 +174,8 @@ fn a_mapped_container_owns_and_writes_its_image(ctx: &mut Ctx) -> Result<()> {
         );
     }
     with_mount(ctx.d(), &c, |root| {
-        ensure!(owner(&root.join("etc/new"))? == (0, 0), "etc/new unmapped");
-        ensure!(
-            owner(&root.join("home/user/made"))? == (1000, 1000),
-            "made unmapped"
-        );
+        expect_owner(&root.join("etc/new"), (0, 0), "etc/new unmapped")?;
+        expect_owner(&root.join("home/user/made"), (1000, 1000), "made unmapped")?;
         Ok(())
     })?;
     // the image is as it was
@@ -187,16 +200,12 @@ fn two_maps_share_one_image_layer_without_a_copy(ctx: &mut Ctx) -> Result<()> {
     let pp = ctx.d().get(&plain, &MountOpts::default())?;
     let both = (|| {
         for (root, host) in [(&pa, 100_000), (&pb, 200_000), (&pp, 0)] {
-            ensure!(
-                owner(&root.join("big"))? == (host, host),
-                "big in {}",
-                root.display()
-            );
-            ensure!(
-                owner(&root.join("home/user/notes"))? == (host + 1000, host + 1000),
-                "notes in {}",
-                root.display()
-            );
+            expect_owner(&root.join("big"), (host, host), "big")?;
+            expect_owner(
+                &root.join("home/user/notes"),
+                (host + 1000, host + 1000),
+                "notes",
+            )?;
             let mut first = [0u8; 1];
             std::fs::File::open(root.join("big"))?.read_exact(&mut first)?;
             ensure!(first == [7], "big's content in {}", root.display());
@@ -282,14 +291,16 @@ fn a_layer_shows_one_map_at_a_time(ctx: &mut Ctx) -> Result<()> {
     match ctx.d().get(&c, &MountOpts::default()) {
         Ok(p) => {
             count += 1;
-            ensure!(
-                owner(&p.join("etc/conf"))? == (0, 0),
-                "the unmapped view of a mapped layer"
-            );
-            ensure!(
-                owner(&first.join("etc/conf"))? == (100_000, 100_000),
-                "the mapped view"
-            );
+            expect_owner(
+                &p.join("etc/conf"),
+                (0, 0),
+                "the unmapped view of a mapped layer",
+            )?;
+            expect_owner(
+                &first.join("etc/conf"),
+                (100_000, 100_000),
+                "the mapped view",
+            )?;
         }
         Err(DriverError::Busy { .. }) => {}
         Err(e) => bail!("an unmapped get of a mapped layer: {e}"),
