@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 export GRAPHDRIVER_ROOTFS_TAR=${GRAPHDRIVER_ROOTFS_TAR:-$(scripts/debian-rootfs.sh)}
-cargo build --release -p graphdriver-harness --bin graphctl
+cargo build --release -p graphctl --bin graphctl
 OUT=bench-report QUICK=()
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do

@@ -9,7 +9,7 @@ build_workspace() {
 }
 
 # test_binaries NAME...: the executables of the integration tests named NAME (for example
-# `devmapper` for harness/tests/devmapper.rs), one a line, built as `cargo test --workspace
+# `devmapper` for graphctl/tests/devmapper.rs), one a line, built as `cargo test --workspace
 # --release` builds them (so nothing is rebuilt after scripts/test.sh). They run in the VM
 # unchanged, the host's root being shared.
 test_binaries() {

@@ -4,7 +4,7 @@
 # cores, and the ZFS libraries the backend loads at run time) installs it, then inside the VM:
 #   1. the conformance suite on zfs, nothing skipped (GRAPHDRIVER_REQUIRE=zfs) but the
 #      idmap cases, which Debian 12's zfs 2.1 refuses (idmapped mounts came with zfs 2.2);
-#   2. harness/tests/zfs.rs --ignored: usage, quota (EDQUOT), clone/snapshot pairing and
+#   2. zfs/tests/zfs.rs --ignored: usage, quota (EDQUOT), clone/snapshot pairing and
 #      removal order, crash leftovers, a full pool (ENOSPC), I/O errors (a corrupt block;
 #      a disk that fails under the pool mid-apply: dm-mod's `error` target), and the
 #      benchmark of 200 container layers created and removed through the driver against

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 vm/setup.sh >/dev/null
 . scripts/test-binaries.sh
 build_workspace
-bins=$(test_binaries vfs_quota overlay2 devmapper eio)
+bins=$(test_binaries quota overlay2 devmapper eio)
 [ "$(wc -w <<<"$bins")" = 4 ] || { echo "vm-tests: not four test binaries: $bins" >&2; exit 1; }
 image_bins=$(echo $(test_binaries containers import save))
 [ "$(wc -w <<<"$image_bins")" = 3 ] || { echo "vm-tests: not three image test binaries: $image_bins" >&2; exit 1; }

@@ -12,7 +12,7 @@ use std::path::Path;
 use redb::ReadableTable;
 
 use graphdriver_api::{DriverError, GraphDriver, LayerId};
-use graphdriver_harness::tree_snapshot::{Compare, Snapshot};
+use graphdriver_conformance::tree_snapshot::{Compare, Snapshot};
 use graphdriver_image::{
     Compression, ContainerRecord, ContainerState, ImageError, ImageStore, DB_FILE,
 };

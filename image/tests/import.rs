@@ -9,7 +9,7 @@ mod image_builder;
 
 use std::path::Path;
 
-use graphdriver_harness::tree_snapshot::{Compare, Snapshot};
+use graphdriver_conformance::tree_snapshot::{Compare, Snapshot};
 use graphdriver_image::{
     layer_id, Compression, Digest, ImageError, ImageStore, ImportLimits, DB_FILE,
 };

@@ -6,7 +6,7 @@
 #[path = "support/image_builder.rs"]
 mod image_builder;
 
-use graphdriver_harness::tree_snapshot::{Compare, Snapshot};
+use graphdriver_conformance::tree_snapshot::{Compare, Snapshot};
 use graphdriver_image::{Compression, ImageStore};
 use image_builder::*;
 

@@ -347,12 +347,12 @@ impl Drop for Scratch {
         // dropping a dataset unmounts and destroys it
         roots.retain(|(root, _)| !root.starts_with(self.0.path()));
         drop(roots);
-        graphdriver_harness::conformance::unmount_below(self.0.path());
+        graphdriver_conformance::unmount_below(self.0.path());
     }
 }
 
 /// The datasets made for zfs roots, each destroyed with the scratch directory it is in.
-static ZFS_ROOTS: std::sync::Mutex<Vec<(PathBuf, graphdriver_harness::fixture::ZfsDataset)>> =
+static ZFS_ROOTS: std::sync::Mutex<Vec<(PathBuf, graphdriver_conformance::fixture::ZfsDataset)>> =
     std::sync::Mutex::new(Vec::new());
 
 /// For zfs, a dataset of its own mounted at `root` (made once: a reopen finds it), below the
@@ -363,7 +363,7 @@ fn zfs_root(root: &Path) -> Result<()> {
         bail!("{} is not on a zfs dataset", root.display());
     };
     if m.point != root {
-        let ds = graphdriver_harness::fixture::ZfsDataset::new(&m.source, root)?;
+        let ds = graphdriver_conformance::fixture::ZfsDataset::new(&m.source, root)?;
         let mut roots = ZFS_ROOTS.lock().unwrap_or_else(|p| p.into_inner());
         roots.push((root.to_owned(), ds));
     }
@@ -393,7 +393,7 @@ pub fn open_store(name: &str, dir: &Path) -> Result<(Arc<dyn GraphDriver>, Image
         zfs_root(&dir.join(name))?;
     }
     let driver: Arc<dyn GraphDriver> = Arc::from(
-        graphdriver_harness::drivers::open(name, &dir.join(name), &opts)
+        graphdriver_backends::open(name, &dir.join(name), &opts)
             .with_context(|| format!("open {name}"))?,
     );
     let store = ImageStore::open(&dir.join(format!("{name}-images")), driver.clone())?;
