@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use graphdriver_api::archive::ApplyTarget;
 use graphdriver_api::mountinfo::MountTable;
+use graphdriver_api::options::{OptionParser, StoreOptions};
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
     layer_mount, tree, BackingFs, Change, CreateOpts, DriverError, IoContext, LayerId, NaiveDiff,
@@ -45,25 +46,53 @@ use graphdriver_api::{
 pub type BtrfsDriver = LayerStore<Btrfs>;
 
 fn unsupported(reason: impl Into<String>) -> DriverError {
-    DriverError::Unsupported {
-        driver: "btrfs",
-        reason: reason.into(),
+    DriverError::unsupported("btrfs", reason)
+}
+
+/// btrfs's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BtrfsOptions {
+    /// `btrfs.loopback=SIZE` (`8G`): where `<root>/btrfs` is not on btrfs, make it so with a
+    /// loop-mounted image of this many bytes at `<root>/btrfs.img` (for tests and demos).
+    pub loopback: Option<u64>,
+    /// The layer store's (`store.*`, see [`graphdriver_api::options`]).
+    pub store: StoreOptions,
+}
+
+impl TryFrom<&BTreeMap<String, String>> for BtrfsOptions {
+    type Error = DriverError;
+
+    fn try_from(opts: &BTreeMap<String, String>) -> Result<Self> {
+        let mut loopback = None;
+        let parser = OptionParser::new("btrfs", opts);
+        let store = parser.parse(|k, v| match k {
+            "btrfs.loopback" => {
+                loopback = Some(parser.size(k, v)?);
+                Ok(true)
+            }
+            _ => Ok(false),
+        })?;
+        Ok(BtrfsOptions { loopback, store })
     }
 }
 
 /// Opens (creating if needed) the btrfs driver under `root`; `<root>/btrfs` must be on
-/// btrfs, or `btrfs.loopback=SIZE` (e.g. `8G`) makes it so with a loop-backed image.
+/// btrfs, or `btrfs.loopback=SIZE` (e.g. `8G`) makes it so with a loop-backed image (see
+/// [`BtrfsOptions`]).
 pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<BtrfsDriver> {
+    open_with(root, &BtrfsOptions::try_from(opts)?)
+}
+
+/// [`open`] with typed options.
+pub fn open_with(root: &Path, opts: &BtrfsOptions) -> Result<BtrfsDriver> {
     // canonical, so mount points compare equal to what /proc/self/mountinfo lists
     std::fs::create_dir_all(root).ctx("create directory", root)?;
     let root = &root.canonicalize().ctx("resolve", root)?;
     let home = root.join("btrfs");
     std::fs::create_dir_all(&home).ctx("create directory", &home)?;
-    for (k, v) in opts {
-        match k.as_str() {
-            "btrfs.loopback" => loopback(root, &home, v)?,
-            other => return Err(unsupported(format!("unknown option {other}"))),
-        }
+    if let Some(bytes) = opts.loopback {
+        loopback(root, &home, bytes)?;
     }
     let fs = BackingFs::of(&home)?;
     if !fs.is_btrfs() {
@@ -79,23 +108,22 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<BtrfsDriver>
     }
     let subvols = home.join("subvolumes");
     let quota_on = quota_enabled(&subvols);
-    LayerStore::open(
+    LayerStore::open_with(
         &home,
         Btrfs {
             home: home.clone(),
             subvols,
             quota_on: AtomicBool::new(quota_on),
         },
+        opts.store.clone(),
     )
 }
 
-/// Makes `home` a loop-mounted btrfs image of `size` (once; an existing mount is kept).
-fn loopback(root: &Path, home: &Path, size: &str) -> Result<()> {
+/// Makes `home` a loop-mounted btrfs image of `bytes` (once; an existing mount is kept).
+fn loopback(root: &Path, home: &Path, bytes: u64) -> Result<()> {
     if BackingFs::of(home)?.is_btrfs() {
         return Ok(());
     }
-    let bytes = parse_size(size)
-        .ok_or_else(|| unsupported(format!("btrfs.loopback={size}: want a size like 8G")))?;
     let image = root.join("btrfs.img");
     if !image.exists() {
         let f = std::fs::File::create(&image).ctx("create", &image)?;
@@ -121,17 +149,6 @@ fn run(cmd: &mut std::process::Command) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn parse_size(s: &str) -> Option<u64> {
-    let (num, mult) = match s.chars().last()? {
-        'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
-        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
-        'T' | 't' => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// Whether quota (qgroups) is on: btrfs lists qgroups in sysfs only then.
@@ -490,10 +507,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_with_suffixes() {
-        assert_eq!(parse_size("8G"), Some(8 << 30));
-        assert_eq!(parse_size("512m"), Some(512 << 20));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("x"), None);
+    fn options_parse_once_and_refuse_what_btrfs_does_not_take() {
+        let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let o = BtrfsOptions::try_from(&map(&[("btrfs.loopback", "8G")])).unwrap();
+        assert_eq!(o.loopback, Some(8 << 30));
+        assert!(o.store.native_diff);
+        let o = BtrfsOptions::try_from(&map(&[("store.native_diff", "false")])).unwrap();
+        assert_eq!(o.loopback, None);
+        assert!(!o.store.native_diff);
+        for bad in [("btrfs.loopback", "x"), ("btrfs.size", "8G")] {
+            let e = BtrfsOptions::try_from(&map(&[bad])).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    DriverError::Unsupported {
+                        driver: "btrfs",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
     }
 }

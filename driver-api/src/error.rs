@@ -117,6 +117,14 @@ pub enum DriverError {
 }
 
 impl DriverError {
+    /// An [`DriverError::Unsupported`] from `driver`.
+    pub fn unsupported(driver: &'static str, reason: impl Into<String>) -> Self {
+        DriverError::Unsupported {
+            driver,
+            reason: reason.into(),
+        }
+    }
+
     /// An [`DriverError::Io`] for `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
         DriverError::Io {

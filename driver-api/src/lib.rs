@@ -57,6 +57,7 @@ mod layer_id;
 pub mod layer_mount;
 pub mod mountinfo;
 mod naive;
+pub mod options;
 pub mod quota;
 pub mod store;
 mod sys;

@@ -16,7 +16,8 @@
 //! - **No 128-layer cap.** Mounts go through the new mount API, one `fsconfig("lowerdir+")`
 //!   per layer, up to the kernel's 500 lower layers, with an error naming that limit past
 //!   it. Legacy `mount(2)` is the fallback on kernels before 6.8 (or when forced with
-//!   `--opt overlay2.mount_api=legacy` or `GRAPHDRIVER_OVERLAY_MOUNT_API=legacy`); there the
+//!   `--opt overlay2.mount_api=legacy`, which graphctl also takes as
+//!   `GRAPHDRIVER_OVERLAY_MOUNT_API=legacy`); there the
 //!   option string is checked against the page size before mounting, since the kernel
 //!   silently cuts it.
 //! - **Links repaired.** The layer graph comes from the store's records, never from `lower`
@@ -42,6 +43,7 @@ use std::path::{Path, PathBuf};
 
 use graphdriver_api::archive::{ApplyTarget, OverlayXattrs};
 use graphdriver_api::mountinfo::MountTable;
+use graphdriver_api::options::{OptionParser, StoreOptions};
 use graphdriver_api::quota::ProjectQuota;
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
@@ -78,21 +80,74 @@ pub enum OverlayError {
     },
 }
 
-/// Opens (creating if needed) the overlay2 driver under `root`. Options:
-/// `overlay2.mount_api=auto|new|legacy` (default `auto`, also `GRAPHDRIVER_OVERLAY_MOUNT_API`).
-pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driver> {
-    let unsupported = |reason: String| DriverError::Unsupported {
-        driver: "overlay2",
-        reason,
-    };
-    let mut requested =
-        std::env::var("GRAPHDRIVER_OVERLAY_MOUNT_API").unwrap_or_else(|_| "auto".into());
-    for (k, v) in opts {
-        match k.as_str() {
-            "overlay2.mount_api" => requested = v.clone(),
-            other => return Err(unsupported(format!("unknown option {other}"))),
+/// Which mount API overlay2 mounts with (`overlay2.mount_api`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MountApiChoice {
+    /// The new mount API where the kernel has `lowerdir+` (6.8), else legacy `mount(2)`.
+    #[default]
+    Auto,
+    /// The new mount API (`fsopen`/`fsconfig`), one `lowerdir+` per layer.
+    New,
+    /// Legacy `mount(2)` with short links, within a page of options.
+    Legacy,
+}
+
+impl MountApiChoice {
+    fn as_str(self) -> &'static str {
+        match self {
+            MountApiChoice::Auto => "auto",
+            MountApiChoice::New => "new",
+            MountApiChoice::Legacy => "legacy",
         }
     }
+}
+
+/// overlay2's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Overlay2Options {
+    /// `overlay2.mount_api=auto|new|legacy` (default `auto`).
+    pub mount_api: MountApiChoice,
+    /// The layer store's (`store.*`, see [`graphdriver_api::options`]).
+    pub store: StoreOptions,
+}
+
+impl TryFrom<&BTreeMap<String, String>> for Overlay2Options {
+    type Error = DriverError;
+
+    fn try_from(opts: &BTreeMap<String, String>) -> Result<Self> {
+        let mut mount_api = MountApiChoice::Auto;
+        let parser = OptionParser::new("overlay2", opts);
+        let store = parser.parse(|k, v| match k {
+            "overlay2.mount_api" => {
+                mount_api = match v {
+                    "auto" => MountApiChoice::Auto,
+                    "new" => MountApiChoice::New,
+                    "legacy" => MountApiChoice::Legacy,
+                    other => {
+                        return Err(parser.unsupported(format!(
+                            "overlay2.mount_api={other}: want auto, new or legacy"
+                        )))
+                    }
+                };
+                Ok(true)
+            }
+            _ => Ok(false),
+        })?;
+        Ok(Overlay2Options { mount_api, store })
+    }
+}
+
+/// Opens (creating if needed) the overlay2 driver under `root`, with options as `key=value`
+/// (see [`Overlay2Options`]).
+pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driver> {
+    open_with(root, &Overlay2Options::try_from(opts)?)
+}
+
+/// [`open`] with typed options.
+pub fn open_with(root: &Path, opts: &Overlay2Options) -> Result<Overlay2Driver> {
+    let unsupported = |reason: String| DriverError::unsupported("overlay2", reason);
+    let requested = opts.mount_api.as_str();
     // canonical, so mount points compare equal to what /proc/self/mountinfo lists
     std::fs::create_dir_all(root).ctx("create directory", root)?;
     let root = &root.canonicalize().ctx("resolve", root)?;
@@ -120,13 +175,13 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
         let (b, api) = s.split_once(' ')?;
         (b == boot).then(|| api.trim().to_owned())
     });
-    let api = match (requested.as_str(), probed.as_deref()) {
+    let api = match (requested, probed.as_deref()) {
         ("legacy", Some("legacy") | Some("new")) => MountApi::Legacy,
         ("new" | "auto", Some("new")) => MountApi::New,
         ("auto", Some("legacy")) => MountApi::Legacy,
         ("legacy" | "new" | "auto", _) => {
             probe_d_type(&home).map_err(unsupported)?;
-            let api = match requested.as_str() {
+            let api = match requested {
                 "legacy" => MountApi::Legacy,
                 "new" => MountApi::New,
                 _ if probe_mount(&home, MountApi::New, xattrs).is_ok() => MountApi::New,
@@ -156,7 +211,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
     };
     let shared_parent = MountTable::read()?.propagates_below(&home);
     let quota = ProjectQuota::probe(&home, home.join("quota-projid"))?;
-    let store = LayerStore::open(
+    let store = LayerStore::open_with(
         &home,
         Overlay {
             home: home.clone(),
@@ -166,6 +221,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
             fs: fs.name(),
             quota,
         },
+        opts.store.clone(),
     )?;
     {
         let _lock = store.lock()?;

@@ -20,6 +20,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use graphdriver_api::archive::ApplyTarget;
+use graphdriver_api::options::{OptionParser, StoreOptions};
 use graphdriver_api::quota::ProjectQuota;
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
@@ -31,15 +32,32 @@ pub use copy::{copy_tree, CopyStats};
 /// The vfs driver: the shared layer store over [`Vfs`].
 pub type VfsDriver = LayerStore<Vfs>;
 
-/// Opens (creating if needed) the vfs driver under `root` (its data goes in `<root>/vfs`).
-/// vfs takes no options; an unknown option is an error.
-pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<VfsDriver> {
-    if let Some(k) = opts.keys().next() {
-        return Err(DriverError::Unsupported {
-            driver: "vfs",
-            reason: format!("unknown option {k}"),
-        });
+/// vfs's options: only the layer store's (`store.*`, see
+/// [`graphdriver_api::options`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VfsOptions {
+    /// The layer store's.
+    pub store: StoreOptions,
+}
+
+impl TryFrom<&BTreeMap<String, String>> for VfsOptions {
+    type Error = DriverError;
+
+    fn try_from(opts: &BTreeMap<String, String>) -> Result<Self> {
+        let store = OptionParser::new("vfs", opts).parse(|_, _| Ok(false))?;
+        Ok(VfsOptions { store })
     }
+}
+
+/// Opens (creating if needed) the vfs driver under `root` (its data goes in `<root>/vfs`),
+/// with options as `key=value` (see [`VfsOptions`]); an unknown option is an error.
+pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<VfsDriver> {
+    open_with(root, &VfsOptions::try_from(opts)?)
+}
+
+/// [`open`] with typed options.
+pub fn open_with(root: &Path, opts: &VfsOptions) -> Result<VfsDriver> {
     // canonical, so mount points compare equal to what /proc/self/mountinfo lists
     std::fs::create_dir_all(root).ctx("create directory", root)?;
     let root = &root.canonicalize().ctx("resolve", root)?;
@@ -50,12 +68,13 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<VfsDriver> {
     }
     tree::sweep(&home.join("trash"))?;
     let quota = ProjectQuota::probe(&home.join("dir"), home.join("quota-projid"))?;
-    LayerStore::open(
+    LayerStore::open_with(
         &home,
         Vfs {
             home: home.clone(),
             quota,
         },
+        opts.store.clone(),
     )
 }
 

@@ -40,6 +40,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use graphdriver_api::archive::ApplyTarget;
 use graphdriver_api::mountinfo::MountTable;
+use graphdriver_api::options::{OptionParser, StoreOptions};
 use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{layer_mount, CreateOpts, DriverError, IoContext, LayerId, Result, Status};
 use rustix::mount::{self as rmount, MountFlags, MountPropagationFlags, UnmountFlags};
@@ -61,15 +62,49 @@ const SWEEP: &str = include_str!("programs/sweep.lua");
 pub const OWNER_PROPERTY: &str = "org.graphdriver:root";
 
 fn unsupported(reason: impl Into<String>) -> DriverError {
-    DriverError::Unsupported {
-        driver: "zfs",
-        reason: reason.into(),
+    DriverError::unsupported("zfs", reason)
+}
+
+/// zfs's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ZfsOptions {
+    /// `zfs.fsname=POOL/DATASET`: the dataset the layers go below (default: the dataset
+    /// mounted where `<root>/zfs` is).
+    pub fsname: Option<DatasetName>,
+    /// The layer store's (`store.*`, see [`graphdriver_api::options`]).
+    pub store: StoreOptions,
+}
+
+impl TryFrom<&BTreeMap<String, String>> for ZfsOptions {
+    type Error = DriverError;
+
+    fn try_from(opts: &BTreeMap<String, String>) -> Result<Self> {
+        let mut fsname = None;
+        let parser = OptionParser::new("zfs", opts);
+        let store = parser.parse(|k, v| match k {
+            "zfs.fsname" => {
+                fsname = Some(
+                    DatasetName::new(v)
+                        .map_err(|e| parser.unsupported(format!("zfs.fsname={v}: {e}")))?,
+                );
+                Ok(true)
+            }
+            _ => Ok(false),
+        })?;
+        Ok(ZfsOptions { fsname, store })
     }
 }
 
-/// Opens (creating if needed) the zfs driver under `root`. The layers go below the dataset
-/// `zfs.fsname=POOL/DATASET`, or below the dataset mounted where `<root>/zfs` is.
+/// Opens (creating if needed) the zfs driver under `root`, with options as `key=value` (see
+/// [`ZfsOptions`]). The layers go below the dataset `zfs.fsname=POOL/DATASET`, or below the
+/// dataset mounted where `<root>/zfs` is.
 pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
+    open_with(root, &ZfsOptions::try_from(opts)?)
+}
+
+/// [`open`] with typed options.
+pub fn open_with(root: &Path, opts: &ZfsOptions) -> Result<ZfsDriver> {
     // the libraries and the module first: a host without ZFS gets that answer, and nothing
     // is made under `root`
     let lib = Lib::load().map_err(|e| {
@@ -87,19 +122,8 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
     let root = &root.canonicalize().ctx("resolve", root)?;
     let home = root.join("zfs");
     std::fs::create_dir_all(&home).ctx("create directory", &home)?;
-    let mut fsname = None;
-    for (k, v) in opts {
-        match k.as_str() {
-            "zfs.fsname" => {
-                fsname = Some(
-                    DatasetName::new(v).map_err(|e| unsupported(format!("zfs.fsname={v}: {e}")))?,
-                );
-            }
-            other => return Err(unsupported(format!("unknown option {other}"))),
-        }
-    }
     let handle = LibZfs::init(lib).map_err(|e| unsupported(format!("libzfs_init failed: {e}")))?;
-    let fsname = match fsname {
+    let fsname = match opts.fsname.clone() {
         Some(f) => f,
         None => {
             let mounts = MountTable::read()?;
@@ -141,7 +165,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<ZfsDriver> {
             backend.fsname
         ))
     })?;
-    LayerStore::open(&home, backend)
+    LayerStore::open_with(&home, backend, opts.store.clone())
 }
 
 /// The numbers of the properties used, looked up by name (they move between releases).

@@ -52,6 +52,7 @@ use crate::idmap::{IdMap, UserNs};
 use crate::layer_mount;
 use crate::mountinfo::MountTable;
 use crate::naive::NaiveDiff;
+use crate::options::StoreOptions;
 use crate::{
     Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId, LayerInfo, MountOpts,
     MountSpec, Result, Status,
@@ -195,6 +196,7 @@ pub struct LayerStore<B: Backend> {
     /// User namespaces made for id maps, kept for the next mount with the same map (a
     /// runtime starts many containers with one map); the last [`USER_NAMESPACES`].
     user_namespaces: std::sync::Mutex<Vec<std::sync::Arc<UserNs>>>,
+    options: StoreOptions,
 }
 
 /// How many user namespaces a store keeps for id maps.
@@ -274,6 +276,11 @@ impl<B: Backend> LayerStore<B> {
     /// Opens the store at `home` (created if absent), finishing or rolling back any operation
     /// a crashed process left half-done and reconciling mount counts with the kernel.
     pub fn open(home: &Path, backend: B) -> Result<Self> {
+        Self::open_with(home, backend, StoreOptions::default())
+    }
+
+    /// [`LayerStore::open`] with the store's options (see [`crate::options`]).
+    pub fn open_with(home: &Path, backend: B, options: StoreOptions) -> Result<Self> {
         let meta = home.join(".store");
         for d in DIRS {
             let p = meta.join(d);
@@ -289,6 +296,7 @@ impl<B: Backend> LayerStore<B> {
             backend,
             opened: Default::default(),
             user_namespaces: Default::default(),
+            options,
         };
         let _lock = store.lock()?;
         store.recover()?;
@@ -1393,7 +1401,7 @@ impl<B: Backend> LayerStore<B> {
             Ok(rec) => rec.parent,
             Err(e) => return Some(Err(e)),
         };
-        if own.as_ref() != parent || std::env::var_os("GRAPHDRIVER_NAIVE_DIFF").is_some() {
+        if own.as_ref() != parent || !self.options.native_diff {
             return None;
         }
         self.backend.native_changes(self, id, own.as_ref()?)
