@@ -26,7 +26,7 @@ scripts/install-deps.sh --containerd
 scripts/install-deps.sh --podman
 . scripts/test-image.sh   # ROOTFS, IMAGE, NAME
 G=${GRAPHCTL:-$PWD/target/release/graphctl}
-[ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl
+[ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl --features failpoints
 
 W=$(mktemp -d /var/tmp/graphdriver-bench-images.XXXXXX)
 cleanup() {

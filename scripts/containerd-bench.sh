@@ -38,7 +38,7 @@ done
 scripts/install-deps.sh --containerd
 . scripts/test-image.sh   # ROOTFS, IMAGE, NAME
 G=${GRAPHCTL:-$PWD/target/release/graphctl}
-[ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl
+[ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl --features failpoints
 export GO111MODULE=off GOPATH=$PWD/containerd/gotest:/usr/share/gocode
 export GOCACHE=${GOCACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/graphdriver/go-build}
 LATENCY=$PWD/target/containerd-latency.test

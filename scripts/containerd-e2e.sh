@@ -29,7 +29,7 @@ NAME200=docker.io/library/debian-graphdriver:200
 if [ -n "$VM" ]; then
   scripts/install-deps.sh --containerd
   G=$PWD/target/release/graphctl
-  [ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl
+  [ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl --features failpoints
   export GRAPHDRIVER_ROOTFS_TAR=$ROOTFS
   for b in "${BACKENDS[@]}"; do
     echo "--- containerd + runc on graphdriver-$b, in the VM"

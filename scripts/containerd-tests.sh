@@ -18,7 +18,7 @@ VM=
 [ "${1:-}" = --vm ] && { VM=1; shift; }
 scripts/install-deps.sh --containerd
 G=$PWD/target/release/graphctl
-[ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl
+[ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl --features failpoints
 DRIVERS=("$@")
 [ ${#DRIVERS[@]} -gt 0 ] || DRIVERS=(vfs overlay2 btrfs)
 export GO111MODULE=off GOPATH=$PWD/containerd/gotest:/usr/share/gocode

@@ -139,7 +139,7 @@ case ${1:-} in
     shift
     BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(vfs overlay2 btrfs)
     scripts/install-deps.sh --containerd
-    [ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl
+    [ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl --features failpoints
     stop
     mkdir -p "$DIR"
     DM_BUILTIN=

@@ -21,7 +21,7 @@ BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(overlay2)
 scripts/install-deps.sh --images
 . scripts/test-image.sh   # ROOTFS, IMAGE, NAME
 G=${GRAPHCTL:-$PWD/target/release/graphctl}
-[ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl
+[ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl --features failpoints
 
 # Everything happens on a tmpfs (the roots on an ext4 loop image inside it): / here is slow
 # for heavy writes, and nothing is left behind.

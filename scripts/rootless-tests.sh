@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 BACKENDS=("$@"); [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(vfs overlay2)
 U=graphdriver-rootless
 G=target/release/graphctl
-cargo build --release -q -p graphctl --bin graphctl   # nothing to do when current
+cargo build --release -q -p graphctl --bin graphctl --features failpoints   # nothing to do when current
 command -v newuidmap >/dev/null || scripts/install-deps.sh
 id "$U" >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin "$U"
 # the next free 65,536 ids above every range handed out, for whichever map the user lacks

@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(vfs overlay2 btrfs)
 G=${GRAPHCTL:-$PWD/target/release/graphctl}
-[ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl
+[ -x "$G" ] || cargo build --release -q -p graphctl --bin graphctl --features failpoints
 
 W=$(mktemp -d /var/tmp/graphdriver-storm.XXXXXX)
 cleanup() {

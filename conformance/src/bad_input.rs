@@ -461,6 +461,7 @@ fn crash_during_merge_is_completed(ctx: &mut Ctx) -> Result<()> {
     let want = view(ctx, &reference)?;
     let input = ctx.work.join("merge.tar");
     std::fs::write(&input, &tar)?;
+    ctx.helper_has_failpoints()?;
     ctx.close();
     let out = ctx
         .helper()

@@ -4,8 +4,10 @@
 //! `PROGRAM [ARGS..] --driver NAME --root ROOT [--opt KEY=VALUE].. VERB ..` with the verbs
 //! `create ID [--parent P] [--rw]`, `remove ID`, `mount ID` (prints the path), `unmount ID`,
 //! `apply ID [-i FILE]` (stdin without `-i`; prints the size), `hold ID N` (mounts N times and
-//! exits without unmounting), `cycle ID N` (mounts and unmounts N times). Ids are taken as
-//! strings and parsed as the driver's callers would. Errors go to stderr, exit status 1.
+//! exits without unmounting), `cycle ID N` (mounts and unmounts N times), and `failpoints`
+//! (prints whether this build has crash points, the cargo feature `failpoints`). Ids are
+//! taken as strings and parsed as the driver's callers would. Errors go to stderr, exit
+//! status 1.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -52,6 +54,10 @@ fn run(args: &[String], find: impl Fn(&str) -> Result<Opener>) -> Result<()> {
             None => bail!("no verb"),
         }
     };
+    if verb == "failpoints" {
+        println!("{}", graphdriver_api::failpoint::ENABLED);
+        return Ok(());
+    }
     let opener = find(driver.context("no --driver")?)?;
     let root = root.context("no --root")?;
     let args: Vec<&str> = rest.map(String::as_str).collect();

@@ -205,6 +205,22 @@ impl Ctx<'_> {
         self.env.driver.name
     }
 
+    /// `Err(Skip)` unless the helper process was built with crash points (the cargo feature
+    /// `failpoints`, which a backend's own `cargo test` enables), for the cases that kill it
+    /// at one.
+    pub fn helper_has_failpoints(&self) -> Result<()> {
+        let out = self.helper().arg("failpoints").output()?;
+        anyhow::ensure!(out.status.success(), "helper failpoints: {out:?}");
+        if String::from_utf8_lossy(&out.stdout).trim() != "true" {
+            return Err(Skip(format!(
+                "{} has no crash points: build it with the cargo feature `failpoints`",
+                self.env.helper.program.display()
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// A command running another process on this case's driver and root (see [`Helper`]).
     pub fn helper(&self) -> Command {
         let mut c = Command::new(&self.env.helper.program);

@@ -575,6 +575,7 @@ fn size_limit_is_enforced_or_refused(ctx: &mut Ctx) -> Result<()> {
 
 /// Runs the helper with a failpoint that aborts it; fails unless it died.
 fn crash_at(ctx: &Ctx, point: &str, args: &[&str]) -> Result<()> {
+    ctx.helper_has_failpoints()?;
     let out = ctx
         .helper()
         .args(args)

@@ -1,6 +1,7 @@
-//! Crash points for tests: `GRAPHDRIVER_FAILPOINT=<name>` makes the process abort (as a
-//! `kill -9` would stop it) when it reaches the point of that name, so crash recovery can be
-//! tested at exact steps. Unset, a point costs one environment lookup.
+//! Crash points for tests: with the cargo feature `failpoints`, `GRAPHDRIVER_FAILPOINT=<name>`
+//! makes the process abort (as a `kill -9` would stop it) when it reaches the point of that
+//! name, so crash recovery can be tested at exact steps; unset, a point costs one environment
+//! lookup. Without the feature (any build no test asked for it in) a point is nothing.
 
 /// The layer store's crash points, in the order an operation reaches them. The conformance
 /// case `lifecycle::kill_at_every_store_failpoint_leaves_layers_whole` kills `graphctl` at
@@ -20,12 +21,20 @@ pub const STORE_POINTS: &[&str] = &[
     "apply.after-merge",
 ];
 
-/// Aborts the process if `GRAPHDRIVER_FAILPOINT` names `point`.
+/// Whether this build has crash points (the cargo feature `failpoints`).
+pub const ENABLED: bool = cfg!(feature = "failpoints");
+
+/// Aborts the process if `GRAPHDRIVER_FAILPOINT` names `point` (in a build with the
+/// `failpoints` feature; nothing otherwise).
+#[inline]
 pub fn hit(point: &str) {
+    #[cfg(feature = "failpoints")]
     if std::env::var_os("GRAPHDRIVER_FAILPOINT").is_some_and(|v| v == point) {
         eprintln!("graphdriver: failpoint {point}: aborting");
         std::process::abort();
     }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = point;
 }
 
 #[cfg(test)]
@@ -48,6 +57,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A build without the feature (a runtime's) never aborts, whatever the environment says.
+    #[test]
+    #[cfg(not(feature = "failpoints"))]
+    fn without_the_feature_a_named_point_is_nothing() {
+        assert!(!super::ENABLED);
+        std::env::set_var("GRAPHDRIVER_FAILPOINT", "test.point");
+        super::hit("test.point");
     }
 
     #[test]
