@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use graphdriver_api::idmap::IdMap;
-use graphdriver_api::mountinfo::MountTable;
 use graphdriver_api::{CreateOpts, GraphDriver, LayerId, MountOpts};
 use graphdriver_conformance::fixture::ScratchFs;
+use graphdriver_kit::fs::mountinfo::MountTable;
 
 #[test]
 fn an_idmapped_copy_no_mount_count_records_is_detached_at_open() {

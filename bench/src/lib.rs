@@ -261,7 +261,7 @@ fn mem_total() -> String {
 /// Removes a path (file or tree), ignoring absence.
 pub(crate) fn remove(p: &Path) -> Result<()> {
     if p.is_dir() {
-        graphdriver_api::tree::remove_tree(p)?;
+        graphdriver_kit::fs::tree::remove_tree(p)?;
     } else if p.exists() {
         std::fs::remove_file(p)?;
     }

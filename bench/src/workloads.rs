@@ -31,7 +31,7 @@ impl Image {
     pub fn load(tar: &Path) -> Result<Image> {
         let f = File::open(tar).with_context(|| format!("open the image {}", tar.display()))?;
         let bytes = f.metadata()?.len();
-        let mut r = graphdriver_api::archive::TarReader::new(std::io::BufReader::new(f));
+        let mut r = graphdriver_kit::archive::TarReader::new(std::io::BufReader::new(f));
         let mut entries = 0;
         let mut buf = vec![0u8; 1 << 16];
         while r
@@ -137,7 +137,7 @@ impl Ctx<'_> {
     pub fn used_bytes(&self) -> Result<u64> {
         // btrfs deletes removed subvolumes in the background: wait for them, or space freed
         // by earlier workloads shows up inside the next measurement (an image measured at 0)
-        if graphdriver_api::BackingFs::of(self.t.fs.path())?.is_btrfs() {
+        if graphdriver_kit::fs::BackingFs::of(self.t.fs.path())?.is_btrfs() {
             run(Command::new("btrfs")
                 .args(["subvolume", "sync"])
                 .arg(self.t.fs.path()))?;
@@ -701,7 +701,7 @@ fn changes(
         let (s, n) = time(|| {
             let layer = d.get(&top, &MountOpts::default())?;
             let parent = d.get(&base, &MountOpts::default())?;
-            let c = graphdriver_api::NaiveDiff::changes(&layer, &parent);
+            let c = graphdriver_kit::NaiveDiff::changes(&layer, &parent);
             d.put(&base)?;
             d.put(&top)?;
             Ok(c?.len())

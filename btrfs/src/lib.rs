@@ -33,14 +33,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use graphdriver_api::archive::ApplyTarget;
-use graphdriver_api::mountinfo::MountTable;
-use graphdriver_api::options::{OptionParser, StoreOptions};
-use graphdriver_api::store::{Backend, LayerStore};
-use graphdriver_api::{
-    layer_mount, tree, BackingFs, Change, CreateOpts, DriverError, IoContext, LayerId, NaiveDiff,
-    Result, Status,
-};
+use graphdriver_api::{Change, CreateOpts, DriverError, IoContext, LayerId, Result, Status};
+use graphdriver_kit::archive::ApplyTarget;
+use graphdriver_kit::fs::mountinfo::MountTable;
+use graphdriver_kit::options::{OptionParser, StoreOptions};
+use graphdriver_kit::store::{Backend, LayerStore};
+use graphdriver_kit::{fs::layer_mount, fs::tree, fs::BackingFs, NaiveDiff};
 
 /// The btrfs driver: the shared layer store over [`Btrfs`].
 pub type BtrfsDriver = LayerStore<Btrfs>;
@@ -56,7 +54,7 @@ pub struct BtrfsOptions {
     /// `btrfs.loopback=SIZE` (`8G`): where `<root>/btrfs` is not on btrfs, make it so with a
     /// loop-mounted image of this many bytes at `<root>/btrfs.img` (for tests and demos).
     pub loopback: Option<u64>,
-    /// The layer store's (`store.*`, see [`graphdriver_api::options`]).
+    /// The layer store's (`store.*`, see [`graphdriver_kit::options`]).
     pub store: StoreOptions,
 }
 
@@ -419,7 +417,7 @@ impl Backend for Btrfs {
         id: &LayerId,
         _ancestors: &[LayerId],
         read_only: bool,
-        _idmap: Option<&graphdriver_api::idmap::UserNs>,
+        _idmap: Option<&graphdriver_kit::idmap::UserNs>,
     ) -> Result<()> {
         self.set_read_only(id, read_only)?;
         layer_mount::bind(&self.subvol(id), &self.mount_point(id), read_only)

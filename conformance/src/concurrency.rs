@@ -3,8 +3,8 @@
 use std::process::Child;
 
 use anyhow::{ensure, Context, Result};
-use graphdriver_api::mountinfo::MountTable;
 use graphdriver_api::{CreateOpts, DriverError, MountOpts};
+use graphdriver_kit::fs::mountinfo::MountTable;
 
 use super::support::*;
 use super::{Case, Ctx};

@@ -102,7 +102,7 @@ impl TarEntry {
 /// Reads an archive's headers. (Not the `tar` crate: it splits PAX records at newlines, and
 /// binary xattr values hold them.)
 fn tar_entries(bytes: &[u8]) -> Result<Vec<TarEntry>> {
-    let mut r = graphdriver_api::archive::TarReader::new(bytes);
+    let mut r = graphdriver_kit::archive::TarReader::new(bytes);
     let mut out = Vec::new();
     while let Some(e) = r
         .next_entry()

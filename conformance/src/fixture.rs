@@ -315,7 +315,7 @@ pub fn case_dir(name: &str, dir: &Path) -> Result<Option<ZfsDataset>> {
     std::fs::create_dir_all(dir)?;
     if name == "zfs" {
         let parent = dir.parent().unwrap_or(dir).canonicalize()?;
-        let mounts = graphdriver_api::mountinfo::MountTable::read()?;
+        let mounts = graphdriver_kit::fs::mountinfo::MountTable::read()?;
         if let Some(m) = mounts.holding(&parent) {
             if m.fstype == "zfs" {
                 return Ok(Some(ZfsDataset::new(&m.source, dir)?));

@@ -55,7 +55,7 @@ fn run(args: &[String], find: impl Fn(&str) -> Result<Opener>) -> Result<()> {
         }
     };
     if verb == "failpoints" {
-        println!("{}", graphdriver_api::failpoint::ENABLED);
+        println!("{}", graphdriver_kit::failpoint::ENABLED);
         return Ok(());
     }
     let opener = find(driver.context("no --driver")?)?;

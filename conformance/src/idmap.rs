@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
-use graphdriver_api::idmap::{IdMap, UserNs};
+use graphdriver_api::idmap::IdMap;
 use graphdriver_api::{DriverError, GraphDriver, LayerId, MountOpts};
+use graphdriver_kit::idmap::UserNs;
 
 use super::support::*;
 use super::{Case, Ctx, Refused};

@@ -310,7 +310,7 @@ pub fn run(env: &Env, log: &mut dyn Write) -> Result<Report> {
         }
         report.cases.push(r);
     }
-    let _ = graphdriver_api::tree::remove_tree(&base);
+    let _ = graphdriver_kit::fs::tree::remove_tree(&base);
     Ok(report)
 }
 
@@ -377,7 +377,7 @@ fn run_case(env: &Env, base: &Path, case: Case) -> (Outcome, Option<String>) {
     let driver = match env.driver.open(&root, &env.opts) {
         Ok(d) => d,
         Err(e) => {
-            let _ = graphdriver_api::tree::remove_tree(&dir);
+            let _ = graphdriver_kit::fs::tree::remove_tree(&dir);
             return (
                 Outcome::Skip,
                 Some(format!("driver does not open here: {e:#}")),
@@ -400,7 +400,7 @@ fn run_case(env: &Env, base: &Path, case: Case) -> (Outcome, Option<String>) {
     }
     drop(ctx);
     unmount_below(&dir);
-    let _ = graphdriver_api::tree::remove_tree(&dir);
+    let _ = graphdriver_kit::fs::tree::remove_tree(&dir);
     drop(case_fs);
     match result {
         Ok(Ok(())) => (Outcome::Pass, None),
@@ -422,7 +422,7 @@ fn run_case(env: &Env, base: &Path, case: Case) -> (Outcome, Option<String>) {
 
 /// Detaches whatever a case left mounted below `dir`, deepest first.
 pub fn unmount_below(dir: &Path) {
-    if let Ok(t) = graphdriver_api::mountinfo::MountTable::read() {
+    if let Ok(t) = graphdriver_kit::fs::mountinfo::MountTable::read() {
         let mut points: Vec<_> = t.below(dir).map(Path::to_owned).collect();
         points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for p in points {

@@ -120,7 +120,7 @@ pub fn main(opener: Opener) -> ExitCode {
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(b) = &base {
-        let _ = graphdriver_api::tree::remove_tree(b);
+        let _ = graphdriver_kit::fs::tree::remove_tree(b);
     }
     drop(scratch);
     conclusion.exit_code()

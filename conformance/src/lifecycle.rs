@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{ensure, Context, Result};
-use graphdriver_api::mountinfo::MountTable;
 use graphdriver_api::{CreateOpts, DriverError, LayerId, MountOpts, MountSpec};
+use graphdriver_kit::fs::mountinfo::MountTable;
 
 use super::support::*;
 use super::{Case, Ctx};
@@ -703,9 +703,9 @@ const KILLS: &[(&str, Outcome)] = &[
 fn kill_at_every_store_failpoint_leaves_layers_whole(ctx: &mut Ctx) -> Result<()> {
     let listed: Vec<&str> = KILLS.iter().map(|(p, _)| *p).collect();
     ensure!(
-        listed == graphdriver_api::failpoint::STORE_POINTS,
+        listed == graphdriver_kit::failpoint::STORE_POINTS,
         "the store's crash points are {:?}: each needs a kill here",
-        graphdriver_api::failpoint::STORE_POINTS
+        graphdriver_kit::failpoint::STORE_POINTS
     );
     // An apply with a deletion, a replaced file and a new directory: the merge has all of
     // its phases to be killed in.
@@ -831,7 +831,7 @@ fn kill_at_every_store_failpoint_leaves_layers_whole(ctx: &mut Ctx) -> Result<()
 /// A tmpfs mounted inside a mounted layer (as a container's bind mount that outlived it):
 /// fsck reports it, repair detaches it, and the layer then unmounts and goes.
 fn fsck_detaches_a_mount_leaked_inside_a_layer(ctx: &mut Ctx) -> Result<()> {
-    use graphdriver_api::store::FindingKind as K;
+    use graphdriver_kit::store::FindingKind as K;
     let l = layer(ctx, "leaky", None, |p| write(&p.join("f"), "x"))?;
     let p = ctx.d().get(&l, &MountOpts::default())?;
     let inner = p.join("proc");
@@ -880,7 +880,7 @@ fn fsck_detaches_a_mount_leaked_inside_a_layer(ctx: &mut Ctx) -> Result<()> {
 }
 
 fn fsck_finds_and_repairs_planted_damage(ctx: &mut Ctx) -> Result<()> {
-    use graphdriver_api::store::FindingKind as K;
+    use graphdriver_kit::store::FindingKind as K;
     let base = layer(ctx, "base", None, |p| write(&p.join("b"), "b"))?;
     let child = layer(ctx, "child", Some("base"), |p| write(&p.join("c"), "c"))?;
     layer(ctx, "orphan", Some("base"), |_| Ok(()))?;

@@ -6,10 +6,9 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use graphdriver_api::archive::{Header, Kind, TarWriter};
-use graphdriver_api::{
-    Change, CreateOpts, DriverError, GraphDriver, LayerId, MountOpts, NaiveDiff,
-};
+use graphdriver_api::{Change, CreateOpts, DriverError, GraphDriver, LayerId, MountOpts};
+use graphdriver_kit::archive::{Header, Kind, TarWriter};
+use graphdriver_kit::NaiveDiff;
 
 use super::{Ctx, Skip};
 use crate::tree_snapshot::{Compare, Snapshot};

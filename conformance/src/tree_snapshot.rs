@@ -263,7 +263,7 @@ fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         Err(e) => return Err(e).with_context(|| format!("list xattrs of {}", path.display())),
     };
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if graphdriver_api::tree::is_private_xattr(name) {
+        if graphdriver_kit::fs::tree::is_private_xattr(name) {
             continue;
         }
         let cname = std::ffi::CString::new(name)?;

@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use graphdriver_api::failpoint;
 use graphdriver_api::idmap::IdMap;
 use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountOpts, MountSpec};
+use graphdriver_kit::failpoint;
 
 use crate::filter::{self, Filter};
 use crate::metadata::Metadata;

@@ -380,8 +380,9 @@ fn on_overlay2_containerd_gets_the_overlay_mount_itself_and_the_service_holds_no
 
 #[test]
 fn the_uid_and_gid_mapping_labels_give_each_container_an_idmapped_mount_of_shared_layers() {
-    use graphdriver_api::idmap::{IdMap, UserNs};
+    use graphdriver_api::idmap::IdMap;
     use graphdriver_containerd::{GIDMAP_LABEL, UIDMAP_LABEL};
+    use graphdriver_kit::idmap::UserNs;
     use std::os::unix::fs::MetadataExt;
     let dir = scratch();
     let d = graphdriver_overlay2::open(&dir.path().join("root"), &Default::default()).unwrap();

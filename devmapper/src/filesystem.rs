@@ -119,7 +119,7 @@ impl Fs {
 
     /// Grows the filesystem mounted at `dir` to fill `bytes`.
     pub fn grow(self, dir: &Path, bytes: u64) -> Result<()> {
-        let fd = graphdriver_api::tree::open_dir(dir)?;
+        let fd = graphdriver_kit::fs::tree::open_dir(dir)?;
         let st = rustix::fs::fstatvfs(&fd).ctx("statfs", dir)?;
         let block = st.f_bsize.max(512);
         let blocks = bytes / block;

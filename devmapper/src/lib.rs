@@ -56,10 +56,11 @@ mod trace;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use graphdriver_api::archive::ApplyTarget;
-use graphdriver_api::mountinfo::MountTable;
-use graphdriver_api::store::{Backend, LayerStore};
-use graphdriver_api::{layer_mount, CreateOpts, DriverError, IoContext, LayerId, Result, Status};
+use graphdriver_api::{CreateOpts, DriverError, IoContext, LayerId, Result, Status};
+use graphdriver_kit::archive::ApplyTarget;
+use graphdriver_kit::fs::layer_mount;
+use graphdriver_kit::fs::mountinfo::MountTable;
+use graphdriver_kit::store::{Backend, LayerStore};
 
 pub use error::DevmapperError;
 use filesystem::Fs;
@@ -536,7 +537,7 @@ impl Backend for Devmapper {
         t.step("pending");
         self.pool.snapshot(dev_id, origin.device_id)?;
         t.step("snapshot");
-        graphdriver_api::failpoint::hit("devmapper.after-snapshot");
+        graphdriver_kit::failpoint::hit("devmapper.after-snapshot");
         meta.pending.remove(id.as_str());
         meta.devices.insert(
             id.as_str().to_owned(),
@@ -603,7 +604,7 @@ impl Backend for Devmapper {
         id: &LayerId,
         _ancestors: &[LayerId],
         read_only: bool,
-        _idmap: Option<&graphdriver_api::idmap::UserNs>,
+        _idmap: Option<&graphdriver_kit::idmap::UserNs>,
     ) -> Result<()> {
         self.mount_layer(id, read_only)
     }

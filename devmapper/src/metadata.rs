@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use graphdriver_api::store::{write_atomic, write_durable, FileLock};
 use graphdriver_api::{DriverError, IoContext, Result};
+use graphdriver_kit::store::{write_atomic, write_durable, FileLock};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DevmapperError;

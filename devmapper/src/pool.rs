@@ -419,7 +419,7 @@ impl Pool {
             .load(&retiring, 8, "error", "")
             .and_then(|()| self.dm.resume(&retiring))
             .and_then(|()| {
-                graphdriver_api::failpoint::hit("devmapper.spare.retiring");
+                graphdriver_kit::failpoint::hit("devmapper.spare.retiring");
                 self.dm.rename(&retiring, &spare)
             });
         match released {

@@ -201,11 +201,11 @@ pub trait GraphDriver: Send + Sync + fmt::Debug {
     fn cleanup(&self) -> Result<()>;
 
     /// Checks the store against itself and its backend and, with `repair`, repairs what it
-    /// can, saying what it did (see [`crate::store::FsckReport`]): what opening it settled, records
+    /// can, saying what it did (see [`crate::FsckReport`]): what opening it settled, records
     /// without data, graph edges and records that disagree, stray or wrong mount counts. A
     /// runtime can call it at start; `graphctl fsck` is the operator's way to it.
     /// Checked by `lifecycle::fsck_finds_and_repairs_planted_damage`.
-    fn fsck(&self, repair: bool) -> Result<crate::store::FsckReport> {
+    fn fsck(&self, repair: bool) -> Result<crate::FsckReport> {
         let _ = repair;
         Err(crate::DriverError::Unsupported {
             driver: self.name(),

@@ -1,4 +1,7 @@
-//! The contract every graphdriver backend keeps, and the pieces they share.
+//! The contract every graphdriver backend keeps: the [`GraphDriver`] trait, its errors
+//! ([`DriverError`]), layer ids ([`LayerId`]) and the values that cross the trait. This crate
+//! is what a runtime reads and links against; a backend is built from `graphdriver-kit` (the
+//! layer store, the OCI layer archive, filesystem utilities) and opened by its own crate.
 //!
 //! # The model
 //!
@@ -40,33 +43,20 @@
 //! # Pieces
 //!
 //! - [`GraphDriver`]: the trait, usable as `Box<dyn GraphDriver>`.
-//! - [`store::LayerStore`]: records, the parent graph, mount counts, locks and the crash
-//!   journal, shared by every backend through [`store::Backend`].
-//! - [`archive`]: the OCI layer tar, both directions, with safe two-phase apply.
-//! - [`NaiveDiff`]: changes and sizes by walking two trees, the reference for native diffs.
+//! - [`DriverError`]: every way an operation fails, typed; [`Result`].
+//! - [`LayerId`]: a validated layer id.
+//! - [`CreateOpts`], [`MountOpts`] (with an [`idmap::IdMap`]), [`Change`], [`LayerInfo`],
+//!   [`MountSpec`], [`Status`], [`FsckReport`]: what goes in and comes out.
 
-pub mod archive;
-mod backing_fs;
-pub mod chunks;
-pub mod dir_cursor;
 mod driver;
 mod error;
-pub mod failpoint;
+mod fsck;
 pub mod idmap;
 mod layer_id;
-pub mod layer_mount;
-pub mod mountinfo;
-mod naive;
-pub mod options;
-pub mod quota;
-pub mod store;
-mod sys;
-pub mod tree;
 
-pub use backing_fs::BackingFs;
 pub use driver::{
     Change, ChangeKind, CreateOpts, GraphDriver, LayerInfo, MountOpts, MountSpec, Status,
 };
 pub use error::{DriverError, IoContext, Result};
+pub use fsck::{Finding, FindingKind, FsckReport};
 pub use layer_id::{LayerId, MAX_LAYER_ID_LEN};
-pub use naive::{NaiveDiff, RACY_WINDOW_SECS};

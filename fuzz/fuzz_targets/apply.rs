@@ -12,7 +12,7 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use graphdriver_api::archive::{apply, ApplyTarget, STAGING_PREFIX};
+use graphdriver_kit::archive::{apply, ApplyTarget, STAGING_PREFIX};
 use libfuzzer_sys::fuzz_target;
 
 struct Scratch {

@@ -2,7 +2,7 @@
 //! and `marker` never names `.`, `..`, an empty name or a path as a whiteout's target.
 #![no_main]
 
-use graphdriver_api::archive::{components, marker, Marker};
+use graphdriver_kit::archive::{components, marker, Marker};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

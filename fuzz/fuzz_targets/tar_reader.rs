@@ -2,7 +2,7 @@
 //! the archive. Never a panic, never more data than a member declares, and the reader stops.
 #![no_main]
 
-use graphdriver_api::archive::TarReader;
+use graphdriver_kit::archive::TarReader;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -359,7 +359,7 @@ fn kernel_objects(root: &Path) -> BTreeSet<String> {
 
 /// The ZFS dataset the mount holding `path` comes from, if that is ZFS.
 fn zfs_dataset_of(path: &Path) -> Option<String> {
-    let table = graphdriver_api::mountinfo::MountTable::read().ok()?;
+    let table = graphdriver_kit::fs::mountinfo::MountTable::read().ok()?;
     let m = table.holding(path)?;
     (m.fstype == "zfs").then(|| m.source.clone())
 }

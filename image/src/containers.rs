@@ -70,7 +70,7 @@ impl ImageStore {
                 Err(rollback) => Err(rollback_failed(error, rollback)),
             };
         }
-        graphdriver_api::failpoint::hit("image.container.after-create");
+        graphdriver_kit::failpoint::hit("image.container.after-create");
         self.db.set_container_state(name, ContainerState::Created)?;
         record.state = ContainerState::Created;
         Ok(record)
@@ -112,7 +112,7 @@ impl ImageStore {
         let old = self
             .db
             .set_container_state(name, ContainerState::Removing)?;
-        graphdriver_api::failpoint::hit("image.container.rm.after-record");
+        graphdriver_kit::failpoint::hit("image.container.rm.after-record");
         match self.driver.remove(&old.name) {
             Ok(()) | Err(DriverError::NotFound(_)) => {}
             Err(source @ (DriverError::Busy { .. } | DriverError::HasChildren { .. })) => {
@@ -246,7 +246,7 @@ impl ImageStore {
             imported: now,
             layers,
         };
-        graphdriver_api::failpoint::hit("image.commit.before-record");
+        graphdriver_kit::failpoint::hit("image.commit.before-record");
         match self
             .db
             .commit_images(std::slice::from_ref(&record), &[(&config_digest, &config)])

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use graphdriver_api::chunks::{self, Filled};
 use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId};
+use graphdriver_kit::fs::chunks::{self, Filled};
 
 use crate::chain_id::layer_id;
 use crate::image_archive::ImageArchive;
@@ -325,7 +325,7 @@ impl ImageStore {
                         size: l.size,
                     });
                     let rec = self.apply_layer(archive, &id, depth, l, progress)?;
-                    graphdriver_api::failpoint::hit("image.import.after-layer");
+                    graphdriver_kit::failpoint::hit("image.import.after-layer");
                     progress(ImportEvent::Applied {
                         chain_id: &l.chain_id,
                     });
@@ -512,7 +512,7 @@ impl ImageStore {
             .db
             .remove_image(name)?
             .ok_or_else(|| ImageError::NotFound(name.to_owned()))?;
-        graphdriver_api::failpoint::hit("image.remove.after-record");
+        graphdriver_kit::failpoint::hit("image.remove.after-record");
         let LayerRemoval { removed, kept } = self.remove_layers(&orphans)?;
         Ok(RemoveReport {
             image,

@@ -29,7 +29,7 @@
 //!   the parent only the names it mentions), and agree with the naive walk exactly; mounts
 //!   use `index=off,redirect_dir=off,metacopy=off` so the upper directory stays a plain diff.
 //! - **Native apply.** Archives are written straight into the upper directory with overlay
-//!   whiteouts, after being staged (see `graphdriver_api::archive`).
+//!   whiteouts, after being staged (see `graphdriver_kit::archive`).
 
 mod mount_options;
 mod short_link;
@@ -41,15 +41,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use graphdriver_api::archive::{ApplyTarget, OverlayXattrs};
-use graphdriver_api::mountinfo::MountTable;
-use graphdriver_api::options::{OptionParser, StoreOptions};
-use graphdriver_api::quota::ProjectQuota;
-use graphdriver_api::store::{Backend, LayerStore};
 use graphdriver_api::{
-    layer_mount, tree, BackingFs, Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId,
-    MountOpts, MountSpec, NaiveDiff, Result, Status,
+    Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId, MountOpts, MountSpec, Result,
+    Status,
 };
+use graphdriver_kit::archive::{ApplyTarget, OverlayXattrs};
+use graphdriver_kit::fs::mountinfo::MountTable;
+use graphdriver_kit::fs::quota::ProjectQuota;
+use graphdriver_kit::options::{OptionParser, StoreOptions};
+use graphdriver_kit::store::{Backend, LayerStore};
+use graphdriver_kit::{fs::layer_mount, fs::tree, fs::BackingFs, NaiveDiff};
 use rustix::mount::{self as rmount, MountPropagationFlags, UnmountFlags};
 
 pub use mount_options::{OverlayMount, TooDeep, MAX_LOWERS};
@@ -108,7 +109,7 @@ impl MountApiChoice {
 pub struct Overlay2Options {
     /// `overlay2.mount_api=auto|new|legacy` (default `auto`).
     pub mount_api: MountApiChoice,
-    /// The layer store's (`store.*`, see [`graphdriver_api::options`]).
+    /// The layer store's (`store.*`, see [`graphdriver_kit::options`]).
     pub store: StoreOptions,
 }
 
@@ -169,7 +170,7 @@ pub fn open_with(root: &Path, opts: &Overlay2Options) -> Result<Overlay2Driver> 
     let xattrs = overlay_xattrs(&home)?;
     // Probing mounts and unmounts overlays (tens of milliseconds): remember what this boot
     // found, so that opening the driver again is cheap.
-    let boot = graphdriver_api::store::boot_id()?;
+    let boot = graphdriver_kit::store::boot_id()?;
     let probed_file = home.join("probed");
     let probed = std::fs::read_to_string(&probed_file).ok().and_then(|s| {
         let (b, api) = s.split_once(' ')?;
@@ -197,7 +198,7 @@ pub fn open_with(root: &Path, opts: &Overlay2Options) -> Result<Overlay2Driver> 
             } else {
                 "legacy"
             };
-            graphdriver_api::store::write_atomic(
+            graphdriver_kit::store::write_atomic(
                 &probed_file,
                 format!("{boot} {name}").as_bytes(),
             )?;
@@ -251,7 +252,7 @@ fn sweep_idmap_staging(staging: &Path) {
         }
         let lock_file = dir.join(".lock");
         let _lock = if lock_file.exists() {
-            match graphdriver_api::store::FileLock::try_exclusive(&lock_file) {
+            match graphdriver_kit::store::FileLock::try_exclusive(&lock_file) {
                 Ok(Some(l)) => Some(l),
                 _ => continue,
             }
@@ -313,7 +314,7 @@ fn overlay_xattrs(home: &Path) -> Result<OverlayXattrs> {
             } else {
                 "trusted"
             };
-            graphdriver_api::store::write_atomic(&file, name.as_bytes())?;
+            graphdriver_kit::store::write_atomic(&file, name.as_bytes())?;
             x
         }
         Err(e) => return Err(e).ctx("read", &file),
@@ -400,7 +401,7 @@ struct IdmappedLayers {
     staging: PathBuf,
     /// Held while the staging is in use (`<staging>/.lock`): the sweep at open leaves a
     /// staging whose lock is held, whatever pid namespace its process is in.
-    lock: Option<graphdriver_api::store::FileLock>,
+    lock: Option<graphdriver_kit::store::FileLock>,
     attached: Vec<PathBuf>,
     lowers: Vec<std::os::fd::OwnedFd>,
     /// The upper and work directories, both inside one idmapped mount of the layer's
@@ -414,13 +415,13 @@ impl IdmappedLayers {
         &mut self,
         src: &Path,
         name: &str,
-        ns: &graphdriver_api::idmap::UserNs,
+        ns: &graphdriver_kit::idmap::UserNs,
     ) -> Result<PathBuf> {
         let at = self.staging.join(name);
         std::fs::create_dir(&at).ctx("create staging mount point", &at)?;
         // removed with the staging whatever happens next
         self.attached.push(at.clone());
-        graphdriver_api::idmap::attach_idmapped(src, &at, ns)?;
+        graphdriver_kit::idmap::attach_idmapped(src, &at, ns)?;
         Ok(at)
     }
 }
@@ -450,7 +451,7 @@ fn idmapped_layers(
     m: &OverlayMount,
     base: &Path,
     staging: &Path,
-    ns: &graphdriver_api::idmap::UserNs,
+    ns: &graphdriver_kit::idmap::UserNs,
 ) -> Result<IdmappedLayers> {
     use rustix::fs::{open, Mode, OFlags};
     let open_dir = |path: &Path| {
@@ -475,7 +476,7 @@ fn idmapped_layers(
         }
     };
     let dir = tree::unique_dir(staging, "mount")?;
-    let lock = match graphdriver_api::store::FileLock::exclusive(&dir.join(".lock")) {
+    let lock = match graphdriver_kit::store::FileLock::exclusive(&dir.join(".lock")) {
         Ok(l) => l,
         Err(e) => {
             let _ = std::fs::remove_dir(&dir);
@@ -684,7 +685,7 @@ impl Overlay {
                 None => {
                     let n = short_link::random_name()
                         .ctx("make a short link name for", self.dir(id))?;
-                    graphdriver_api::store::write_atomic(&self.dir(id).join("link"), n.as_bytes())?;
+                    graphdriver_kit::store::write_atomic(&self.dir(id).join("link"), n.as_bytes())?;
                     n
                 }
             };
@@ -817,7 +818,7 @@ impl Backend for Overlay {
             std::fs::create_dir(&p).ctx("create directory", &p)?;
         }
         let name = short_link::random_name().ctx("make a short link name for", &dir)?;
-        graphdriver_api::store::write_atomic(&dir.join("link"), name.as_bytes())?;
+        graphdriver_kit::store::write_atomic(&dir.join("link"), name.as_bytes())?;
         let link = self.home.join("l").join(&name);
         std::os::unix::fs::symlink(format!("../{id}/diff"), &link)
             .ctx("create short link", &link)?;
@@ -848,7 +849,7 @@ impl Backend for Overlay {
         id: &LayerId,
         ancestors: &[LayerId],
         read_only: bool,
-        idmap: Option<&graphdriver_api::idmap::UserNs>,
+        idmap: Option<&graphdriver_kit::idmap::UserNs>,
     ) -> Result<()> {
         let target = self.mount_point(id);
         match std::fs::create_dir(&target) {

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use graphdriver_api::mountinfo::MountTable;
 use graphdriver_api::{CreateOpts, DriverError, GraphDriver, LayerId, MountOpts};
 use graphdriver_conformance::fixture::ScratchFs;
 use graphdriver_conformance::support::TarBuilder;
+use graphdriver_kit::fs::mountinfo::MountTable;
 
 fn scratch() -> ScratchFs {
     ScratchFs::new(Path::new("/var/tmp/graphdriver-test"), "ext4", 4 << 30, "").unwrap()

@@ -11,7 +11,7 @@
 //! backend's.
 //!
 //! Layout: `<root>/vfs/dir/<id>` holds the layer, `<root>/vfs/mnt/<id>` its mount point.
-//! Changes and diffs are the shared [`NaiveDiff`](graphdriver_api::NaiveDiff).
+//! Changes and diffs are the shared [`NaiveDiff`](graphdriver_kit::NaiveDiff).
 
 mod copy;
 
@@ -19,13 +19,12 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use graphdriver_api::archive::ApplyTarget;
-use graphdriver_api::options::{OptionParser, StoreOptions};
-use graphdriver_api::quota::ProjectQuota;
-use graphdriver_api::store::{Backend, LayerStore};
-use graphdriver_api::{
-    layer_mount, tree, BackingFs, CreateOpts, DriverError, IoContext, LayerId, Result, Status,
-};
+use graphdriver_api::{CreateOpts, DriverError, IoContext, LayerId, Result, Status};
+use graphdriver_kit::archive::ApplyTarget;
+use graphdriver_kit::fs::quota::ProjectQuota;
+use graphdriver_kit::options::{OptionParser, StoreOptions};
+use graphdriver_kit::store::{Backend, LayerStore};
+use graphdriver_kit::{fs::layer_mount, fs::tree, fs::BackingFs};
 
 pub use copy::{copy_tree, CopyStats};
 
@@ -33,7 +32,7 @@ pub use copy::{copy_tree, CopyStats};
 pub type VfsDriver = LayerStore<Vfs>;
 
 /// vfs's options: only the layer store's (`store.*`, see
-/// [`graphdriver_api::options`]).
+/// [`graphdriver_kit::options`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VfsOptions {
@@ -149,7 +148,7 @@ impl Backend for Vfs {
         id: &LayerId,
         _ancestors: &[LayerId],
         read_only: bool,
-        _idmap: Option<&graphdriver_api::idmap::UserNs>,
+        _idmap: Option<&graphdriver_kit::idmap::UserNs>,
     ) -> Result<()> {
         layer_mount::bind(&self.dir(id), &self.mount_point(id), read_only)
     }

@@ -38,11 +38,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use graphdriver_api::archive::ApplyTarget;
-use graphdriver_api::mountinfo::MountTable;
-use graphdriver_api::options::{OptionParser, StoreOptions};
-use graphdriver_api::store::{Backend, LayerStore};
-use graphdriver_api::{layer_mount, CreateOpts, DriverError, IoContext, LayerId, Result, Status};
+use graphdriver_api::{CreateOpts, DriverError, IoContext, LayerId, Result, Status};
+use graphdriver_kit::archive::ApplyTarget;
+use graphdriver_kit::fs::layer_mount;
+use graphdriver_kit::fs::mountinfo::MountTable;
+use graphdriver_kit::options::{OptionParser, StoreOptions};
+use graphdriver_kit::store::{Backend, LayerStore};
 use rustix::mount::{self as rmount, MountFlags, MountPropagationFlags, UnmountFlags};
 
 pub use dataset_name::DatasetName;
@@ -72,7 +73,7 @@ pub struct ZfsOptions {
     /// `zfs.fsname=POOL/DATASET`: the dataset the layers go below (default: the dataset
     /// mounted where `<root>/zfs` is).
     pub fsname: Option<DatasetName>,
-    /// The layer store's (`store.*`, see [`graphdriver_api::options`]).
+    /// The layer store's (`store.*`, see [`graphdriver_kit::options`]).
     pub store: StoreOptions,
 }
 
@@ -580,7 +581,7 @@ impl Backend for Zfs {
         id: &LayerId,
         _ancestors: &[LayerId],
         read_only: bool,
-        _idmap: Option<&graphdriver_api::idmap::UserNs>,
+        _idmap: Option<&graphdriver_kit::idmap::UserNs>,
     ) -> Result<()> {
         self.mount_dataset(id, read_only)
     }

@@ -358,7 +358,7 @@ static ZFS_ROOTS: std::sync::Mutex<Vec<(PathBuf, graphdriver_conformance::fixtur
 /// For zfs, a dataset of its own mounted at `root` (made once: a reopen finds it), below the
 /// dataset that holds it: roots that shared one would share the layer names below it.
 fn zfs_root(root: &Path) -> Result<()> {
-    let mounts = graphdriver_api::mountinfo::MountTable::read()?;
+    let mounts = graphdriver_kit::fs::mountinfo::MountTable::read()?;
     let Some(m) = mounts.holding(root).filter(|m| m.fstype == "zfs") else {
         bail!("{} is not on a zfs dataset", root.display());
     };

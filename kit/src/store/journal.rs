@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic_file::{read_optional, remove_optional, write_atomic};
+use crate::fs::atomic_file::{read_optional, remove_optional, write_atomic};
 use crate::{DriverError, IoContext, LayerId, Result};
 
 /// A multi-step operation.
@@ -113,7 +113,7 @@ impl Journal {
         }
         // Real blocks, not a hole: written through a temporary name, so a reserve that
         // exists is whole.
-        let _ = super::atomic_file::write_durable(&self.reserve, &vec![0x5a; RESERVE_BYTES]);
+        let _ = crate::fs::atomic_file::write_durable(&self.reserve, &vec![0x5a; RESERVE_BYTES]);
     }
 
     /// Gives the reserve's space back to the filesystem; whether there was one.

@@ -8,7 +8,7 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use crate::store::write_durable;
+use crate::fs::atomic_file::write_durable;
 use crate::sys::{self, FsDiskQuota};
 use crate::tree::{self, open_dir};
 use crate::{BackingFs, DriverError, IoContext, Result};

@@ -27,7 +27,6 @@
 //! `apply_diff` take only the layer lock, so mounting one layer never waits for an import of
 //! another.
 
-mod atomic_file;
 mod fsck;
 mod journal;
 mod lock;
@@ -39,13 +38,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-pub use atomic_file::{write_atomic, write_durable};
-pub use fsck::{Finding, FindingKind, FsckReport};
+pub use crate::fs::atomic_file::{write_atomic, write_durable};
+pub use graphdriver_api::{Finding, FindingKind, FsckReport};
 pub use journal::{Entry, Journal, Operation, Pending};
 pub use lock::FileLock;
 pub use quarantine::{Quarantine, QuarantineRecord};
 
-use atomic_file::{read_optional, remove_optional};
+use crate::fs::atomic_file::{read_optional, remove_optional};
 
 use crate::archive::{self, ApplyTarget};
 use crate::idmap::{IdMap, UserNs};

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::store::write_atomic;
+use crate::fs::atomic_file::write_atomic;
 use crate::{DriverError, IoContext, Result};
 
 /// Paths are relative to the layer root, as bytes (`/`-separated, no leading `/`).

@@ -11,8 +11,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic_file::{read_optional, remove_optional, write_atomic};
 use super::journal::Entry;
+use crate::fs::atomic_file::{read_optional, remove_optional, write_atomic};
 use crate::{DriverError, IoContext, LayerId, Result};
 
 /// Why a layer is quarantined.
