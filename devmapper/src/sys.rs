@@ -9,6 +9,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use rustix::ioctl::opcode::{read_write, write};
+
 /// `DM_NAME_LEN`: a device name's buffer, the NUL included.
 pub const DM_NAME_LEN: usize = 128;
 const DM_UUID_LEN: usize = 129;
@@ -87,9 +89,12 @@ pub enum DmCmd {
     TargetMsg = 14,
 }
 
+/// `DM_IOCTL`, the group of every device-mapper ioctl.
+const DM_IOCTL: u8 = 0xfd;
+
 /// `_IOWR(DM_IOCTL, cmd, struct dm_ioctl)`.
 const fn dm_request(cmd: DmCmd) -> libc::c_ulong {
-    ((3u64 << 30) | ((DM_IOCTL_SIZE as u64) << 16) | (0xfd << 8) | cmd as u64) as libc::c_ulong
+    read_write::<DmIoctl>(DM_IOCTL, cmd as u8) as _
 }
 
 /// The buffer of one device-mapper ioctl: a [`DmIoctl`] header, then the data area. Its
@@ -160,10 +165,14 @@ pub fn dm_ioctl(control: BorrowedFd<'_>, cmd: DmCmd, buf: &mut DmBuffer) -> io::
     Ok(())
 }
 
+// The loop ioctls are plain numbers in `<linux/loop.h>`, not `_IO*` encodings.
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+
 /// `LOOP_CTL_GET_FREE` on `/dev/loop-control`: the number of a free loop device.
 pub fn loop_ctl_get_free(control: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns the number.
-    let r = unsafe { libc::ioctl(control.as_raw_fd(), 0x4C82 as libc::c_ulong) };
+    let r = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -232,7 +241,7 @@ pub fn loop_configure(
     let r = unsafe {
         libc::ioctl(
             loop_dev.as_raw_fd(),
-            0x4C0A as libc::c_ulong,
+            LOOP_CONFIGURE,
             &config as *const LoopConfig,
         )
     };
@@ -242,10 +251,11 @@ pub fn loop_configure(
     Ok(())
 }
 
+/// `EXT4_IOC_RESIZE_FS`: `_IOW('f', 16, __u64)`.
+const EXT4_IOC_RESIZE_FS: libc::c_ulong = write::<u64>(b'f', 16) as _;
+
 /// `ioctl(dir, EXT4_IOC_RESIZE_FS, &blocks)`: grows a mounted ext4 to `blocks` blocks.
 pub fn ext4_ioc_resize_fs(dir: BorrowedFd<'_>, blocks: u64) -> io::Result<()> {
-    // _IOW('f', 16, __u64)
-    const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
     // SAFETY: the kernel reads one u64 from a valid pointer.
     let r = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS, &blocks as *const u64) };
     if r < 0 {
@@ -260,12 +270,14 @@ struct XfsGrowfsData {
     newblocks: u64,
     imaxpct: u32,
 }
+const _: () = assert!(std::mem::size_of::<XfsGrowfsData>() == 16);
+
+/// `XFS_IOC_FSGROWFSDATA`: `_IOW('X', 110, struct xfs_growfs_data)`.
+const XFS_IOC_FSGROWFSDATA: libc::c_ulong = write::<XfsGrowfsData>(b'X', 110) as _;
 
 /// `ioctl(dir, XFS_IOC_FSGROWFSDATA, &args)`: grows a mounted xfs to `blocks` blocks,
 /// keeping `imaxpct`.
 pub fn xfs_ioc_fsgrowfsdata(dir: BorrowedFd<'_>, blocks: u64, imaxpct: u32) -> io::Result<()> {
-    // _IOW('X', 110, struct xfs_growfs_data)
-    const XFS_IOC_FSGROWFSDATA: libc::c_ulong = 0x4010_586e;
     let args = XfsGrowfsData {
         newblocks: blocks,
         imaxpct,
@@ -327,6 +339,16 @@ mod private {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_kernel_headers() {
+        assert_eq!(dm_request(DmCmd::Version), 0xc138_fd00);
+        assert_eq!(dm_request(DmCmd::TableLoad), 0xc138_fd09);
+        assert_eq!(dm_request(DmCmd::TableStatus), 0xc138_fd0c);
+        assert_eq!(dm_request(DmCmd::TargetMsg), 0xc138_fd0e);
+        assert_eq!(EXT4_IOC_RESIZE_FS, 0x4008_6610);
+        assert_eq!(XFS_IOC_FSGROWFSDATA, 0x4010_586e);
+    }
 
     #[test]
     fn a_dm_buffer_header_never_claims_more_than_the_buffer() {
