@@ -111,6 +111,15 @@ pub enum DriverError {
         #[source]
         rollback: Box<DriverError>,
     },
+    /// An operation failed, and failed again when tried once more; both are kept.
+    #[error("{error}; the try before failed too")]
+    RetryFailed {
+        /// The failure of the second try.
+        error: Box<DriverError>,
+        /// The failure of the first try.
+        #[source]
+        first: Box<DriverError>,
+    },
     /// A backend-specific failure (each backend has its own error enum).
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -139,8 +148,14 @@ impl DriverError {
     /// operation then left the layer as it was (checked by the `no_space` tests on every
     /// host backend); freeing space and trying again is the remedy.
     pub fn is_storage_full(&self) -> bool {
-        if let DriverError::RollbackFailed { error, rollback } = self {
-            return error.is_storage_full() || rollback.is_storage_full();
+        match self {
+            DriverError::RollbackFailed { error, rollback } => {
+                return error.is_storage_full() || rollback.is_storage_full()
+            }
+            DriverError::RetryFailed { error, first } => {
+                return error.is_storage_full() || first.is_storage_full()
+            }
+            _ => {}
         }
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(err) = cur {
@@ -161,6 +176,7 @@ impl DriverError {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             DriverError::Io { source, .. } => source.raw_os_error(),
+            DriverError::RetryFailed { error, .. } => error.raw_os_error(),
             _ => None,
         }
     }
