@@ -101,6 +101,7 @@ impl Dm {
                         std::io::Error::from_raw_os_error(libc::ENOENT),
                     ));
                 };
+                // best effort: if either fails, the open below fails and says so
                 let _ = std::fs::create_dir_all("/dev/mapper");
                 let _ = rustix::fs::mknodat(
                     rustix::fs::CWD,

@@ -318,7 +318,7 @@ impl Devmapper {
         meta.pending.insert(BASE_KEY.to_owned(), id);
         self.meta.save(meta)?;
         self.pool.create_thin(id)?;
-        let made = (|| {
+        let made: Result<()> = (|| {
             let node = self.pool.activate(id, self.base_size)?;
             fs.make(&node)?;
             let mnt = self.home.join("mnt").join(".base");
@@ -340,6 +340,7 @@ impl Devmapper {
                 .ctx("change owner of", &mnt)
             })();
             let unmounted = filesystem::unmount(&mnt);
+            // an empty directory left behind is harmless: the next base creation reuses it
             let _ = std::fs::remove_dir(&mnt);
             emptied?;
             unmounted?;
@@ -347,11 +348,14 @@ impl Devmapper {
             Ok(())
         })();
         if let Err(e) = made {
-            let _ = self.pool.deactivate_thin(id);
-            let _ = self.pool.delete(id);
+            let deactivated = self.pool.deactivate_thin(id);
+            let deleted = self.pool.delete(id);
             meta.pending.remove(BASE_KEY);
-            let _ = self.meta.save(meta);
-            return Err(e);
+            let saved = self.meta.save(meta);
+            return Err(e
+                .with_rollback(deactivated)
+                .with_rollback(deleted)
+                .with_rollback(saved));
         }
         meta.pending.remove(BASE_KEY);
         meta.base = Some(BaseDevice {
@@ -401,9 +405,9 @@ impl Devmapper {
         t.step("activate");
         layer_mount::make_mount_point(&mnt)?;
         if let Err(e) = fs.mount(&node, &mnt, read_only) {
-            let _ = filesystem::unmount(&mnt);
-            let _ = self.pool.deactivate_thin(dev.device_id);
-            return Err(e);
+            let unmounted = filesystem::unmount(&mnt);
+            let deactivated = self.pool.deactivate_thin(dev.device_id);
+            return Err(e.with_rollback(unmounted).with_rollback(deactivated));
         }
         t.step("mount");
         Ok(())
@@ -558,6 +562,7 @@ impl Backend for Devmapper {
             fs.mount(&node, &mnt, false)?;
             let grown = fs.grow(&mnt, size);
             let unmounted = filesystem::unmount(&mnt);
+            // an empty mount point left behind is harmless: the layer's next get uses it
             let _ = std::fs::remove_dir(&mnt);
             self.pool.deactivate_thin(dev_id)?;
             grown?;

@@ -89,7 +89,11 @@ impl Pool {
                 return Ok(());
             }
             // a device without a table (a crash between create and load): start again
-            let _ = self.dm.remove(&self.name, false);
+            match self.dm.remove(&self.name, false) {
+                Ok(()) => {}
+                Err(e) if e.errno() == Some(libc::ENXIO) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let PoolSource::Loopback {
             data,
@@ -107,7 +111,11 @@ impl Pool {
         // superblock: made (or made again) together with a new data file.
         let new_data = loopback::make_sparse_file(data, *data_size, false)?;
         if new_data {
-            let _ = std::fs::remove_file(metadata);
+            match std::fs::remove_file(metadata) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx("remove the old metadata file", metadata),
+            }
         }
         loopback::make_sparse_file(metadata, *metadata_size, true)?;
         let data_dev = loopback::attach(data)?;
@@ -134,8 +142,8 @@ impl Pool {
             )
             .and_then(|()| self.dm.resume(&self.name));
         if let Err(e) = loaded {
-            let _ = self.dm.remove(&self.name, false);
-            return Err(e.into());
+            let removed = self.dm.remove(&self.name, false).map_err(dm_err);
+            return Err(dm_err(e).with_rollback(removed));
         }
         // the loop devices stay attached while the pool holds them, and detach after it
         data_dev.close();
@@ -264,6 +272,8 @@ impl Pool {
         let info = match self.dm.info(&name).map_err(dm_err)? {
             Some(info) if info.active => {
                 if info.deferred_remove {
+                    // If this fails, the kernel removes the device at its last close: the
+                    // layer's next activation makes it again, so nothing depends on it.
                     let _ = self.dm.message(&name, "@cancel_deferred_remove");
                 }
                 info
@@ -277,8 +287,8 @@ impl Pool {
                     .load(&name, sectors, "thin", &table)
                     .and_then(|()| self.dm.resume(&name));
                 if let Err(e) = loaded {
-                    let _ = self.dm.remove(&name, false);
-                    return Err(e.into());
+                    let removed = self.dm.remove(&name, false).map_err(dm_err);
+                    return Err(dm_err(e).with_rollback(removed));
                 }
                 self.dm
                     .info(&name)
@@ -316,7 +326,12 @@ impl Pool {
             if st.st_rdev == want {
                 return Ok(());
             }
-            let _ = std::fs::remove_file(&node);
+            // not dropped: a stale node that stays would pass the EEXIST below as ours
+            match std::fs::remove_file(&node) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx("remove the stale device node", node),
+            }
         }
         match rustix::fs::mknodat(
             rustix::fs::CWD,
@@ -343,6 +358,7 @@ impl Pool {
     pub fn deactivate_thin(&self, id: u32) -> Result<bool> {
         let name = self.thin_name(id);
         if self.keep_as_spare(&name)? {
+            // a node left behind is harmless: make_node checks a node's device before use
             let _ = std::fs::remove_file(self.node(&name));
             return Ok(true);
         }
@@ -365,6 +381,7 @@ impl Pool {
                 Err(e) => return Err(e.into()),
             }
         }
+        // as above: make_node replaces a stale node
         let _ = std::fs::remove_file(self.node(&name));
         Ok(done)
     }
@@ -429,7 +446,7 @@ impl Pool {
             Err(e) => match self.dm.remove(&retiring, false) {
                 Ok(()) => {}
                 Err(r) if r.errno() == Some(libc::ENXIO) => {}
-                Err(_) => return Err(dm_err(e)),
+                Err(r) => return Err(dm_err(e).with_rollback(Err::<(), _>(dm_err(r)))),
             },
         }
         Ok(true)
@@ -469,6 +486,7 @@ impl Pool {
     /// metadata does not know are found.
     pub fn thin_exists(&self, id: u32) -> Result<bool> {
         let probe = format!("{}-probe", self.prefix);
+        // one a crash left: if it cannot go, the create below fails and says so
         let _ = self.dm.remove(&probe, false);
         let table = ThinTable {
             pool: self.pool_major_minor()?,
@@ -477,7 +495,12 @@ impl Pool {
         .to_string();
         self.dm.create(&probe).map_err(dm_err)?;
         let loaded = self.dm.load(&probe, 8, "thin", &table);
-        let _ = self.dm.remove(&probe, false);
+        // not dropped: a probe left behind would hold the thin device it names
+        match self.dm.remove(&probe, false) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::ENXIO) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(loaded.is_ok())
     }
 

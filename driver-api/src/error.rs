@@ -135,6 +135,18 @@ impl DriverError {
         }
     }
 
+    /// This error, or when `rollback` (the undoing of what the failed operation did) failed
+    /// too, a [`DriverError::RollbackFailed`] keeping both.
+    pub fn with_rollback<T>(self, rollback: Result<T>) -> Self {
+        match rollback {
+            Ok(_) => self,
+            Err(rb) => DriverError::RollbackFailed {
+                error: Box::new(self),
+                rollback: Box::new(rb),
+            },
+        }
+    }
+
     /// An [`DriverError::InvalidArchive`] for `entry`.
     pub fn archive(entry: impl Into<String>, reason: impl Into<String>) -> Self {
         DriverError::InvalidArchive {
@@ -191,5 +203,36 @@ pub trait IoContext<T> {
 impl<T, E: Into<io::Error>> IoContext<T> for std::result::Result<T, E> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| DriverError::io(op, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enospc(op: &'static str) -> DriverError {
+        DriverError::io(op, "/x", io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+
+    #[test]
+    fn a_failed_rollback_is_kept_beside_the_error_and_a_good_one_leaves_it_alone() {
+        let alone = enospc("write").with_rollback(Ok(()));
+        assert!(
+            matches!(alone, DriverError::Io { op: "write", .. }),
+            "{alone:?}"
+        );
+        let both = DriverError::NotMounted(LayerId::new("a").unwrap())
+            .with_rollback(Ok(1))
+            .with_rollback(Err::<(), _>(enospc("remove")));
+        let DriverError::RollbackFailed { error, rollback } = &both else {
+            panic!("the rollback's failure was dropped: {both:?}");
+        };
+        assert!(matches!(**error, DriverError::NotMounted(_)), "{error:?}");
+        assert!(matches!(**rollback, DriverError::Io { op: "remove", .. }));
+        assert!(both.is_storage_full(), "ENOSPC of the rollback counts");
+        assert_eq!(
+            both.to_string(),
+            "layer a is not mounted; rolling back failed too"
+        );
     }
 }
