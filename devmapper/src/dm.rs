@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::error::DevmapperError;
 use crate::sys::{self, DmBuffer, DmCmd, DmIoctl, DmTargetSpec, DM_TARGET_SPEC_SIZE};
+use crate::target::Table;
 
 /// What `DM_DEV_STATUS` says of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,16 +137,17 @@ impl Dm {
         Ok(info_of(&buf.header()))
     }
 
-    /// `DM_TABLE_LOAD` of one target, `length` sectors of `target` with `params`, into the
-    /// device's inactive slot (live at the next resume).
-    pub fn load(&self, name: &str, length: u64, target: &str, params: &str) -> Result<()> {
+    /// `DM_TABLE_LOAD` of `table` into the device's inactive slot (live at the next resume).
+    pub fn load(&self, name: &str, table: &Table) -> Result<()> {
+        let target = table.target.type_name();
+        let params = table.target.to_string();
         let mut buf = request(name, 0, DM_TARGET_SPEC_SIZE + params.len() + 1)?;
         let mut hdr = buf.header();
         hdr.target_count = 1;
         buf.set_header(&hdr);
         let mut spec = DmTargetSpec {
             sector_start: 0,
-            length,
+            length: table.length.0,
             status: 0,
             next: 0,
             target_type: [0; 16],

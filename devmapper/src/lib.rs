@@ -50,7 +50,9 @@ mod loopback;
 pub mod metadata;
 mod pool;
 mod pool_status;
+mod sectors;
 mod sys;
+mod target;
 mod trace;
 
 use std::collections::BTreeMap;
@@ -65,6 +67,7 @@ pub use error::DevmapperError;
 use filesystem::Fs;
 use metadata::{BaseDevice, Metadata, MetadataFile, ThinDevice, BASE_KEY};
 use pool::{Deleted, Pool, PoolSource};
+pub use sectors::{Bytes, Sectors};
 use trace::Trace;
 
 /// The devmapper driver: the shared layer store over [`Devmapper`].
@@ -172,7 +175,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<DevmapperDri
             },
         ),
     };
-    let pool = Pool::new(name, prefix, source, o.block_size).map_err(|e| match e {
+    let pool = Pool::new(name, prefix, source, Bytes(o.block_size)).map_err(|e| match e {
         DriverError::Backend(b) => unsupported(format!(
             "{b}: {}",
             std::error::Error::source(&*b)
@@ -186,7 +189,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<DevmapperDri
         home: home.clone(),
         pool,
         fs_opt: o.fs,
-        base_size: o.base_size,
+        base_size: Bytes(o.base_size),
     };
     {
         let _lock = backend.meta.lock()?;
@@ -205,7 +208,7 @@ pub struct Devmapper {
     meta: MetadataFile,
     pool: Pool,
     fs_opt: Option<Fs>,
-    base_size: u64,
+    base_size: Bytes,
 }
 
 impl Devmapper {
@@ -428,7 +431,7 @@ impl Devmapper {
         if !was_live {
             self.pool.activate(dev.device_id, dev.size)?;
         }
-        let bytes = self.pool.mapped_bytes(dev.device_id);
+        let bytes = self.pool.mapped_bytes(dev.device_id).map(|b| b.0);
         if !was_live {
             self.pool.deactivate_thin(dev.device_id)?;
         }
@@ -522,14 +525,14 @@ impl Backend for Devmapper {
             Some(p) => self.device(&meta, p)?,
             None => base.device,
         };
-        let size = match opts.size_limit {
+        let size = match opts.size_limit.map(Bytes) {
             Some(limit) if limit < base.device.size => {
                 return Err(unsupported(format!(
-                    "a size limit of {limit} bytes is below the base device's {} (dm.basesize)",
-                    base.device.size
+                    "a size limit of {} bytes is below the base device's {} (dm.basesize)",
+                    limit.0, base.device.size.0
                 )))
             }
-            Some(limit) => origin.size.max(limit.div_ceil(pool::SECTOR) * pool::SECTOR),
+            Some(limit) => origin.size.max(limit.round_up_to_sector()),
             None => origin.size,
         };
         let dev_id = meta.allocate().map_err(DriverError::from)?;
@@ -574,7 +577,7 @@ impl Backend for Devmapper {
         }
         Ok(BTreeMap::from([
             ("device_id".to_owned(), dev_id.to_string()),
-            ("device_size".to_owned(), size.to_string()),
+            ("device_size".to_owned(), size.0.to_string()),
         ]))
     }
 
@@ -692,14 +695,14 @@ impl Backend for Devmapper {
         let mut s: Status = Vec::new();
         let meta = self.meta.load().unwrap_or_default();
         s.push(("Pool Name".into(), self.pool.name.clone()));
-        s.push(("Pool Blocksize".into(), Self::human(self.pool.block_size)));
+        s.push(("Pool Blocksize".into(), Self::human(self.pool.block_size.0)));
         if let Some(b) = &meta.base {
-            s.push(("Base Device Size".into(), Self::human(b.device.size)));
+            s.push(("Base Device Size".into(), Self::human(b.device.size.0)));
             s.push(("Backing Filesystem".into(), b.fs.clone()));
         }
         match self.pool_up().and_then(|()| self.pool.status()) {
             Ok(st) => {
-                let bs = self.pool.block_size;
+                let bs = self.pool.block_size.0;
                 s.push(("Data Space Used".into(), Self::human(st.data_used * bs)));
                 s.push(("Data Space Total".into(), Self::human(st.data_total * bs)));
                 s.push((

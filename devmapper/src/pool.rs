@@ -12,9 +12,8 @@ use crate::dm::{DeviceInfo, Dm};
 use crate::error::DevmapperError;
 use crate::loopback;
 use crate::pool_status::{PoolStatus, PoolTable, ThinStatus, ThinTable};
-
-/// Sector size of device-mapper tables.
-pub const SECTOR: u64 = 512;
+use crate::sectors::{Bytes, Sectors};
+use crate::target::{Table, Target};
 
 /// Where the pool comes from.
 #[derive(Debug, Clone)]
@@ -56,8 +55,8 @@ pub struct Pool {
     pub prefix: String,
     /// Where the pool comes from.
     pub source: PoolSource,
-    /// Data block size in bytes.
-    pub block_size: u64,
+    /// Data block size.
+    pub block_size: Bytes,
 }
 
 fn dm_err(e: DevmapperError) -> DriverError {
@@ -66,7 +65,12 @@ fn dm_err(e: DevmapperError) -> DriverError {
 
 impl Pool {
     /// The pool called `name`, or to be made from `source`.
-    pub fn new(name: String, prefix: String, source: PoolSource, block_size: u64) -> Result<Pool> {
+    pub fn new(
+        name: String,
+        prefix: String,
+        source: PoolSource,
+        block_size: Bytes,
+    ) -> Result<Pool> {
         Ok(Pool {
             dm: Dm::open().map_err(dm_err)?,
             name,
@@ -120,26 +124,24 @@ impl Pool {
         loopback::make_sparse_file(metadata, *metadata_size, true)?;
         let data_dev = loopback::attach(data)?;
         let meta_dev = loopback::attach(metadata)?;
-        let data_bytes = std::fs::metadata(data).ctx("stat", data)?.len();
-        let block_sectors = self.block_size / SECTOR;
-        let table = PoolTable {
-            metadata: meta_dev.major_minor.clone(),
-            data: data_dev.major_minor.clone(),
-            block_sectors,
-            // an event when 1% is left (nothing listens: the pool's status says it too)
-            low_water_blocks: (data_bytes / self.block_size / 100).max(1),
-            // a full pool fails a container's writes with ENOSPC instead of hanging them
-            error_if_no_space: true,
+        let data_bytes = Bytes(std::fs::metadata(data).ctx("stat", data)?.len());
+        let block_sectors = self.block_size.sectors();
+        let table = Table {
+            length: data_bytes.sectors().round_down_to(block_sectors),
+            target: Target::ThinPool(PoolTable {
+                metadata: meta_dev.major_minor.clone(),
+                data: data_dev.major_minor.clone(),
+                block_sectors,
+                // an event when 1% is left (nothing listens: the pool's status says it too)
+                low_water_blocks: (data_bytes.0 / self.block_size.0 / 100).max(1),
+                // a full pool fails a container's writes with ENOSPC instead of hanging them
+                error_if_no_space: true,
+            }),
         };
         self.dm.create(&self.name).map_err(dm_err)?;
         let loaded = self
             .dm
-            .load(
-                &self.name,
-                data_bytes / SECTOR / block_sectors * block_sectors,
-                "thin-pool",
-                &table.to_string(),
-            )
+            .load(&self.name, &table)
             .and_then(|()| self.dm.resume(&self.name));
         if let Err(e) = loaded {
             let removed = self.dm.remove(&self.name, false).map_err(dm_err);
@@ -259,16 +261,11 @@ impl Pool {
         }
     }
 
-    /// Makes thin device `id` live with `size` bytes (grown if it was smaller) and returns
-    /// its node. A pending deferred removal is cancelled.
-    pub fn activate(&self, id: u32, size: u64) -> Result<PathBuf> {
+    /// Makes thin device `id` live with `size` (grown if it was smaller) and returns its
+    /// node. A pending deferred removal is cancelled.
+    pub fn activate(&self, id: u32, size: Bytes) -> Result<PathBuf> {
         let name = self.thin_name(id);
-        let sectors = size / SECTOR;
-        let table = ThinTable {
-            pool: self.pool_major_minor()?,
-            device_id: id,
-        }
-        .to_string();
+        let table = self.thin_table(id, size)?;
         let info = match self.dm.info(&name).map_err(dm_err)? {
             Some(info) if info.active => {
                 if info.deferred_remove {
@@ -284,7 +281,7 @@ impl Pool {
                 }
                 let loaded = self
                     .dm
-                    .load(&name, sectors, "thin", &table)
+                    .load(&name, &table)
                     .and_then(|()| self.dm.resume(&name));
                 if let Err(e) = loaded {
                     let removed = self.dm.remove(&name, false).map_err(dm_err);
@@ -303,18 +300,23 @@ impl Pool {
         Ok(self.node(&name))
     }
 
-    /// Grows live thin device `id` to `size` bytes (a new table, swapped in by a
-    /// suspend and resume).
-    pub fn grow(&self, id: u32, size: u64) -> Result<()> {
+    /// The table of thin device `id` with `size` (in whole sectors).
+    fn thin_table(&self, id: u32, size: Bytes) -> Result<Table> {
+        Ok(Table {
+            length: size.sectors(),
+            target: Target::Thin(ThinTable {
+                pool: self.pool_major_minor()?,
+                device_id: id,
+            }),
+        })
+    }
+
+    /// Grows live thin device `id` to `size` (a new table, swapped in by a suspend and
+    /// resume).
+    pub fn grow(&self, id: u32, size: Bytes) -> Result<()> {
         let name = self.thin_name(id);
-        let table = ThinTable {
-            pool: self.pool_major_minor()?,
-            device_id: id,
-        }
-        .to_string();
-        self.dm
-            .load(&name, size / SECTOR, "thin", &table)
-            .map_err(dm_err)?;
+        let table = self.thin_table(id, size)?;
+        self.dm.load(&name, &table).map_err(dm_err)?;
         self.dm.suspend(&name).map_err(dm_err)?;
         self.dm.resume(&name).map_err(dm_err)
     }
@@ -433,7 +435,13 @@ impl Pool {
         let spare = format!("{}{}", self.spare_prefix(), info.minor());
         let released = self
             .dm
-            .load(&retiring, 8, "error", "")
+            .load(
+                &retiring,
+                &Table {
+                    length: Sectors(8),
+                    target: Target::Error,
+                },
+            )
             .and_then(|()| self.dm.resume(&retiring))
             .and_then(|()| {
                 graphdriver_api::failpoint::hit("devmapper.spare.retiring");
@@ -488,13 +496,9 @@ impl Pool {
         let probe = format!("{}-probe", self.prefix);
         // one a crash left: if it cannot go, the create below fails and says so
         let _ = self.dm.remove(&probe, false);
-        let table = ThinTable {
-            pool: self.pool_major_minor()?,
-            device_id: id,
-        }
-        .to_string();
+        let table = self.thin_table(id, Sectors(8).bytes())?;
         self.dm.create(&probe).map_err(dm_err)?;
-        let loaded = self.dm.load(&probe, 8, "thin", &table);
+        let loaded = self.dm.load(&probe, &table);
         // not dropped: a probe left behind would hold the thin device it names
         match self.dm.remove(&probe, false) {
             Ok(()) => {}
@@ -518,11 +522,10 @@ impl Pool {
         Ok(out)
     }
 
-    /// Bytes mapped by live thin device `id` (its own blocks and those shared with its
-    /// origin).
-    pub fn mapped_bytes(&self, id: u32) -> Result<u64> {
+    /// What live thin device `id` maps (its own blocks and those shared with its origin).
+    pub fn mapped_bytes(&self, id: u32) -> Result<Bytes> {
         let line = self.dm.status(&self.thin_name(id)).map_err(dm_err)?;
         let st: ThinStatus = line.parse().map_err(dm_err)?;
-        Ok(st.mapped_sectors * SECTOR)
+        Ok(st.mapped_sectors.bytes())
     }
 }
