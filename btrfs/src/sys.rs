@@ -4,15 +4,13 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-const BTRFS_IOCTL_MAGIC: u64 = 0x94;
+use rustix::ioctl::opcode::{read, read_write, write};
 
-const fn ioc(dir: u64, nr: u64, size: usize) -> libc::c_ulong {
-    ((dir << 30) | ((size as u64) << 16) | (BTRFS_IOCTL_MAGIC << 8) | nr) as libc::c_ulong
-}
-const W: u64 = 1;
-const R: u64 = 2;
+/// `BTRFS_IOCTL_MAGIC`, the group of every btrfs ioctl.
+const BTRFS_IOCTL_MAGIC: u8 = 0x94;
 
 /// `struct btrfs_ioctl_vol_args`.
 #[repr(C)]
@@ -20,6 +18,7 @@ pub struct VolArgs {
     pub fd: i64,
     pub name: [u8; 4088],
 }
+const _: () = assert!(size_of::<VolArgs>() == 4096);
 
 /// `struct btrfs_ioctl_vol_args_v2`.
 #[repr(C)]
@@ -30,6 +29,7 @@ pub struct VolArgsV2 {
     pub unused: [u64; 4],
     pub name: [u8; 4040],
 }
+const _: () = assert!(size_of::<VolArgsV2>() == 4096);
 
 /// `struct btrfs_qgroup_limit` inside `struct btrfs_ioctl_qgroup_limit_args`.
 #[repr(C)]
@@ -42,6 +42,7 @@ pub struct QgroupLimitArgs {
     pub rsv_rfer: u64,
     pub rsv_excl: u64,
 }
+const _: () = assert!(size_of::<QgroupLimitArgs>() == 48);
 
 /// `struct btrfs_ioctl_quota_ctl_args`.
 #[repr(C)]
@@ -49,6 +50,7 @@ pub struct QuotaCtlArgs {
     pub cmd: u64,
     pub status: u64,
 }
+const _: () = assert!(size_of::<QuotaCtlArgs>() == 16);
 
 /// `struct btrfs_ioctl_ino_lookup_args`.
 #[repr(C)]
@@ -57,6 +59,7 @@ pub struct InoLookupArgs {
     pub objectid: u64,
     pub name: [u8; 4080],
 }
+const _: () = assert!(size_of::<InoLookupArgs>() == 4096);
 
 /// `struct btrfs_ioctl_fs_info_args`.
 #[repr(C)]
@@ -66,16 +69,18 @@ pub struct FsInfoArgs {
     pub fsid: [u8; 16],
     pub rest: [u8; 992],
 }
+const _: () = assert!(size_of::<FsInfoArgs>() == 1024);
 
-const IOC_SUBVOL_CREATE: libc::c_ulong = ioc(W, 14, std::mem::size_of::<VolArgs>());
-const IOC_SNAP_DESTROY: libc::c_ulong = ioc(W, 15, std::mem::size_of::<VolArgs>());
-const IOC_INO_LOOKUP: libc::c_ulong = ioc(W | R, 18, std::mem::size_of::<InoLookupArgs>());
-const IOC_SNAP_CREATE_V2: libc::c_ulong = ioc(W, 23, std::mem::size_of::<VolArgsV2>());
-const IOC_SUBVOL_GETFLAGS: libc::c_ulong = ioc(R, 25, 8);
-const IOC_SUBVOL_SETFLAGS: libc::c_ulong = ioc(W, 26, 8);
-const IOC_FS_INFO: libc::c_ulong = ioc(R, 31, std::mem::size_of::<FsInfoArgs>());
-const IOC_QUOTA_CTL: libc::c_ulong = ioc(W | R, 40, std::mem::size_of::<QuotaCtlArgs>());
-const IOC_QGROUP_LIMIT: libc::c_ulong = ioc(R, 43, std::mem::size_of::<QgroupLimitArgs>());
+const IOC_SUBVOL_CREATE: libc::c_ulong = write::<VolArgs>(BTRFS_IOCTL_MAGIC, 14) as _;
+const IOC_SNAP_DESTROY: libc::c_ulong = write::<VolArgs>(BTRFS_IOCTL_MAGIC, 15) as _;
+const IOC_INO_LOOKUP: libc::c_ulong = read_write::<InoLookupArgs>(BTRFS_IOCTL_MAGIC, 18) as _;
+const IOC_SNAP_CREATE_V2: libc::c_ulong = write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 23) as _;
+const IOC_SUBVOL_GETFLAGS: libc::c_ulong = read::<u64>(BTRFS_IOCTL_MAGIC, 25) as _;
+const IOC_SUBVOL_SETFLAGS: libc::c_ulong = write::<u64>(BTRFS_IOCTL_MAGIC, 26) as _;
+const IOC_FS_INFO: libc::c_ulong = read::<FsInfoArgs>(BTRFS_IOCTL_MAGIC, 31) as _;
+const IOC_QUOTA_CTL: libc::c_ulong = read_write::<QuotaCtlArgs>(BTRFS_IOCTL_MAGIC, 40) as _;
+// `_IOR` in the kernel header, though the kernel only reads the argument.
+const IOC_QGROUP_LIMIT: libc::c_ulong = read::<QgroupLimitArgs>(BTRFS_IOCTL_MAGIC, 43) as _;
 
 /// `BTRFS_SUBVOL_RDONLY`: the subvolume (or snapshot) is read-only.
 pub const SUBVOL_RDONLY: u64 = 1 << 1;
@@ -243,10 +248,31 @@ struct SubvolInfoArgs {
     times: [u8; 64],
     reserved: [u64; 8],
 }
+const _: () = assert!(size_of::<SubvolInfoArgs>() == 504);
 
-const IOC_GET_SUBVOL_INFO: libc::c_ulong = ioc(R, 60, std::mem::size_of::<SubvolInfoArgs>());
-const IOC_TREE_SEARCH_V2: libc::c_ulong = ioc(W | R, 17, 112);
-const IOC_INO_PATHS: libc::c_ulong = ioc(W | R, 35, 56);
+const IOC_GET_SUBVOL_INFO: libc::c_ulong = read::<SubvolInfoArgs>(BTRFS_IOCTL_MAGIC, 60) as _;
+const IOC_TREE_SEARCH_V2: libc::c_ulong = read_write::<SearchArgsV2>(BTRFS_IOCTL_MAGIC, 17) as _;
+const IOC_INO_PATHS: libc::c_ulong = read_write::<InoPathArgs>(BTRFS_IOCTL_MAGIC, 35) as _;
+
+/// `struct btrfs_ioctl_search_args_v2` without its flexible `buf[]`: the search key (104
+/// bytes) and `buf_size`. [`tree_search_v2`] lays it out as words, the buffer after it.
+#[repr(C)]
+struct SearchArgsV2 {
+    key: [u64; 13],
+    buf_size: u64,
+}
+const _: () = assert!(size_of::<SearchArgsV2>() == 112);
+
+/// `struct btrfs_ioctl_ino_path_args`.
+#[repr(C)]
+struct InoPathArgs {
+    inum: u64,
+    size: u64,
+    reserved: [u64; 4],
+    /// The address of the `struct btrfs_data_container` the kernel fills.
+    fspath: u64,
+}
+const _: () = assert!(size_of::<InoPathArgs>() == 56);
 
 /// `ioctl(subvol, BTRFS_IOC_GET_SUBVOL_INFO)`: the transaction that created the subvolume
 /// (`otransid`): for a snapshot, every inode changed since has a later `transid`.
@@ -287,25 +313,31 @@ pub fn tree_search_v2(
     min_transid: u64,
 ) -> io::Result<Vec<SearchItem>> {
     const BUF: usize = 64 * 1024;
-    // struct btrfs_ioctl_search_args_v2: key (104 bytes), buf_size (8), then the buffer
-    let mut args = vec![0u64; (112 + BUF) / 8];
+    // struct btrfs_ioctl_search_args_v2: key and buf_size (words 0..14), then the buffer
+    let mut args = vec![0u64; (size_of::<SearchArgsV2>() + BUF) / 8];
     let (mut obj, mut typ, mut off) = (min_objectid, 0u32, 0u64);
     let mut out = Vec::new();
     loop {
-        {
-            let k = &mut args[..14];
-            k[0] = 0; // tree_id: the fd's subvolume
-            k[1] = obj; // min_objectid
-            k[2] = u64::MAX; // max_objectid
-            k[3] = off; // min_offset
-            k[4] = u64::MAX; // max_offset
-            k[5] = min_transid;
-            k[6] = u64::MAX; // max_transid
-            k[7] = u64::from(typ) | (u64::from(u32::MAX) << 32); // min_type, max_type
-            k[8] = 4096; // nr_items, unused
-            k[9..13].fill(0);
-            k[13] = BUF as u64; // buf_size
-        }
+        let head = SearchArgsV2 {
+            key: [
+                0,        // tree_id: the fd's subvolume
+                obj,      // min_objectid
+                u64::MAX, // max_objectid
+                off,      // min_offset
+                u64::MAX, // max_offset
+                min_transid,
+                u64::MAX,                                     // max_transid
+                u64::from(typ) | (u64::from(u32::MAX) << 32), // min_type, max_type
+                4096,                                         // nr_items, unused
+                0,                                            // unused1..unused4
+                0,
+                0,
+                0,
+            ],
+            buf_size: BUF as u64,
+        };
+        args[..13].copy_from_slice(&head.key);
+        args[13] = head.buf_size;
         // SAFETY: `args` is a btrfs_ioctl_search_args_v2 with buf_size set to the BUF bytes
         // that follow it in the same allocation; the kernel writes at most that many.
         check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_TREE_SEARCH_V2, args.as_mut_ptr()) })?;
@@ -354,14 +386,15 @@ pub fn ino_paths(fd: BorrowedFd<'_>, inum: u64) -> io::Result<Vec<Vec<u8>>> {
     // struct btrfs_data_container: bytes_left, bytes_missing, elem_cnt, elem_missed (u32),
     // then val[] (u64 offsets from &val[0] to NUL-terminated paths)
     let mut buf = vec![0u64; SIZE / 8];
-    // struct btrfs_ioctl_ino_path_args: inum, size, reserved[4], fspath
-    let mut args = [0u64; 7];
-    args[0] = inum;
-    args[1] = SIZE as u64;
-    args[6] = buf.as_mut_ptr() as u64;
+    let mut args = InoPathArgs {
+        inum,
+        size: SIZE as u64,
+        reserved: [0; 4],
+        fspath: buf.as_mut_ptr() as u64,
+    };
     // SAFETY: `args` is a btrfs_ioctl_ino_path_args whose fspath points to SIZE writable
     // bytes (`buf`), which outlive the call.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_INO_PATHS, args.as_mut_ptr()) })?;
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_INO_PATHS, &mut args as *mut InoPathArgs) })?;
     let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let elem_cnt = u32::from_ne_bytes(bytes[8..12].try_into().unwrap_or([0; 4])) as usize;
     let elem_missed = u32::from_ne_bytes(bytes[12..16].try_into().unwrap_or([0; 4]));

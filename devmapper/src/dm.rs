@@ -5,7 +5,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::DevmapperError;
-use crate::sys::{self, DmCmd, DmIoctl, DmTargetSpec, DM_IOCTL_SIZE, DM_TARGET_SPEC_SIZE};
+use crate::sys::{self, DmBuffer, DmCmd, DmIoctl, DmTargetSpec, DM_TARGET_SPEC_SIZE};
+use crate::target::Table;
 
 /// What `DM_DEV_STATUS` says of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,58 +48,27 @@ pub struct Dm {
 
 type Result<T> = std::result::Result<T, DevmapperError>;
 
-/// A buffer for one ioctl: the header, then `data`.
-struct DmBuffer {
-    words: Vec<u64>,
+/// A buffer for one ioctl on device `name` with `flags`, and room for `capacity` bytes of
+/// data.
+fn request(name: &str, flags: u32, capacity: usize) -> Result<DmBuffer> {
+    if name.len() >= sys::DM_NAME_LEN {
+        return Err(DevmapperError::NameTooLong(name.to_owned()));
+    }
+    let mut buf = DmBuffer::new(capacity);
+    let mut hdr = buf.header();
+    hdr.flags = flags;
+    hdr.name[..name.len()].copy_from_slice(name.as_bytes());
+    buf.set_header(&hdr);
+    Ok(buf)
 }
 
-impl DmBuffer {
-    fn new(name: &str, flags: u32, capacity: usize) -> Result<DmBuffer> {
-        if name.len() >= sys::DM_NAME_LEN {
-            return Err(DevmapperError::NameTooLong(name.to_owned()));
-        }
-        let size = (DM_IOCTL_SIZE + capacity).div_ceil(8) * 8;
-        let mut buf = DmBuffer {
-            words: vec![0u64; size / 8],
-        };
-        let mut hdr = buf.header();
-        hdr.version = [4, 0, 0];
-        hdr.data_size = size as u32;
-        hdr.data_start = DM_IOCTL_SIZE as u32;
-        hdr.flags = flags;
-        hdr.name[..name.len()].copy_from_slice(name.as_bytes());
-        buf.set_header(&hdr);
-        Ok(buf)
-    }
-
-    fn bytes(&self) -> &[u8] {
-        sys::as_bytes(&self.words)
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        sys::as_bytes_mut(&mut self.words)
-    }
-
-    fn header(&self) -> DmIoctl {
-        sys::read_struct(&self.bytes()[..DM_IOCTL_SIZE])
-    }
-
-    fn set_header(&mut self, h: &DmIoctl) {
-        sys::write_struct(&mut self.bytes_mut()[..DM_IOCTL_SIZE], h);
-    }
-
-    /// The data area (after the header).
-    fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes_mut()[DM_IOCTL_SIZE..]
-    }
-
-    /// The answer: from `data_start` to `data_size`.
-    fn answer(&self) -> &[u8] {
-        let h = self.header();
-        let end = (h.data_size as usize).min(self.bytes().len());
-        let start = (h.data_start as usize).min(end);
-        &self.bytes()[start..end]
-    }
+/// The answer in `buf` after a call: from `data_start` to `data_size`.
+fn answer(buf: &DmBuffer) -> &[u8] {
+    let h = buf.header();
+    let bytes = buf.bytes();
+    let end = (h.data_size as usize).min(bytes.len());
+    let start = (h.data_start as usize).min(end);
+    &bytes[start..end]
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -132,6 +102,7 @@ impl Dm {
                         std::io::Error::from_raw_os_error(libc::ENOENT),
                     ));
                 };
+                // best effort: if either fails, the open below fails and says so
                 let _ = std::fs::create_dir_all("/dev/mapper");
                 let _ = rustix::fs::mknodat(
                     rustix::fs::CWD,
@@ -145,39 +116,38 @@ impl Dm {
             Err(e) => return Err(DevmapperError::NoDeviceMapper(e.into())),
         };
         let dm = Dm { control };
-        let mut buf = DmBuffer::new("", 0, 0)?;
+        let mut buf = request("", 0, 0)?;
         dm.call(DmCmd::Version, "", &mut buf)?;
         Ok(dm)
     }
 
     fn call(&self, cmd: DmCmd, name: &str, buf: &mut DmBuffer) -> Result<()> {
-        sys::dm_ioctl(self.control.as_fd(), cmd, &mut buf.words).map_err(|source| {
-            DevmapperError::Ioctl {
-                op: cmd,
-                device: name.to_owned(),
-                message: None,
-                source,
-            }
+        sys::dm_ioctl(self.control.as_fd(), cmd, buf).map_err(|source| DevmapperError::Ioctl {
+            op: cmd,
+            device: name.to_owned(),
+            message: None,
+            source,
         })
     }
 
     /// `DM_DEV_CREATE`: a new device without a table.
     pub fn create(&self, name: &str) -> Result<DeviceInfo> {
-        let mut buf = DmBuffer::new(name, 0, 0)?;
+        let mut buf = request(name, 0, 0)?;
         self.call(DmCmd::DevCreate, name, &mut buf)?;
         Ok(info_of(&buf.header()))
     }
 
-    /// `DM_TABLE_LOAD` of one target, `length` sectors of `target` with `params`, into the
-    /// device's inactive slot (live at the next resume).
-    pub fn load(&self, name: &str, length: u64, target: &str, params: &str) -> Result<()> {
-        let mut buf = DmBuffer::new(name, 0, DM_TARGET_SPEC_SIZE + params.len() + 1)?;
+    /// `DM_TABLE_LOAD` of `table` into the device's inactive slot (live at the next resume).
+    pub fn load(&self, name: &str, table: &Table) -> Result<()> {
+        let target = table.target.type_name();
+        let params = table.target.to_string();
+        let mut buf = request(name, 0, DM_TARGET_SPEC_SIZE + params.len() + 1)?;
         let mut hdr = buf.header();
         hdr.target_count = 1;
         buf.set_header(&hdr);
         let mut spec = DmTargetSpec {
             sector_start: 0,
-            length,
+            length: table.length.0,
             status: 0,
             next: 0,
             target_type: [0; 16],
@@ -195,14 +165,14 @@ impl Dm {
 
     /// `DM_DEV_SUSPEND`: suspends the device, freezing the filesystem on it first.
     pub fn suspend(&self, name: &str) -> Result<()> {
-        let mut buf = DmBuffer::new(name, sys::DM_SUSPEND_FLAG, 0)?;
+        let mut buf = request(name, sys::DM_SUSPEND_FLAG, 0)?;
         self.call(DmCmd::DevSuspend, name, &mut buf)
     }
 
     /// `DM_DEV_SUSPEND` without the suspend flag: resumes the device, making a loaded table
     /// live.
     pub fn resume(&self, name: &str) -> Result<()> {
-        let mut buf = DmBuffer::new(name, 0, 0)?;
+        let mut buf = request(name, 0, 0)?;
         self.call(DmCmd::DevSuspend, name, &mut buf)
     }
 
@@ -210,7 +180,7 @@ impl Dm {
     /// open now.
     pub fn remove(&self, name: &str, deferred: bool) -> Result<()> {
         let flags = if deferred { sys::DM_DEFERRED_REMOVE } else { 0 };
-        let mut buf = DmBuffer::new(name, flags, 0)?;
+        let mut buf = request(name, flags, 0)?;
         self.call(DmCmd::DevRemove, name, &mut buf)
     }
 
@@ -220,14 +190,14 @@ impl Dm {
         if new.len() >= sys::DM_NAME_LEN {
             return Err(DevmapperError::NameTooLong(new.to_owned()));
         }
-        let mut buf = DmBuffer::new(name, 0, new.len() + 1)?;
+        let mut buf = request(name, 0, new.len() + 1)?;
         buf.data_mut()[..new.len()].copy_from_slice(new.as_bytes());
         self.call(DmCmd::DevRename, name, &mut buf)
     }
 
     /// `DM_DEV_STATUS`, or `None` when there is no such device.
     pub fn info(&self, name: &str) -> Result<Option<DeviceInfo>> {
-        let mut buf = DmBuffer::new(name, 0, 0)?;
+        let mut buf = request(name, 0, 0)?;
         match self.call(DmCmd::DevStatus, name, &mut buf) {
             Ok(()) => Ok(Some(info_of(&buf.header()))),
             Err(e) if e.errno() == Some(libc::ENXIO) => Ok(None),
@@ -238,7 +208,7 @@ impl Dm {
     /// `DM_TARGET_MSG` to sector 0 of the device: thin-pool messages (`create_thin`,
     /// `create_snap`, `delete`, `set_transaction_id`) and `@cancel_deferred_remove`.
     pub fn message(&self, name: &str, msg: &str) -> Result<()> {
-        let mut buf = DmBuffer::new(name, 0, 8 + msg.len() + 1)?;
+        let mut buf = request(name, 0, 8 + msg.len() + 1)?;
         // struct dm_target_msg { __u64 sector; char message[]; }: sector 0 is already zero
         buf.data_mut()[8..8 + msg.len()].copy_from_slice(msg.as_bytes());
         self.call(DmCmd::TargetMsg, name, &mut buf)
@@ -250,7 +220,7 @@ impl Dm {
         let mut capacity = 4096;
         loop {
             // no flush: a thin pool would commit its metadata for every status asked
-            let mut buf = DmBuffer::new(name, sys::DM_NOFLUSH_FLAG, capacity)?;
+            let mut buf = request(name, sys::DM_NOFLUSH_FLAG, capacity)?;
             self.call(DmCmd::TableStatus, name, &mut buf)?;
             let hdr = buf.header();
             if hdr.flags & sys::DM_BUFFER_FULL_FLAG != 0 {
@@ -260,7 +230,7 @@ impl Dm {
             if hdr.target_count == 0 {
                 return Ok(String::new());
             }
-            let data = buf.answer();
+            let data = answer(&buf);
             if data.len() < DM_TARGET_SPEC_SIZE {
                 return Ok(String::new());
             }
@@ -272,13 +242,13 @@ impl Dm {
     pub fn list(&self) -> Result<Vec<String>> {
         let mut capacity = 16384;
         loop {
-            let mut buf = DmBuffer::new("", 0, capacity)?;
+            let mut buf = request("", 0, capacity)?;
             self.call(DmCmd::ListDevices, "", &mut buf)?;
             if buf.header().flags & sys::DM_BUFFER_FULL_FLAG != 0 {
                 capacity *= 4;
                 continue;
             }
-            let data = buf.answer();
+            let data = answer(&buf);
             let mut out = Vec::new();
             let mut at = 0usize;
             // struct dm_name_list { __u64 dev; __u32 next; char name[]; }, next relative to

@@ -9,6 +9,7 @@ use graphdriver_api::{DriverError, IoContext, Result};
 use rustix::mount::{MountFlags, UnmountFlags};
 
 use crate::error::DevmapperError;
+use crate::sectors::Bytes;
 use crate::sys;
 
 /// The filesystems a base device may have.
@@ -117,12 +118,12 @@ impl Fs {
             .ctx("make private the mount at", at)
     }
 
-    /// Grows the filesystem mounted at `dir` to fill `bytes`.
-    pub fn grow(self, dir: &Path, bytes: u64) -> Result<()> {
+    /// Grows the filesystem mounted at `dir` to fill `size`.
+    pub fn grow(self, dir: &Path, size: Bytes) -> Result<()> {
         let fd = graphdriver_kit::fs::tree::open_dir(dir)?;
         let st = rustix::fs::fstatvfs(&fd).ctx("statfs", dir)?;
         let block = st.f_bsize.max(512);
-        let blocks = bytes / block;
+        let blocks = size.0 / block;
         match self {
             Fs::Ext4 => sys::ext4_ioc_resize_fs(fd.as_fd(), blocks).ctx("grow ext4 at", dir),
             // 25: mkfs.xfs's default share of space for inodes below 1 TiB

@@ -50,7 +50,9 @@ mod loopback;
 pub mod metadata;
 mod pool;
 mod pool_status;
+mod sectors;
 mod sys;
+mod target;
 mod trace;
 
 use std::collections::BTreeMap;
@@ -66,6 +68,7 @@ pub use error::DevmapperError;
 use filesystem::Fs;
 use metadata::{BaseDevice, Metadata, MetadataFile, ThinDevice, BASE_KEY};
 use pool::{Deleted, Pool, PoolSource};
+pub use sectors::{Bytes, Sectors};
 use trace::Trace;
 
 /// The devmapper driver: the shared layer store over [`Devmapper`].
@@ -173,7 +176,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<DevmapperDri
             },
         ),
     };
-    let pool = Pool::new(name, prefix, source, o.block_size).map_err(|e| match e {
+    let pool = Pool::new(name, prefix, source, Bytes(o.block_size)).map_err(|e| match e {
         DriverError::Backend(b) => unsupported(format!(
             "{b}: {}",
             std::error::Error::source(&*b)
@@ -187,7 +190,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<DevmapperDri
         home: home.clone(),
         pool,
         fs_opt: o.fs,
-        base_size: o.base_size,
+        base_size: Bytes(o.base_size),
     };
     {
         let _lock = backend.meta.lock()?;
@@ -206,7 +209,7 @@ pub struct Devmapper {
     meta: MetadataFile,
     pool: Pool,
     fs_opt: Option<Fs>,
-    base_size: u64,
+    base_size: Bytes,
 }
 
 impl Devmapper {
@@ -319,7 +322,7 @@ impl Devmapper {
         meta.pending.insert(BASE_KEY.to_owned(), id);
         self.meta.save(meta)?;
         self.pool.create_thin(id)?;
-        let made = (|| {
+        let made: Result<()> = (|| {
             let node = self.pool.activate(id, self.base_size)?;
             fs.make(&node)?;
             let mnt = self.home.join("mnt").join(".base");
@@ -341,6 +344,7 @@ impl Devmapper {
                 .ctx("change owner of", &mnt)
             })();
             let unmounted = filesystem::unmount(&mnt);
+            // an empty directory left behind is harmless: the next base creation reuses it
             let _ = std::fs::remove_dir(&mnt);
             emptied?;
             unmounted?;
@@ -348,11 +352,14 @@ impl Devmapper {
             Ok(())
         })();
         if let Err(e) = made {
-            let _ = self.pool.deactivate_thin(id);
-            let _ = self.pool.delete(id);
+            let deactivated = self.pool.deactivate_thin(id);
+            let deleted = self.pool.delete(id);
             meta.pending.remove(BASE_KEY);
-            let _ = self.meta.save(meta);
-            return Err(e);
+            let saved = self.meta.save(meta);
+            return Err(e
+                .with_rollback(deactivated)
+                .with_rollback(deleted)
+                .with_rollback(saved));
         }
         meta.pending.remove(BASE_KEY);
         meta.base = Some(BaseDevice {
@@ -402,9 +409,9 @@ impl Devmapper {
         t.step("activate");
         layer_mount::make_mount_point(&mnt)?;
         if let Err(e) = fs.mount(&node, &mnt, read_only) {
-            let _ = filesystem::unmount(&mnt);
-            let _ = self.pool.deactivate_thin(dev.device_id);
-            return Err(e);
+            let unmounted = filesystem::unmount(&mnt);
+            let deactivated = self.pool.deactivate_thin(dev.device_id);
+            return Err(e.with_rollback(unmounted).with_rollback(deactivated));
         }
         t.step("mount");
         Ok(())
@@ -425,7 +432,7 @@ impl Devmapper {
         if !was_live {
             self.pool.activate(dev.device_id, dev.size)?;
         }
-        let bytes = self.pool.mapped_bytes(dev.device_id);
+        let bytes = self.pool.mapped_bytes(dev.device_id).map(|b| b.0);
         if !was_live {
             self.pool.deactivate_thin(dev.device_id)?;
         }
@@ -519,14 +526,14 @@ impl Backend for Devmapper {
             Some(p) => self.device(&meta, p)?,
             None => base.device,
         };
-        let size = match opts.size_limit {
+        let size = match opts.size_limit.map(Bytes) {
             Some(limit) if limit < base.device.size => {
                 return Err(unsupported(format!(
-                    "a size limit of {limit} bytes is below the base device's {} (dm.basesize)",
-                    base.device.size
+                    "a size limit of {} bytes is below the base device's {} (dm.basesize)",
+                    limit.0, base.device.size.0
                 )))
             }
-            Some(limit) => origin.size.max(limit.div_ceil(pool::SECTOR) * pool::SECTOR),
+            Some(limit) => origin.size.max(limit.round_up_to_sector()),
             None => origin.size,
         };
         let dev_id = meta.allocate().map_err(DriverError::from)?;
@@ -559,6 +566,7 @@ impl Backend for Devmapper {
             fs.mount(&node, &mnt, false)?;
             let grown = fs.grow(&mnt, size);
             let unmounted = filesystem::unmount(&mnt);
+            // an empty mount point left behind is harmless: the layer's next get uses it
             let _ = std::fs::remove_dir(&mnt);
             self.pool.deactivate_thin(dev_id)?;
             grown?;
@@ -570,7 +578,7 @@ impl Backend for Devmapper {
         }
         Ok(BTreeMap::from([
             ("device_id".to_owned(), dev_id.to_string()),
-            ("device_size".to_owned(), size.to_string()),
+            ("device_size".to_owned(), size.0.to_string()),
         ]))
     }
 
@@ -688,14 +696,14 @@ impl Backend for Devmapper {
         let mut s: Status = Vec::new();
         let meta = self.meta.load().unwrap_or_default();
         s.push(("Pool Name".into(), self.pool.name.clone()));
-        s.push(("Pool Blocksize".into(), Self::human(self.pool.block_size)));
+        s.push(("Pool Blocksize".into(), Self::human(self.pool.block_size.0)));
         if let Some(b) = &meta.base {
-            s.push(("Base Device Size".into(), Self::human(b.device.size)));
+            s.push(("Base Device Size".into(), Self::human(b.device.size.0)));
             s.push(("Backing Filesystem".into(), b.fs.clone()));
         }
         match self.pool_up().and_then(|()| self.pool.status()) {
             Ok(st) => {
-                let bs = self.pool.block_size;
+                let bs = self.pool.block_size.0;
                 s.push(("Data Space Used".into(), Self::human(st.data_used * bs)));
                 s.push(("Data Space Total".into(), Self::human(st.data_total * bs)));
                 s.push((

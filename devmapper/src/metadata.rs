@@ -16,6 +16,7 @@ use graphdriver_kit::store::{write_atomic, write_durable, FileLock};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DevmapperError;
+use crate::sectors::Bytes;
 
 /// The largest thin device id (ids are 24 bits).
 pub const MAX_DEVICE_ID: u32 = (1 << 24) - 1;
@@ -28,8 +29,8 @@ pub const BASE_KEY: &str = ".base";
 pub struct ThinDevice {
     /// Its id in the pool.
     pub device_id: u32,
-    /// Its size in bytes (a multiple of 512).
-    pub size: u64,
+    /// Its size (a multiple of 512 bytes).
+    pub size: Bytes,
 }
 
 /// The base device every layer without a parent is a snapshot of.
@@ -151,7 +152,7 @@ mod tests {
             "a".into(),
             ThinDevice {
                 device_id: 1,
-                size: 512,
+                size: Bytes(512),
             },
         );
         m.pending.insert("b".into(), 2);

@@ -12,9 +12,8 @@ use crate::dm::{DeviceInfo, Dm};
 use crate::error::DevmapperError;
 use crate::loopback;
 use crate::pool_status::{PoolStatus, PoolTable, ThinStatus, ThinTable};
-
-/// Sector size of device-mapper tables.
-pub const SECTOR: u64 = 512;
+use crate::sectors::{Bytes, Sectors};
+use crate::target::{Table, Target};
 
 /// Where the pool comes from.
 #[derive(Debug, Clone)]
@@ -56,8 +55,8 @@ pub struct Pool {
     pub prefix: String,
     /// Where the pool comes from.
     pub source: PoolSource,
-    /// Data block size in bytes.
-    pub block_size: u64,
+    /// Data block size.
+    pub block_size: Bytes,
 }
 
 fn dm_err(e: DevmapperError) -> DriverError {
@@ -66,7 +65,12 @@ fn dm_err(e: DevmapperError) -> DriverError {
 
 impl Pool {
     /// The pool called `name`, or to be made from `source`.
-    pub fn new(name: String, prefix: String, source: PoolSource, block_size: u64) -> Result<Pool> {
+    pub fn new(
+        name: String,
+        prefix: String,
+        source: PoolSource,
+        block_size: Bytes,
+    ) -> Result<Pool> {
         Ok(Pool {
             dm: Dm::open().map_err(dm_err)?,
             name,
@@ -89,7 +93,11 @@ impl Pool {
                 return Ok(());
             }
             // a device without a table (a crash between create and load): start again
-            let _ = self.dm.remove(&self.name, false);
+            match self.dm.remove(&self.name, false) {
+                Ok(()) => {}
+                Err(e) if e.errno() == Some(libc::ENXIO) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let PoolSource::Loopback {
             data,
@@ -107,35 +115,37 @@ impl Pool {
         // superblock: made (or made again) together with a new data file.
         let new_data = loopback::make_sparse_file(data, *data_size, false)?;
         if new_data {
-            let _ = std::fs::remove_file(metadata);
+            match std::fs::remove_file(metadata) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx("remove the old metadata file", metadata),
+            }
         }
         loopback::make_sparse_file(metadata, *metadata_size, true)?;
         let data_dev = loopback::attach(data)?;
         let meta_dev = loopback::attach(metadata)?;
-        let data_bytes = std::fs::metadata(data).ctx("stat", data)?.len();
-        let block_sectors = self.block_size / SECTOR;
-        let table = PoolTable {
-            metadata: meta_dev.major_minor.clone(),
-            data: data_dev.major_minor.clone(),
-            block_sectors,
-            // an event when 1% is left (nothing listens: the pool's status says it too)
-            low_water_blocks: (data_bytes / self.block_size / 100).max(1),
-            // a full pool fails a container's writes with ENOSPC instead of hanging them
-            error_if_no_space: true,
+        let data_bytes = Bytes(std::fs::metadata(data).ctx("stat", data)?.len());
+        let block_sectors = self.block_size.sectors();
+        let table = Table {
+            length: data_bytes.sectors().round_down_to(block_sectors),
+            target: Target::ThinPool(PoolTable {
+                metadata: meta_dev.major_minor.clone(),
+                data: data_dev.major_minor.clone(),
+                block_sectors,
+                // an event when 1% is left (nothing listens: the pool's status says it too)
+                low_water_blocks: (data_bytes.0 / self.block_size.0 / 100).max(1),
+                // a full pool fails a container's writes with ENOSPC instead of hanging them
+                error_if_no_space: true,
+            }),
         };
         self.dm.create(&self.name).map_err(dm_err)?;
         let loaded = self
             .dm
-            .load(
-                &self.name,
-                data_bytes / SECTOR / block_sectors * block_sectors,
-                "thin-pool",
-                &table.to_string(),
-            )
+            .load(&self.name, &table)
             .and_then(|()| self.dm.resume(&self.name));
         if let Err(e) = loaded {
-            let _ = self.dm.remove(&self.name, false);
-            return Err(e.into());
+            let removed = self.dm.remove(&self.name, false).map_err(dm_err);
+            return Err(dm_err(e).with_rollback(removed));
         }
         // the loop devices stay attached while the pool holds them, and detach after it
         data_dev.close();
@@ -251,19 +261,16 @@ impl Pool {
         }
     }
 
-    /// Makes thin device `id` live with `size` bytes (grown if it was smaller) and returns
-    /// its node. A pending deferred removal is cancelled.
-    pub fn activate(&self, id: u32, size: u64) -> Result<PathBuf> {
+    /// Makes thin device `id` live with `size` (grown if it was smaller) and returns its
+    /// node. A pending deferred removal is cancelled.
+    pub fn activate(&self, id: u32, size: Bytes) -> Result<PathBuf> {
         let name = self.thin_name(id);
-        let sectors = size / SECTOR;
-        let table = ThinTable {
-            pool: self.pool_major_minor()?,
-            device_id: id,
-        }
-        .to_string();
+        let table = self.thin_table(id, size)?;
         let info = match self.dm.info(&name).map_err(dm_err)? {
             Some(info) if info.active => {
                 if info.deferred_remove {
+                    // If this fails, the kernel removes the device at its last close: the
+                    // layer's next activation makes it again, so nothing depends on it.
                     let _ = self.dm.message(&name, "@cancel_deferred_remove");
                 }
                 info
@@ -274,11 +281,11 @@ impl Pool {
                 }
                 let loaded = self
                     .dm
-                    .load(&name, sectors, "thin", &table)
+                    .load(&name, &table)
                     .and_then(|()| self.dm.resume(&name));
                 if let Err(e) = loaded {
-                    let _ = self.dm.remove(&name, false);
-                    return Err(e.into());
+                    let removed = self.dm.remove(&name, false).map_err(dm_err);
+                    return Err(dm_err(e).with_rollback(removed));
                 }
                 self.dm
                     .info(&name)
@@ -293,18 +300,23 @@ impl Pool {
         Ok(self.node(&name))
     }
 
-    /// Grows live thin device `id` to `size` bytes (a new table, swapped in by a
-    /// suspend and resume).
-    pub fn grow(&self, id: u32, size: u64) -> Result<()> {
+    /// The table of thin device `id` with `size` (in whole sectors).
+    fn thin_table(&self, id: u32, size: Bytes) -> Result<Table> {
+        Ok(Table {
+            length: size.sectors(),
+            target: Target::Thin(ThinTable {
+                pool: self.pool_major_minor()?,
+                device_id: id,
+            }),
+        })
+    }
+
+    /// Grows live thin device `id` to `size` (a new table, swapped in by a suspend and
+    /// resume).
+    pub fn grow(&self, id: u32, size: Bytes) -> Result<()> {
         let name = self.thin_name(id);
-        let table = ThinTable {
-            pool: self.pool_major_minor()?,
-            device_id: id,
-        }
-        .to_string();
-        self.dm
-            .load(&name, size / SECTOR, "thin", &table)
-            .map_err(dm_err)?;
+        let table = self.thin_table(id, size)?;
+        self.dm.load(&name, &table).map_err(dm_err)?;
         self.dm.suspend(&name).map_err(dm_err)?;
         self.dm.resume(&name).map_err(dm_err)
     }
@@ -316,7 +328,12 @@ impl Pool {
             if st.st_rdev == want {
                 return Ok(());
             }
-            let _ = std::fs::remove_file(&node);
+            // not dropped: a stale node that stays would pass the EEXIST below as ours
+            match std::fs::remove_file(&node) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx("remove the stale device node", node),
+            }
         }
         match rustix::fs::mknodat(
             rustix::fs::CWD,
@@ -343,6 +360,7 @@ impl Pool {
     pub fn deactivate_thin(&self, id: u32) -> Result<bool> {
         let name = self.thin_name(id);
         if self.keep_as_spare(&name)? {
+            // a node left behind is harmless: make_node checks a node's device before use
             let _ = std::fs::remove_file(self.node(&name));
             return Ok(true);
         }
@@ -365,6 +383,7 @@ impl Pool {
                 Err(e) => return Err(e.into()),
             }
         }
+        // as above: make_node replaces a stale node
         let _ = std::fs::remove_file(self.node(&name));
         Ok(done)
     }
@@ -416,7 +435,13 @@ impl Pool {
         let spare = format!("{}{}", self.spare_prefix(), info.minor());
         let released = self
             .dm
-            .load(&retiring, 8, "error", "")
+            .load(
+                &retiring,
+                &Table {
+                    length: Sectors(8),
+                    target: Target::Error,
+                },
+            )
             .and_then(|()| self.dm.resume(&retiring))
             .and_then(|()| {
                 graphdriver_kit::failpoint::hit("devmapper.spare.retiring");
@@ -429,7 +454,7 @@ impl Pool {
             Err(e) => match self.dm.remove(&retiring, false) {
                 Ok(()) => {}
                 Err(r) if r.errno() == Some(libc::ENXIO) => {}
-                Err(_) => return Err(dm_err(e)),
+                Err(r) => return Err(dm_err(e).with_rollback(Err::<(), _>(dm_err(r)))),
             },
         }
         Ok(true)
@@ -469,15 +494,17 @@ impl Pool {
     /// metadata does not know are found.
     pub fn thin_exists(&self, id: u32) -> Result<bool> {
         let probe = format!("{}-probe", self.prefix);
+        // one a crash left: if it cannot go, the create below fails and says so
         let _ = self.dm.remove(&probe, false);
-        let table = ThinTable {
-            pool: self.pool_major_minor()?,
-            device_id: id,
-        }
-        .to_string();
+        let table = self.thin_table(id, Sectors(8).bytes())?;
         self.dm.create(&probe).map_err(dm_err)?;
-        let loaded = self.dm.load(&probe, 8, "thin", &table);
-        let _ = self.dm.remove(&probe, false);
+        let loaded = self.dm.load(&probe, &table);
+        // not dropped: a probe left behind would hold the thin device it names
+        match self.dm.remove(&probe, false) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::ENXIO) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(loaded.is_ok())
     }
 
@@ -495,11 +522,10 @@ impl Pool {
         Ok(out)
     }
 
-    /// Bytes mapped by live thin device `id` (its own blocks and those shared with its
-    /// origin).
-    pub fn mapped_bytes(&self, id: u32) -> Result<u64> {
+    /// What live thin device `id` maps (its own blocks and those shared with its origin).
+    pub fn mapped_bytes(&self, id: u32) -> Result<Bytes> {
         let line = self.dm.status(&self.thin_name(id)).map_err(dm_err)?;
         let st: ThinStatus = line.parse().map_err(dm_err)?;
-        Ok(st.mapped_sectors * SECTOR)
+        Ok(st.mapped_sectors.bytes())
     }
 }

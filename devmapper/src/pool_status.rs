@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::DevmapperError;
+use crate::sectors::Sectors;
 
 /// A thin-pool target's status line:
 /// `<transaction id> <used meta>/<total meta> <used data>/<total data> <held root> ro|rw|out_of_data_space ...`.
@@ -73,7 +74,7 @@ impl FromStr for PoolStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThinStatus {
     /// Sectors mapped (its own and those shared with its origin).
-    pub mapped_sectors: u64,
+    pub mapped_sectors: Sectors,
 }
 
 impl FromStr for ThinStatus {
@@ -85,12 +86,16 @@ impl FromStr for ThinStatus {
             .next()
             .ok_or_else(|| DevmapperError::BadStatus(s.to_owned()))?;
         if first == "-" || first == "Fail" {
-            return Ok(ThinStatus { mapped_sectors: 0 });
+            return Ok(ThinStatus {
+                mapped_sectors: Sectors(0),
+            });
         }
         Ok(ThinStatus {
-            mapped_sectors: first
-                .parse()
-                .map_err(|_| DevmapperError::BadStatus(s.to_owned()))?,
+            mapped_sectors: Sectors(
+                first
+                    .parse()
+                    .map_err(|_| DevmapperError::BadStatus(s.to_owned()))?,
+            ),
         })
     }
 }
@@ -102,8 +107,8 @@ pub struct PoolTable {
     pub metadata: String,
     /// Data device, `major:minor`.
     pub data: String,
-    /// Data block size in 512-byte sectors (64 KiB to 1 GiB, a multiple of 128).
-    pub block_sectors: u64,
+    /// Data block size (64 KiB to 1 GiB, a multiple of 128 sectors).
+    pub block_sectors: Sectors,
     /// Free blocks under which the pool raises an event.
     pub low_water_blocks: u64,
     /// Fail writes at once when the pool is out of data space (`error_if_no_space`), rather
@@ -168,9 +173,12 @@ mod tests {
     fn thin_status_is_mapped_sectors_or_dash() {
         assert_eq!(
             "2048 4095".parse::<ThinStatus>().unwrap().mapped_sectors,
-            2048
+            Sectors(2048)
         );
-        assert_eq!("-".parse::<ThinStatus>().unwrap().mapped_sectors, 0);
+        assert_eq!(
+            "-".parse::<ThinStatus>().unwrap().mapped_sectors,
+            Sectors(0)
+        );
         assert!("".parse::<ThinStatus>().is_err());
     }
 
@@ -179,7 +187,7 @@ mod tests {
         let t = PoolTable {
             metadata: "7:1".into(),
             data: "7:0".into(),
-            block_sectors: 128,
+            block_sectors: Sectors(128),
             low_water_blocks: 32768,
             error_if_no_space: false,
         };

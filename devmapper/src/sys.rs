@@ -9,6 +9,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use rustix::ioctl::opcode::{read_write, write};
+
 /// `DM_NAME_LEN`: a device name's buffer, the NUL included.
 pub const DM_NAME_LEN: usize = 128;
 const DM_UUID_LEN: usize = 129;
@@ -87,32 +89,90 @@ pub enum DmCmd {
     TargetMsg = 14,
 }
 
+/// `DM_IOCTL`, the group of every device-mapper ioctl.
+const DM_IOCTL: u8 = 0xfd;
+
 /// `_IOWR(DM_IOCTL, cmd, struct dm_ioctl)`.
 const fn dm_request(cmd: DmCmd) -> libc::c_ulong {
-    ((3u64 << 30) | ((DM_IOCTL_SIZE as u64) << 16) | (0xfd << 8) | cmd as u64) as libc::c_ulong
+    read_write::<DmIoctl>(DM_IOCTL, cmd as u8) as _
 }
 
-/// `ioctl(control, DM_*, buf)`: `buf` starts with a [`DmIoctl`] whose `data_size` is the
-/// buffer's length; the kernel writes its answer into the same buffer.
-pub fn dm_ioctl(control: BorrowedFd<'_>, cmd: DmCmd, buf: &mut [u64]) -> io::Result<()> {
-    assert!(
-        buf.len() * 8 >= DM_IOCTL_SIZE,
-        "buffer smaller than struct dm_ioctl"
-    );
-    // SAFETY: buf is valid, 8-byte aligned, and at least as long as the data_size the caller
-    // set in its header (checked by DmBuffer, which owns every call), so the kernel reads and
-    // writes only inside it.
-    let r = unsafe { libc::ioctl(control.as_raw_fd(), dm_request(cmd), buf.as_mut_ptr()) };
+/// The buffer of one device-mapper ioctl: a [`DmIoctl`] header, then the data area. Its
+/// header's `data_size` is always the buffer's length (what the kernel reads and writes), so
+/// [`dm_ioctl`] is sound whatever else the header holds: the kernel checks the rest.
+#[derive(Debug)]
+pub struct DmBuffer {
+    /// 8-byte aligned, as `struct dm_ioctl` and the structs after it want.
+    words: Vec<u64>,
+}
+
+impl DmBuffer {
+    /// A zeroed header with `version` 4.0.0, `data_start` just after the header and
+    /// `data_size` the buffer's length, then at least `capacity` bytes of zeroed data.
+    pub fn new(capacity: usize) -> DmBuffer {
+        let size = (DM_IOCTL_SIZE + capacity).div_ceil(8) * 8;
+        let mut buf = DmBuffer {
+            words: vec![0u64; size / 8],
+        };
+        let mut hdr = buf.header();
+        hdr.version = [4, 0, 0];
+        hdr.data_start = DM_IOCTL_SIZE as u32;
+        buf.set_header(&hdr);
+        buf
+    }
+
+    /// The whole buffer.
+    pub fn bytes(&self) -> &[u8] {
+        as_bytes(&self.words)
+    }
+
+    /// The header.
+    pub fn header(&self) -> DmIoctl {
+        read_struct(&self.bytes()[..DM_IOCTL_SIZE])
+    }
+
+    /// Writes `h` as the header, with `data_size` set to the buffer's length whatever `h`
+    /// says (capped at `u32::MAX`: never more than the buffer).
+    pub fn set_header(&mut self, h: &DmIoctl) {
+        let mut h = *h;
+        h.data_size = self.len_u32();
+        write_struct(&mut as_bytes_mut(&mut self.words)[..DM_IOCTL_SIZE], &h);
+    }
+
+    /// The data area (after the header).
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut as_bytes_mut(&mut self.words)[DM_IOCTL_SIZE..]
+    }
+
+    fn len_u32(&self) -> u32 {
+        u32::try_from(std::mem::size_of_val(self.words.as_slice())).unwrap_or(u32::MAX)
+    }
+}
+
+/// `ioctl(control, DM_*, buf)`: the kernel reads `buf`'s header and data and writes its
+/// answer into the same buffer. See `<linux/dm-ioctl.h>`.
+pub fn dm_ioctl(control: BorrowedFd<'_>, cmd: DmCmd, buf: &mut DmBuffer) -> io::Result<()> {
+    // An earlier answer may have left a smaller data_size: the call gets the whole buffer.
+    let hdr = buf.header();
+    buf.set_header(&hdr);
+    // SAFETY: buf.words is a live, 8-byte aligned allocation that begins with a struct
+    // dm_ioctl whose data_size is at most the allocation's length (set_header, just above),
+    // so the kernel reads and writes only inside it; it is borrowed exclusively for the call.
+    let r = unsafe { libc::ioctl(control.as_raw_fd(), dm_request(cmd), buf.words.as_mut_ptr()) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
+// The loop ioctls are plain numbers in `<linux/loop.h>`, not `_IO*` encodings.
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+
 /// `LOOP_CTL_GET_FREE` on `/dev/loop-control`: the number of a free loop device.
 pub fn loop_ctl_get_free(control: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns the number.
-    let r = unsafe { libc::ioctl(control.as_raw_fd(), 0x4C82 as libc::c_ulong) };
+    let r = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -181,7 +241,7 @@ pub fn loop_configure(
     let r = unsafe {
         libc::ioctl(
             loop_dev.as_raw_fd(),
-            0x4C0A as libc::c_ulong,
+            LOOP_CONFIGURE,
             &config as *const LoopConfig,
         )
     };
@@ -191,10 +251,11 @@ pub fn loop_configure(
     Ok(())
 }
 
+/// `EXT4_IOC_RESIZE_FS`: `_IOW('f', 16, __u64)`.
+const EXT4_IOC_RESIZE_FS: libc::c_ulong = write::<u64>(b'f', 16) as _;
+
 /// `ioctl(dir, EXT4_IOC_RESIZE_FS, &blocks)`: grows a mounted ext4 to `blocks` blocks.
 pub fn ext4_ioc_resize_fs(dir: BorrowedFd<'_>, blocks: u64) -> io::Result<()> {
-    // _IOW('f', 16, __u64)
-    const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
     // SAFETY: the kernel reads one u64 from a valid pointer.
     let r = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS, &blocks as *const u64) };
     if r < 0 {
@@ -209,12 +270,14 @@ struct XfsGrowfsData {
     newblocks: u64,
     imaxpct: u32,
 }
+const _: () = assert!(std::mem::size_of::<XfsGrowfsData>() == 16);
+
+/// `XFS_IOC_FSGROWFSDATA`: `_IOW('X', 110, struct xfs_growfs_data)`.
+const XFS_IOC_FSGROWFSDATA: libc::c_ulong = write::<XfsGrowfsData>(b'X', 110) as _;
 
 /// `ioctl(dir, XFS_IOC_FSGROWFSDATA, &args)`: grows a mounted xfs to `blocks` blocks,
 /// keeping `imaxpct`.
 pub fn xfs_ioc_fsgrowfsdata(dir: BorrowedFd<'_>, blocks: u64, imaxpct: u32) -> io::Result<()> {
-    // _IOW('X', 110, struct xfs_growfs_data)
-    const XFS_IOC_FSGROWFSDATA: libc::c_ulong = 0x4010_586e;
     let args = XfsGrowfsData {
         newblocks: blocks,
         imaxpct,
@@ -234,14 +297,14 @@ pub fn xfs_ioc_fsgrowfsdata(dir: BorrowedFd<'_>, blocks: u64, imaxpct: u32) -> i
 }
 
 /// The bytes of `words` (any bit pattern is a valid `u8`).
-pub fn as_bytes(words: &[u64]) -> &[u8] {
+fn as_bytes(words: &[u64]) -> &[u8] {
     // SAFETY: u8 has no alignment or validity requirement, and the length covers exactly
     // the words' memory, borrowed for as long as `words`.
     unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), std::mem::size_of_val(words)) }
 }
 
 /// The bytes of `words`, writable.
-pub fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
+fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
     let len = std::mem::size_of_val(words);
     // SAFETY: as for as_bytes, and the borrow is exclusive; any bytes written make valid u64s.
     unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
@@ -271,4 +334,37 @@ mod private {
     pub trait Sealed {}
     impl Sealed for super::DmIoctl {}
     impl Sealed for super::DmTargetSpec {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_kernel_headers() {
+        assert_eq!(dm_request(DmCmd::Version), 0xc138_fd00);
+        assert_eq!(dm_request(DmCmd::TableLoad), 0xc138_fd09);
+        assert_eq!(dm_request(DmCmd::TableStatus), 0xc138_fd0c);
+        assert_eq!(dm_request(DmCmd::TargetMsg), 0xc138_fd0e);
+        assert_eq!(EXT4_IOC_RESIZE_FS, 0x4008_6610);
+        assert_eq!(XFS_IOC_FSGROWFSDATA, 0x4010_586e);
+    }
+
+    #[test]
+    fn a_dm_buffer_header_never_claims_more_than_the_buffer() {
+        let mut buf = DmBuffer::new(10);
+        let len = buf.bytes().len();
+        assert_eq!(len, 328, "the header and 10 bytes, in whole words");
+        let mut h = buf.header();
+        assert_eq!(h.data_size as usize, len);
+        assert_eq!(h.data_start as usize, DM_IOCTL_SIZE);
+        assert_eq!(h.version, [4, 0, 0]);
+        h.data_size = 1 << 20;
+        h.flags = DM_NOFLUSH_FLAG;
+        buf.set_header(&h);
+        let h = buf.header();
+        assert_eq!(h.data_size as usize, len);
+        assert_eq!(h.flags, DM_NOFLUSH_FLAG, "the rest of the header is kept");
+        assert_eq!(buf.data_mut().len(), len - DM_IOCTL_SIZE);
+    }
 }

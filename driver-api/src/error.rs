@@ -111,6 +111,15 @@ pub enum DriverError {
         #[source]
         rollback: Box<DriverError>,
     },
+    /// An operation failed, and failed again when tried once more; both are kept.
+    #[error("{error}; the try before failed too")]
+    RetryFailed {
+        /// The failure of the second try.
+        error: Box<DriverError>,
+        /// The failure of the first try.
+        #[source]
+        first: Box<DriverError>,
+    },
     /// A backend-specific failure (each backend has its own error enum).
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -134,6 +143,18 @@ impl DriverError {
         }
     }
 
+    /// This error, or when `rollback` (the undoing of what the failed operation did) failed
+    /// too, a [`DriverError::RollbackFailed`] keeping both.
+    pub fn with_rollback<T>(self, rollback: Result<T>) -> Self {
+        match rollback {
+            Ok(_) => self,
+            Err(rb) => DriverError::RollbackFailed {
+                error: Box::new(self),
+                rollback: Box::new(rb),
+            },
+        }
+    }
+
     /// An [`DriverError::InvalidArchive`] for `entry`.
     pub fn archive(entry: impl Into<String>, reason: impl Into<String>) -> Self {
         DriverError::InvalidArchive {
@@ -147,8 +168,14 @@ impl DriverError {
     /// operation then left the layer as it was (checked by the `no_space` tests on every
     /// host backend); freeing space and trying again is the remedy.
     pub fn is_storage_full(&self) -> bool {
-        if let DriverError::RollbackFailed { error, rollback } = self {
-            return error.is_storage_full() || rollback.is_storage_full();
+        match self {
+            DriverError::RollbackFailed { error, rollback } => {
+                return error.is_storage_full() || rollback.is_storage_full()
+            }
+            DriverError::RetryFailed { error, first } => {
+                return error.is_storage_full() || first.is_storage_full()
+            }
+            _ => {}
         }
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(err) = cur {
@@ -169,6 +196,7 @@ impl DriverError {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             DriverError::Io { source, .. } => source.raw_os_error(),
+            DriverError::RetryFailed { error, .. } => error.raw_os_error(),
             _ => None,
         }
     }
@@ -183,5 +211,36 @@ pub trait IoContext<T> {
 impl<T, E: Into<io::Error>> IoContext<T> for std::result::Result<T, E> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| DriverError::io(op, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enospc(op: &'static str) -> DriverError {
+        DriverError::io(op, "/x", io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+
+    #[test]
+    fn a_failed_rollback_is_kept_beside_the_error_and_a_good_one_leaves_it_alone() {
+        let alone = enospc("write").with_rollback(Ok(()));
+        assert!(
+            matches!(alone, DriverError::Io { op: "write", .. }),
+            "{alone:?}"
+        );
+        let both = DriverError::NotMounted(LayerId::new("a").unwrap())
+            .with_rollback(Ok(1))
+            .with_rollback(Err::<(), _>(enospc("remove")));
+        let DriverError::RollbackFailed { error, rollback } = &both else {
+            panic!("the rollback's failure was dropped: {both:?}");
+        };
+        assert!(matches!(**error, DriverError::NotMounted(_)), "{error:?}");
+        assert!(matches!(**rollback, DriverError::Io { op: "remove", .. }));
+        assert!(both.is_storage_full(), "ENOSPC of the rollback counts");
+        assert_eq!(
+            both.to_string(),
+            "layer a is not mounted; rolling back failed too"
+        );
     }
 }

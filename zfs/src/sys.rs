@@ -562,7 +562,8 @@ impl Dataset<'_> {
     /// The value of user property `name` (`module:property`), when it is set.
     pub fn user_prop(&mut self, name: &str) -> Option<String> {
         let name = cstring(name).ok()?;
-        // SAFETY: zhp is a live handle of this library.
+        // SAFETY: zhp is a dataset handle of self.api()'s libzfs (zfs_open of self.lib),
+        // live until this Dataset drops.
         unsafe { user_prop_of(self.api(), self.zhp, &name) }
     }
 
@@ -595,7 +596,8 @@ impl Dataset<'_> {
             let name = unsafe { CStr::from_ptr((acc.api.zfs_get_name)(zhp)) }
                 .to_string_lossy()
                 .into_owned();
-            // SAFETY: zhp is live until it is closed below.
+            // SAFETY: zhp is a dataset handle of acc.api's libzfs (the library iterating
+            // hands it over), live until it is closed below.
             let value = unsafe { user_prop_of(acc.api, zhp, &acc.tag) };
             acc.out.push((name, value));
             // SAFETY: the callback owns zhp and closes it once.

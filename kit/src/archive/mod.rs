@@ -48,7 +48,7 @@ pub use writer::{Header, Kind, TarWriter};
 
 use manifest::Manifest;
 
-use crate::{IoContext, Result};
+use crate::{DriverError, IoContext, Result};
 
 /// Staging directories are named with this prefix; a backend may put them inside the layer
 /// itself (btrfs: renames cannot leave a subvolume), so archive entries at the layer root
@@ -118,9 +118,16 @@ pub fn apply(
     crate::failpoint::hit("apply.merge");
     // The merge only renames and sets metadata, and every step can be repeated: a transient
     // failure gets one more try before the caller leaves it to recovery at the next open.
-    if merge::merge(staging, &target.dir, &target.lowers, opaque, &manifest).is_err() {
-        merge::merge(staging, &target.dir, &target.lowers, opaque, &manifest)?;
-    }
+    // When that fails too, both failures are reported.
+    let Err(first) = merge::merge(staging, &target.dir, &target.lowers, opaque, &manifest) else {
+        return Ok(size);
+    };
+    merge::merge(staging, &target.dir, &target.lowers, opaque, &manifest).map_err(|error| {
+        DriverError::RetryFailed {
+            error: Box::new(error),
+            first: Box::new(first),
+        }
+    })?;
     Ok(size)
 }
 
@@ -134,4 +141,49 @@ pub fn resume_merge(
 ) -> Result<()> {
     let manifest = Manifest::load(&staging.join("manifest"))?;
     merge::merge(staging, target, lowers, overlay_xattrs.opaque(), &manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merge_that_fails_on_its_retry_too_reports_both_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layer, staging) = (dir.path().join("layer"), dir.path().join("staging"));
+        std::fs::create_dir(&layer).unwrap();
+        std::fs::create_dir(&staging).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "file", &b"hi"[..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let target = ApplyTarget {
+            dir: layer.clone(),
+            staging_parent: dir.path().to_owned(),
+            lowers: Vec::new(),
+            overlay_xattrs: OverlayXattrs::Trusted,
+        };
+        // every merge opens the trash first: without it both tries fail
+        let trash = staging.join("trash");
+        let err = apply(&mut &tar[..], &target, &staging, &mut || {
+            std::fs::remove_dir(&trash).unwrap();
+            Ok(())
+        })
+        .unwrap_err();
+        let DriverError::RetryFailed { error, first } = &err else {
+            panic!("not both failures: {err:?}");
+        };
+        for e in [error, first] {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e:?}");
+        }
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+        assert!(
+            err.to_string().ends_with("; the try before failed too"),
+            "{err}"
+        );
+        assert!(!layer.join("file").exists());
+    }
 }

@@ -20,6 +20,7 @@ use super::entry_name::{components, marker, Marker};
 use super::manifest::Manifest;
 use super::merged_view::{self, Found, Reach};
 use super::reader::{ReadError, TarEntry, TarReader};
+use super::writer::Kind;
 use crate::dir_cursor::DirCursor;
 use crate::tree::{self, is_private_xattr, open_dir, proc_path};
 use crate::{DriverError, IoContext, Result};
@@ -149,11 +150,11 @@ impl Stager {
         if comps.iter().any(|c| is_reserved(c)) {
             return invalid("the name is reserved for staging archives");
         }
-        let kind = entry.kind;
+        let kind = Kind::from_flag(entry.kind);
         let meta = meta(entry)?;
         let Some((base, parents)) = comps.split_last() else {
             // "./": the layer root itself
-            if kind != b'5' {
+            if kind != Kind::Directory {
                 return invalid("the layer root can only be a directory");
             }
             self.manifest.root_explicit = true;
@@ -191,7 +192,7 @@ impl Stager {
         let name = CString::new(base.to_vec()).or_else(|_| invalid("NUL in name"))?;
         let full = comps.join(&b'/');
         match kind {
-            b'5' => {
+            Kind::Directory => {
                 match tree::open_dir_at(dir, &name) {
                     Ok(fd) => {
                         self.implicit.remove(&full);
@@ -207,7 +208,7 @@ impl Stager {
                 let fd = tree::open_dir_at(dir, &name).op("open directory")?;
                 self.dir_meta(fd.as_fd(), &meta, full)
             }
-            b'0' => {
+            Kind::Regular => {
                 self.clear(dir, &name, &full)?;
                 let fd = rfs::openat(
                     dir,
@@ -237,11 +238,11 @@ impl Stager {
                 }
                 rfs::futimens(fd, &times(meta.mtime)).op("set times")
             }
-            b'1' => {
+            Kind::Hardlink => {
                 self.clear(dir, &name, &full)?;
                 self.hardlink(&entry.link, dir, &name)
             }
-            b'2' => {
+            Kind::Symlink => {
                 let target = &entry.link;
                 if target.is_empty() {
                     return invalid("symlink without a target");
@@ -250,24 +251,18 @@ impl Stager {
                 rfs::symlinkat(OsStr::from_bytes(target), dir, &name).op("create symlink")?;
                 self.node_meta(dir, &name, &meta, false)
             }
-            b'3' | b'4' | b'6' => {
+            Kind::Char | Kind::Block | Kind::Fifo => {
                 self.clear(dir, &name, &full)?;
+                let (major, minor) = entry.dev;
                 let (ft, dev) = match kind {
-                    b'3' | b'4' => {
-                        let (major, minor) = entry.dev;
-                        let ft = if kind == b'3' {
-                            FileType::CharacterDevice
-                        } else {
-                            FileType::BlockDevice
-                        };
-                        (ft, rfs::makedev(major, minor))
-                    }
+                    Kind::Char => (FileType::CharacterDevice, rfs::makedev(major, minor)),
+                    Kind::Block => (FileType::BlockDevice, rfs::makedev(major, minor)),
                     _ => (FileType::Fifo, 0),
                 };
                 rfs::mknodat(dir, &name, ft, Mode::from_raw_mode(0o600), dev).op("create node")?;
                 self.node_meta(dir, &name, &meta, true)
             }
-            other => invalid(format!("unsupported entry type {:?}", other as char)),
+            Kind::Other(flag) => invalid(format!("unsupported entry type {:?}", flag as char)),
         }
     }
 

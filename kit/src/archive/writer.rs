@@ -24,10 +24,29 @@ pub enum Kind {
     Directory,
     /// A FIFO.
     Fifo,
+    /// Any other type flag (a GNU or vendor type no layer needs: the reader skips its data,
+    /// applying it is refused).
+    Other(u8),
 }
 
 impl Kind {
-    fn flag(self) -> u8 {
+    /// The type of the ustar type flag `flag`: `\0` and `7` (contiguous file) are regular
+    /// files, as every tar reads them.
+    pub fn from_flag(flag: u8) -> Kind {
+        match flag {
+            b'0' | 0 | b'7' => Kind::Regular,
+            b'1' => Kind::Hardlink,
+            b'2' => Kind::Symlink,
+            b'3' => Kind::Char,
+            b'4' => Kind::Block,
+            b'5' => Kind::Directory,
+            b'6' => Kind::Fifo,
+            other => Kind::Other(other),
+        }
+    }
+
+    /// The ustar type flag.
+    pub fn flag(self) -> u8 {
         match self {
             Kind::Regular => b'0',
             Kind::Hardlink => b'1',
@@ -36,7 +55,15 @@ impl Kind {
             Kind::Block => b'4',
             Kind::Directory => b'5',
             Kind::Fifo => b'6',
+            Kind::Other(flag) => flag,
         }
+    }
+
+    /// Whether a member of this type carries data: only a regular file's is read (links,
+    /// devices, directories and fifos have none whatever their size field says, and an
+    /// unknown member's is skipped).
+    pub fn has_data(self) -> bool {
+        self == Kind::Regular
     }
 }
 
@@ -153,7 +180,7 @@ impl<W: Write> TarWriter<W> {
             h.mode & 0o7777,
             h.uid.min(0o7777777),
             h.gid.min(0o7777777),
-            if h.kind == Kind::Regular {
+            if h.kind.has_data() {
                 h.size.min(0o77777777777)
             } else {
                 0
@@ -170,7 +197,7 @@ impl<W: Write> TarWriter<W> {
         }
         checksum(&mut block);
         self.out.write_all(&block)?;
-        if h.kind == Kind::Regular {
+        if h.kind.has_data() {
             let data = data.ok_or_else(|| io::Error::other("regular entry without data"))?;
             let copied = io::copy(&mut data.take(h.size), &mut self.out)?;
             if copied != h.size {
@@ -252,7 +279,7 @@ fn fill(
     b[157..157 + l].copy_from_slice(&link[..l]);
     b[257..263].copy_from_slice(b"ustar\0");
     b[263..265].copy_from_slice(b"00");
-    if matches!(flag, b'3' | b'4') {
+    if matches!(Kind::from_flag(flag), Kind::Char | Kind::Block) {
         octal(&mut b[329..337], u64::from(dev.0.min(0o7777777)));
         octal(&mut b[337..345], u64::from(dev.1.min(0o7777777)));
     }
@@ -276,6 +303,21 @@ fn checksum(b: &mut [u8; BLOCK]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_type_flag_reads_as_a_kind_and_writes_back_the_same() {
+        for flag in 0..=u8::MAX {
+            let kind = Kind::from_flag(flag);
+            let want = if matches!(flag, 0 | b'7') { b'0' } else { flag };
+            assert_eq!(kind.flag(), want, "{kind:?}");
+            assert_eq!(
+                matches!(kind, Kind::Other(_)),
+                !b"01234567\0".contains(&flag)
+            );
+        }
+        assert_eq!(Kind::from_flag(b'5'), Kind::Directory);
+        assert!(Kind::Regular.has_data() && !Kind::Other(b'A').has_data());
+    }
 
     #[test]
     fn pax_record_length_counts_itself() {
