@@ -83,8 +83,7 @@ pub const CASES: &[Case] = &[
 #[derive(Debug)]
 struct TarEntry {
     name: String,
-    /// The type flag (`b'0'` regular file).
-    kind: u8,
+    kind: graphdriver_kit::archive::Kind,
     size: u64,
     /// Its xattrs, in archive order.
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
@@ -109,7 +108,7 @@ fn tar_entries(bytes: &[u8]) -> Result<Vec<TarEntry>> {
         .map_err(|e| anyhow::anyhow!("read archive: {e}"))?
     {
         out.push(TarEntry {
-            name: String::from_utf8_lossy(&e.path).into_owned(),
+            name: String::from_utf8_lossy(&e.name).into_owned(),
             kind: e.kind,
             size: e.size,
             xattrs: e.xattrs,
@@ -679,7 +678,7 @@ fn whiteout_round_trip(ctx: &mut Ctx) -> Result<()> {
     );
     for e in entries.iter().filter(|e| e.name.contains(".wh.")) {
         ensure!(
-            e.kind == b'0' && e.size == 0,
+            e.kind == graphdriver_kit::archive::Kind::Regular && e.size == 0,
             "whiteout {} is {:?} of {} bytes, want an empty regular file",
             e.name,
             e.kind,

@@ -41,7 +41,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use graphdriver_api::{Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId, MountOpts, MountSpec, Result, Status};
+use graphdriver_api::{
+    Change, CreateOpts, DriverError, GraphDriver, IoContext, LayerId, MountOpts, MountSpec, Result,
+    Status,
+};
 use graphdriver_kit::archive::{ApplyTarget, OverlayXattrs};
 use graphdriver_kit::fs::mountinfo::MountTable;
 use graphdriver_kit::fs::quota::ProjectQuota;

@@ -30,6 +30,7 @@
 
 mod entry_name;
 mod export;
+mod header;
 mod manifest;
 mod merge;
 mod merged_view;
@@ -43,8 +44,9 @@ use std::path::{Path, PathBuf};
 
 pub use entry_name::{components, marker, Marker, OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use export::{export_changes, export_in_background, export_tree, DiffReader};
-pub use reader::{ReadError, TarEntry, TarReader};
-pub use writer::{Header, Kind, TarWriter};
+pub use header::{Header, Kind};
+pub use reader::{ReadError, TarReader};
+pub use writer::TarWriter;
 
 use manifest::Manifest;
 

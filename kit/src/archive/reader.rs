@@ -9,36 +9,7 @@
 
 use std::io::{self, Read};
 
-use super::writer::Kind;
-
-/// One archive member, its extended headers folded in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TarEntry {
-    /// The member name (PAX `path` or GNU long name when present).
-    pub path: Vec<u8>,
-    /// The type flag (`b'0'` regular, `b'5'` directory, ...; `\0` and `7` read as `0`):
-    /// [`Kind::from_flag`] gives its meaning. (A `Kind` itself once the conformance suite's
-    /// reader of this field has moved out of `harness`: issue 15.)
-    pub kind: u8,
-    /// Permission bits with setuid, setgid and sticky.
-    pub mode: u32,
-    /// Numeric owner.
-    pub uid: u64,
-    /// Numeric group.
-    pub gid: u64,
-    /// Data bytes that follow the header.
-    pub size: u64,
-    /// Modification time, seconds (may be negative).
-    pub mtime: i64,
-    /// Modification time, nanoseconds.
-    pub mtime_nsec: u32,
-    /// Link target (hard or symbolic).
-    pub link: Vec<u8>,
-    /// Device major and minor.
-    pub dev: (u32, u32),
-    /// `SCHILY.xattr.*` records, in archive order.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
+use super::header::{Header, Kind};
 
 /// Why an archive could not be read.
 #[derive(Debug)]
@@ -86,7 +57,7 @@ impl<R: Read> TarReader<R> {
     }
 
     /// The next member, or `None` at the end of the archive.
-    pub fn next_entry(&mut self) -> Result<Option<TarEntry>, ReadError> {
+    pub fn next_entry(&mut self) -> Result<Option<Header>, ReadError> {
         self.skip_rest()?;
         let mut pax: Vec<Record> = Vec::new();
         let mut long_name: Option<Vec<u8>> = None;
@@ -144,9 +115,9 @@ impl<R: Read> TarReader<R> {
                 )),
                 _ => {}
             }
-            let mut e = TarEntry {
-                path: header_name(&h),
-                kind: Kind::from_flag(flag).flag(),
+            let mut e = Header {
+                name: header_name(&h),
+                kind: Kind::from_flag(flag),
                 mode: number(&h[100..108]).ok_or_else(|| bad("mode"))? as u32 & 0o7777,
                 uid: number(&h[108..116]).ok_or_else(|| bad("uid"))?,
                 gid: number(&h[116..124]).ok_or_else(|| bad("gid"))?,
@@ -159,7 +130,7 @@ impl<R: Read> TarReader<R> {
                 dev: (0, 0),
                 xattrs: Vec::new(),
             };
-            let kind = Kind::from_flag(e.kind);
+            let kind = e.kind;
             if matches!(kind, Kind::Char | Kind::Block) {
                 // a device read as 0:0 would be an overlay whiteout: refuse, never guess
                 let dev = |f: &[u8], what: &str| {
@@ -173,7 +144,7 @@ impl<R: Read> TarReader<R> {
                 );
             }
             if let Some(n) = long_name {
-                e.path = n;
+                e.name = n;
             }
             if let Some(l) = long_link {
                 e.link = l;
@@ -181,7 +152,7 @@ impl<R: Read> TarReader<R> {
             for (k, v) in pax {
                 let text = || std::str::from_utf8(&v).ok();
                 match k.as_slice() {
-                    b"path" => e.path = v,
+                    b"path" => e.name = v,
                     b"linkpath" => e.link = v,
                     b"size" => {
                         e.size = text()
@@ -465,7 +436,7 @@ mod tests {
         let mut r = TarReader::new(&bytes[..]);
         for (name, data) in [(&long[..], b"abc"), (&odd[..], b"def")] {
             let e = r.next_entry().unwrap().unwrap();
-            assert_eq!(e.path, name);
+            assert_eq!(e.name, name);
             assert_eq!(
                 (e.mode, e.uid, e.gid, e.mtime, e.mtime_nsec),
                 (0o4755, 5_000_000, 7, 1_700_000_000, 123)
@@ -491,7 +462,7 @@ mod tests {
         let bytes = b.into_inner().unwrap();
         let mut r = TarReader::new(&bytes[..]);
         let e = r.next_entry().unwrap().unwrap();
-        assert_eq!(e.path, long.as_bytes());
+        assert_eq!(e.name, long.as_bytes());
         assert_eq!(e.uid, 0o7777777 + 5);
         assert!(r.next_entry().unwrap().is_none());
     }
@@ -514,11 +485,11 @@ mod tests {
         let bytes = b.into_inner().unwrap();
         let mut r = TarReader::new(&bytes[..]);
         let odd = r.next_entry().unwrap().unwrap();
-        assert_eq!((odd.kind, odd.size), (b'A', 0));
+        assert_eq!((odd.kind, odd.size), (Kind::Other(b'A'), 0));
         let mut buf = [0u8; 32];
         assert_eq!(r.read_data(&mut buf).unwrap(), 0);
         let next = r.next_entry().unwrap().unwrap();
-        assert_eq!((next.path.as_slice(), next.size), (&b"next"[..], 2));
+        assert_eq!((next.name.as_slice(), next.size), (&b"next"[..], 2));
         assert_eq!(r.read_data(&mut buf).unwrap(), 2);
         assert!(r.next_entry().unwrap().is_none());
     }
@@ -610,7 +581,7 @@ mod tests {
         let mut r = TarReader::new(bytes);
         let mut out = Vec::new();
         while let Some(e) = r.next_entry()? {
-            out.push(String::from_utf8_lossy(&e.path).into_owned());
+            out.push(String::from_utf8_lossy(&e.name).into_owned());
         }
         Ok(out)
     }

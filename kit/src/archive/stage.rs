@@ -17,10 +17,11 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timesta
 use rustix::io::Errno;
 
 use super::entry_name::{components, marker, Marker};
+use super::header::{Header, Kind};
 use super::manifest::Manifest;
 use super::merged_view::{self, Found, Reach};
-use super::reader::{ReadError, TarEntry, TarReader};
-use super::writer::Kind;
+use super::reader::{ReadError, TarReader};
+
 use crate::dir_cursor::DirCursor;
 use crate::tree::{self, is_private_xattr, open_dir, proc_path};
 use crate::{DriverError, IoContext, Result};
@@ -61,7 +62,7 @@ pub(crate) fn stage(
                 return Err(read_error(e).into_driver_error(&last));
             }
         };
-        last = String::from_utf8_lossy(&entry.path).into_owned();
+        last = String::from_utf8_lossy(&entry.name).into_owned();
         st.entry(&entry, &mut reader)
             .map_err(|e| e.into_driver_error(&last))?;
     }
@@ -136,21 +137,21 @@ struct Stager {
 }
 
 impl Stager {
-    fn entry<R: Read>(&mut self, entry: &TarEntry, reader: &mut TarReader<R>) -> EntryResult<()> {
+    fn entry<R: Read>(&mut self, entry: &Header, reader: &mut TarReader<R>) -> EntryResult<()> {
         // NUL ends a name for the kernel: refused everywhere, whiteouts and links included
-        if entry.path.contains(&0) {
+        if entry.name.contains(&0) {
             return invalid("NUL in name");
         }
         if entry.link.contains(&0) {
             return invalid("NUL in link target");
         }
-        let comps = components(&entry.path).or_else(invalid)?;
+        let comps = components(&entry.name).or_else(invalid)?;
         // Staging directories may lie inside the layer (and be reached through a symlink of
         // a lower layer): their name is reserved at every depth.
         if comps.iter().any(|c| is_reserved(c)) {
             return invalid("the name is reserved for staging archives");
         }
-        let kind = Kind::from_flag(entry.kind);
+        let kind = entry.kind;
         let meta = meta(entry)?;
         let Some((base, parents)) = comps.split_last() else {
             // "./": the layer root itself
@@ -448,7 +449,7 @@ impl Stager {
     }
 }
 
-fn meta(entry: &TarEntry) -> EntryResult<Meta> {
+fn meta(entry: &Header) -> EntryResult<Meta> {
     // u32::MAX is (uid_t)-1, "no change" to chown: not an owner
     let id = |v: u64, what: &str| match u32::try_from(v) {
         Ok(v) if v != u32::MAX => Ok(v),
@@ -508,10 +509,10 @@ fn gid(g: u32) -> rfs::Gid {
 mod tests {
     use super::*;
 
-    fn entry(uid: u64, gid: u64) -> TarEntry {
-        TarEntry {
-            path: b"f".to_vec(),
-            kind: b'0',
+    fn entry(uid: u64, gid: u64) -> Header {
+        Header {
+            name: b"f".to_vec(),
+            kind: Kind::Regular,
             mode: 0o644,
             uid,
             gid,
