@@ -62,10 +62,11 @@ use graphdriver_api::{CreateOpts, DriverError, IoContext, LayerId, Result, Statu
 use graphdriver_kit::archive::ApplyTarget;
 use graphdriver_kit::fs::layer_mount;
 use graphdriver_kit::fs::mountinfo::MountTable;
+use graphdriver_kit::options::{OptionParser, StoreOptions};
 use graphdriver_kit::store::{Backend, LayerStore};
 
 pub use error::DevmapperError;
-use filesystem::Fs;
+pub use filesystem::Fs;
 use metadata::{BaseDevice, Metadata, MetadataFile, ThinDevice, BASE_KEY};
 use pool::{Deleted, Pool, PoolSource};
 pub use sectors::{Bytes, Sectors};
@@ -81,48 +82,65 @@ fn unsupported(reason: impl Into<String>) -> DriverError {
     }
 }
 
-/// Options, from `--opt key=value`.
-#[derive(Debug, Clone)]
-struct Options {
-    thinpooldev: Option<String>,
-    fs: Option<Fs>,
-    base_size: u64,
-    loop_data_size: u64,
-    loop_metadata_size: u64,
-    block_size: u64,
+/// devmapper's options (`--opt key=value`, docker's `dm.*` names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DevmapperOptions {
+    /// `dm.thinpooldev`: a thin pool the user made (`/dev/mapper/` optional); default: one on
+    /// loopback files under the root.
+    pub thinpooldev: Option<String>,
+    /// `dm.fs=ext4|xfs`: the filesystem of the base device (default: ext4).
+    pub fs: Option<Fs>,
+    /// `dm.basesize`: each layer's device size (default 10G; at least 64M, a multiple of 512).
+    pub base_size: u64,
+    /// `dm.loopdatasize`: the loopback pool's data file (default 100G, sparse).
+    pub loop_data_size: u64,
+    /// `dm.loopmetadatasize`: the loopback pool's metadata file (default 2G, sparse).
+    pub loop_metadata_size: u64,
+    /// `dm.blocksize`: the pool's block size (default 64K; a multiple of 64K up to 1G).
+    pub block_size: u64,
+    /// The layer store's (`store.*`, see [`graphdriver_kit::options`]).
+    pub store: StoreOptions,
 }
 
-impl Options {
-    fn parse(opts: &BTreeMap<String, String>) -> Result<Options> {
-        let mut o = Options {
+impl Default for DevmapperOptions {
+    fn default() -> Self {
+        DevmapperOptions {
             thinpooldev: None,
             fs: None,
             base_size: 10 << 30,
             loop_data_size: 100 << 30,
             loop_metadata_size: 2 << 30,
             block_size: 64 << 10,
-        };
-        let size = |k: &str, v: &str| {
-            parse_size(v).ok_or_else(|| unsupported(format!("{k}={v}: want a size like 10G")))
-        };
-        for (k, v) in opts {
-            match k.as_str() {
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+impl TryFrom<&BTreeMap<String, String>> for DevmapperOptions {
+    type Error = DriverError;
+
+    fn try_from(opts: &BTreeMap<String, String>) -> Result<Self> {
+        let mut o = DevmapperOptions::default();
+        let parser = OptionParser::new("devmapper", opts);
+        o.store = parser.parse(|k, v| {
+            match k {
                 "dm.thinpooldev" => {
                     o.thinpooldev = Some(v.trim_start_matches("/dev/mapper/").to_owned())
                 }
                 "dm.fs" => {
-                    o.fs = Some(
-                        Fs::parse(v)
-                            .ok_or_else(|| unsupported(format!("dm.fs={v}: want ext4 or xfs")))?,
-                    )
+                    o.fs = Some(Fs::parse(v).ok_or_else(|| {
+                        parser.unsupported(format!("dm.fs={v}: want ext4 or xfs"))
+                    })?)
                 }
-                "dm.basesize" => o.base_size = size(k, v)?,
-                "dm.loopdatasize" => o.loop_data_size = size(k, v)?,
-                "dm.loopmetadatasize" => o.loop_metadata_size = size(k, v)?,
-                "dm.blocksize" => o.block_size = size(k, v)?,
-                other => return Err(unsupported(format!("unknown option {other}"))),
+                "dm.basesize" => o.base_size = parser.size(k, v)?,
+                "dm.loopdatasize" => o.loop_data_size = parser.size(k, v)?,
+                "dm.loopmetadatasize" => o.loop_metadata_size = parser.size(k, v)?,
+                "dm.blocksize" => o.block_size = parser.size(k, v)?,
+                _ => return Ok(false),
             }
-        }
+            Ok(true)
+        })?;
         if o.block_size < 64 << 10
             || !o.block_size.is_multiple_of(64 << 10)
             || o.block_size > 1 << 30
@@ -140,21 +158,14 @@ impl Options {
     }
 }
 
-fn parse_size(s: &str) -> Option<u64> {
-    let (num, mult) = match s.chars().last()? {
-        'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
-        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
-        'T' | 't' => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    num.parse::<u64>().ok()?.checked_mul(mult)
-}
-
 /// Opens (creating if needed) the devmapper driver under `root`: its pool, base device and
 /// metadata, after repairing what a crash left.
 pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<DevmapperDriver> {
-    let o = Options::parse(opts)?;
+    open_with(root, &DevmapperOptions::try_from(opts)?)
+}
+
+/// [`open`] with typed options.
+pub fn open_with(root: &Path, o: &DevmapperOptions) -> Result<DevmapperDriver> {
     std::fs::create_dir_all(root).ctx("create directory", root)?;
     let root = &root.canonicalize().ctx("resolve", root)?;
     let home = root.join("devicemapper");
@@ -199,7 +210,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<DevmapperDri
         backend.recover(&mut meta)?;
         backend.ensure_base(&mut meta)?;
     }
-    LayerStore::open(&home, backend)
+    LayerStore::open_with(&home, backend, o.store.clone())
 }
 
 /// The devmapper backend.
@@ -774,7 +785,7 @@ mod tests {
 
     #[test]
     fn options_parse_and_check_ranges() {
-        let o = Options::parse(&BTreeMap::from([
+        let o = DevmapperOptions::try_from(&BTreeMap::from([
             ("dm.basesize".to_owned(), "1G".to_owned()),
             ("dm.fs".to_owned(), "xfs".to_owned()),
             ("dm.thinpooldev".to_owned(), "/dev/mapper/mypool".to_owned()),
@@ -790,7 +801,7 @@ mod tests {
             ("dm.nope", "1"),
         ] {
             let m = BTreeMap::from([(bad.0.to_owned(), bad.1.to_owned())]);
-            assert!(Options::parse(&m).is_err(), "{bad:?} accepted");
+            assert!(DevmapperOptions::try_from(&m).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -1,5 +1,8 @@
-//! `GRAPHDRIVER_DM_TRACE=1`: each devmapper step's wall time on stderr, to see where an
-//! operation's time goes (device-mapper, the filesystem, the metadata).
+//! Each devmapper step's wall time, as a `tracing` event at DEBUG level (target
+//! `graphdriver_devmapper`), to see where an operation's time goes (device-mapper, the
+//! filesystem, the metadata). Steps are timed only while such events are enabled; graphctl
+//! enables them with `GRAPHDRIVER_LOG=graphdriver_devmapper=debug` (or
+//! `GRAPHDRIVER_DM_TRACE=1`).
 
 use std::time::Instant;
 
@@ -17,7 +20,7 @@ impl Trace {
     pub fn start(op: &'static str) -> Trace {
         Trace {
             op,
-            on: std::env::var_os("GRAPHDRIVER_DM_TRACE").is_some(),
+            on: tracing::enabled!(tracing::Level::DEBUG),
             last: Instant::now(),
             steps: Vec::new(),
         }
@@ -42,7 +45,7 @@ impl Drop for Trace {
                 .iter()
                 .map(|(n, ms)| format!("{n} {ms:.1}"))
                 .collect();
-            eprintln!("devmapper {}: {} (ms)", self.op, steps.join(", "));
+            tracing::debug!(op = self.op, steps = %steps.join(", "), "devmapper step times (ms)");
         }
     }
 }

@@ -98,6 +98,7 @@ fn main() -> ExitCode {
     if argv.get(1).map(String::as_str) == Some(helper::ARG) {
         return helper::main(&argv[2..], graphdriver_backends::opener);
     }
+    init_logging();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -106,6 +107,26 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The libraries' diagnostics (`tracing` events) on stderr, filtered by `GRAPHDRIVER_LOG`
+/// (`RUST_LOG` syntax, e.g. `graphdriver_devmapper=debug`; default: warnings);
+/// `GRAPHDRIVER_DM_TRACE=1` adds devmapper's step times.
+fn init_logging() {
+    let mut filter = std::env::var("GRAPHDRIVER_LOG").unwrap_or_else(|_| "warn".into());
+    if std::env::var_os("GRAPHDRIVER_DM_TRACE").is_some() {
+        filter.push_str(",graphdriver_devmapper=debug");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("graphctl: GRAPHDRIVER_LOG={filter:?}: {e}; logging warnings");
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .without_time()
+        .init();
 }
 
 fn run(mut cli: Cli) -> Result<ExitCode> {

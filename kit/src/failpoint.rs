@@ -30,6 +30,7 @@ pub const ENABLED: bool = cfg!(feature = "failpoints");
 pub fn hit(point: &str) {
     #[cfg(feature = "failpoints")]
     if std::env::var_os("GRAPHDRIVER_FAILPOINT").is_some_and(|v| v == point) {
+        // stderr itself, not a tracing event: nothing is flushed after an abort
         eprintln!("graphdriver: failpoint {point}: aborting");
         std::process::abort();
     }

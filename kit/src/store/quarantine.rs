@@ -45,6 +45,7 @@ impl Quarantine {
 
     /// Quarantines `id` (replacing an earlier record of it).
     pub fn add(&self, id: &LayerId, reason: String, entry: Option<Entry>) -> Result<()> {
+        tracing::warn!(layer = %id, %reason, "layer quarantined");
         let rec = QuarantineRecord {
             id: id.clone(),
             reason,
