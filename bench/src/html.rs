@@ -338,18 +338,13 @@ pub fn page(r: &BenchReport) -> String {
             .collect();
         s.push_str(&bars(id, title, fmt_mbs, &rows));
     }
-    s.push_str(&bars(
+    // a workload's every measurement, as seconds
+    let whole = |id: &str, title: &str| bars(id, title, fmt_s, &rows(r, id, |_| true));
+    s.push_str(&whole(
         "container",
         "Container start: create + mount + unmount",
-        fmt_s,
-        &rows(r, "container", |_| true),
     ));
-    s.push_str(&bars(
-        "idmap",
-        "Container start in a user namespace: create + idmapped mount + unmount, against unmapped and a chown-copy",
-        fmt_s,
-        &rows(r, "idmap", |_| true),
-    ));
+    s.push_str(&whole("idmap", "Container start in a user namespace: create + idmapped mount + unmount, against unmapped and a chown-copy"));
     s.push_str(&lines(
         "copy-up",
         "Copy-up: first 1-byte write and chmod of a lower file, against its size",
@@ -397,24 +392,12 @@ pub fn page(r: &BenchReport) -> String {
         fmt_rate,
         &rows(r, "concurrency", |m| m.unit == "ops/s"),
     ));
-    s.push_str(&bars(
+    s.push_str(&whole(
         "removal",
         "Removal of a 10,000-file container layer and of the image layer",
-        fmt_s,
-        &rows(r, "removal", |_| true),
     ));
-    s.push_str(&bars(
-        "changes",
-        "changes of 10 changed files over 10,000",
-        fmt_s,
-        &rows(r, "changes", |_| true),
-    ));
-    s.push_str(&bars(
-        "images",
-        "Images: import of the OCI image and image save (gzip, zstd) against GNU tar with gzip and zstd",
-        fmt_s,
-        &rows(r, "images", |_| true),
-    ));
+    s.push_str(&whole("changes", "changes of 10 changed files over 10,000"));
+    s.push_str(&whole("images", "Images: import of the OCI image and image save (gzip, zstd) against GNU tar with gzip and zstd"));
     // written by scripts/containerd-bench.sh into a report graphctl bench made
     if measurements(r, "containerd").next().is_some() {
         s.push_str(&bars(

@@ -43,9 +43,8 @@ use graphdriver_kit::{fs::layer_mount, fs::tree, fs::BackingFs, NaiveDiff};
 /// The btrfs driver: the shared layer store over [`Btrfs`].
 pub type BtrfsDriver = LayerStore<Btrfs>;
 
-fn unsupported(reason: impl Into<String>) -> DriverError {
-    DriverError::unsupported("btrfs", reason)
-}
+/// The name errors give this driver.
+const DRIVER: &str = "btrfs";
 
 /// btrfs's options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,7 +93,7 @@ pub fn open_with(root: &Path, opts: &BtrfsOptions) -> Result<BtrfsDriver> {
     }
     let fs = BackingFs::of(&home)?;
     if !fs.is_btrfs() {
-        return Err(unsupported(format!(
+        return Err(DriverError::unsupported(DRIVER, format!(
             "{} is on {}, not btrfs: put the root on btrfs, or pass --opt btrfs.loopback=SIZE for a loop-backed one",
             home.display(),
             fs.name()
@@ -137,14 +136,20 @@ fn loopback(root: &Path, home: &Path, bytes: u64) -> Result<()> {
 }
 
 fn run(cmd: &mut std::process::Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .map_err(|e| unsupported(format!("cannot run {cmd:?}: {e} (install btrfs-progs)")))?;
+    let out = cmd.output().map_err(|e| {
+        DriverError::unsupported(
+            DRIVER,
+            format!("cannot run {cmd:?}: {e} (install btrfs-progs)"),
+        )
+    })?;
     if !out.status.success() {
-        return Err(unsupported(format!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(DriverError::unsupported(
+            DRIVER,
+            format!(
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
     }
     Ok(())
 }
@@ -304,8 +309,8 @@ impl Btrfs {
             let (Some(parent), Some(n)) = (nested.parent(), nested.file_name()) else {
                 continue;
             };
-            let n =
-                CString::new(n.as_bytes()).map_err(|_| unsupported("NUL in a subvolume name"))?;
+            let n = CString::new(n.as_bytes())
+                .map_err(|_| DriverError::unsupported(DRIVER, "NUL in a subvolume name"))?;
             self.delete_subvolume(parent, &n)?;
         }
         sys::snap_destroy(dfd.as_fd(), name).ctx("delete subvolume", &path)
@@ -357,7 +362,8 @@ impl Backend for Btrfs {
         opts: &CreateOpts,
     ) -> Result<BTreeMap<String, String>> {
         let dir = tree::open_dir(&self.subvols)?;
-        let name = CString::new(id.as_str()).map_err(|_| unsupported("NUL in an id"))?;
+        let name = CString::new(id.as_str())
+            .map_err(|_| DriverError::unsupported(DRIVER, "NUL in an id"))?;
         let path = self.subvol(id);
         match parent {
             Some(p) => {
@@ -404,7 +410,8 @@ impl Backend for Btrfs {
 
     fn destroy(&self, id: &LayerId) -> Result<()> {
         layer_mount::unmount_and_remove(&self.mount_point(id))?;
-        let name = CString::new(id.as_str()).map_err(|_| unsupported("NUL in an id"))?;
+        let name = CString::new(id.as_str())
+            .map_err(|_| DriverError::unsupported(DRIVER, "NUL in an id"))?;
         self.delete_subvolume(&self.subvols, &name)
     }
 

@@ -157,6 +157,27 @@ impl Service {
             .map_err(|e| Status::internal(format!("snapshot operation panicked: {e}")))?
             .map_err(Status::from)
     }
+
+    /// Prepare or View: a new snapshot of `kind` on `parent`, and the mounts that show it.
+    async fn prepare_kind(
+        &self,
+        kind: Kind,
+        key: String,
+        parent_key: String,
+        with_labels: std::collections::HashMap<String, String>,
+    ) -> Result<Vec<pb_types::Mount>, Status> {
+        let m = self
+            .run(move |s| {
+                s.prepare(
+                    kind,
+                    &key,
+                    parent(parent_key).as_deref(),
+                    labels(with_labels),
+                )
+            })
+            .await?;
+        Ok(mounts_to_pb(m))
+    }
 }
 
 type ListStream =
@@ -178,19 +199,10 @@ impl Snapshots for Service {
         r: Request<pb::PrepareSnapshotRequest>,
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
         let r = r.into_inner();
-        let m = self
-            .run(move |s| {
-                s.prepare(
-                    Kind::Active,
-                    &r.key,
-                    parent(r.parent).as_deref(),
-                    labels(r.labels),
-                )
-            })
+        let mounts = self
+            .prepare_kind(Kind::Active, r.key, r.parent, r.labels)
             .await?;
-        Ok(Response::new(pb::PrepareSnapshotResponse {
-            mounts: mounts_to_pb(m),
-        }))
+        Ok(Response::new(pb::PrepareSnapshotResponse { mounts }))
     }
 
     async fn view(
@@ -198,19 +210,10 @@ impl Snapshots for Service {
         r: Request<pb::ViewSnapshotRequest>,
     ) -> Result<Response<pb::ViewSnapshotResponse>, Status> {
         let r = r.into_inner();
-        let m = self
-            .run(move |s| {
-                s.prepare(
-                    Kind::View,
-                    &r.key,
-                    parent(r.parent).as_deref(),
-                    labels(r.labels),
-                )
-            })
+        let mounts = self
+            .prepare_kind(Kind::View, r.key, r.parent, r.labels)
             .await?;
-        Ok(Response::new(pb::ViewSnapshotResponse {
-            mounts: mounts_to_pb(m),
-        }))
+        Ok(Response::new(pb::ViewSnapshotResponse { mounts }))
     }
 
     async fn mounts(

@@ -57,13 +57,13 @@ pub struct Snapshotter {
     closed: AtomicBool,
 }
 
+/// This boot's id, as the layer store reads it (an unreadable or blank file is an error,
+/// never an empty id that a later boot would match).
 fn boot_id() -> Result<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| SnapshotError::Metadata {
-            op: "read the boot id",
-            source: Box::new(e),
-        })
+    graphdriver_kit::store::boot_id().map_err(|e| SnapshotError::Metadata {
+        op: "read the boot id",
+        source: Box::new(e),
+    })
 }
 
 fn layer_id(key: &str, layer: &str) -> Result<LayerId> {

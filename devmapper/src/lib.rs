@@ -75,12 +75,8 @@ use trace::Trace;
 /// The devmapper driver: the shared layer store over [`Devmapper`].
 pub type DevmapperDriver = LayerStore<Devmapper>;
 
-fn unsupported(reason: impl Into<String>) -> DriverError {
-    DriverError::Unsupported {
-        driver: "devmapper",
-        reason: reason.into(),
-    }
-}
+/// The name errors give this driver.
+const DRIVER: &str = "devmapper";
 
 /// devmapper's options (`--opt key=value`, docker's `dm.*` names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,12 +141,14 @@ impl TryFrom<&BTreeMap<String, String>> for DevmapperOptions {
             || !o.block_size.is_multiple_of(64 << 10)
             || o.block_size > 1 << 30
         {
-            return Err(unsupported(
+            return Err(DriverError::unsupported(
+                DRIVER,
                 "dm.blocksize must be a multiple of 64K between 64K and 1G",
             ));
         }
         if o.base_size < 64 << 20 || !o.base_size.is_multiple_of(512) {
-            return Err(unsupported(
+            return Err(DriverError::unsupported(
+                DRIVER,
                 "dm.basesize must be at least 64M and a multiple of 512",
             ));
         }
@@ -188,12 +186,15 @@ pub fn open_with(root: &Path, o: &DevmapperOptions) -> Result<DevmapperDriver> {
         ),
     };
     let pool = Pool::new(name, prefix, source, Bytes(o.block_size)).map_err(|e| match e {
-        DriverError::Backend(b) => unsupported(format!(
-            "{b}: {}",
-            std::error::Error::source(&*b)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        )),
+        DriverError::Backend(b) => DriverError::unsupported(
+            DRIVER,
+            format!(
+                "{b}: {}",
+                std::error::Error::source(&*b)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            ),
+        ),
         other => other,
     })?;
     let backend = Devmapper {
@@ -318,11 +319,14 @@ impl Devmapper {
         if let Some(base) = &meta.base {
             if let Some(fs) = self.fs_opt {
                 if fs.name() != base.fs {
-                    return Err(unsupported(format!(
-                        "dm.fs={} but the base device of this root has {}",
-                        fs.name(),
-                        base.fs
-                    )));
+                    return Err(DriverError::unsupported(
+                        DRIVER,
+                        format!(
+                            "dm.fs={} but the base device of this root has {}",
+                            fs.name(),
+                            base.fs
+                        ),
+                    ));
                 }
             }
             return Ok(());
@@ -384,9 +388,9 @@ impl Devmapper {
     }
 
     fn base(&self, meta: &Metadata) -> Result<BaseDevice> {
-        meta.base
-            .clone()
-            .ok_or_else(|| unsupported("the base device is missing from the metadata"))
+        meta.base.clone().ok_or_else(|| {
+            DriverError::unsupported(DRIVER, "the base device is missing from the metadata")
+        })
     }
 
     fn device(&self, meta: &Metadata, id: &LayerId) -> Result<ThinDevice> {
@@ -401,7 +405,9 @@ impl Devmapper {
 
     fn fs(&self, meta: &Metadata) -> Result<Fs> {
         let base = self.base(meta)?;
-        Fs::parse(&base.fs).ok_or_else(|| unsupported(format!("unknown filesystem {}", base.fs)))
+        Fs::parse(&base.fs).ok_or_else(|| {
+            DriverError::unsupported(DRIVER, format!("unknown filesystem {}", base.fs))
+        })
     }
 
     /// Activates `id`'s device and mounts it at its mount point (unless it is mounted).
@@ -539,10 +545,13 @@ impl Backend for Devmapper {
         };
         let size = match opts.size_limit.map(Bytes) {
             Some(limit) if limit < base.device.size => {
-                return Err(unsupported(format!(
-                    "a size limit of {} bytes is below the base device's {} (dm.basesize)",
-                    limit.0, base.device.size.0
-                )))
+                return Err(DriverError::unsupported(
+                    DRIVER,
+                    format!(
+                        "a size limit of {} bytes is below the base device's {} (dm.basesize)",
+                        limit.0, base.device.size.0
+                    ),
+                ))
             }
             Some(limit) => origin.size.max(limit.round_up_to_sector()),
             None => origin.size,

@@ -1,7 +1,5 @@
 //! Validated content digests.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -75,31 +73,7 @@ impl Digest {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(&self.0)
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
-impl TryFrom<String> for Digest {
-    type Error = &'static str;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::validate(&s)?;
-        Ok(Digest(s))
-    }
-}
-
-impl From<Digest> for String {
-    fn from(d: Digest) -> String {
-        d.0
-    }
-}
+validated_string_impls!(Digest);
 
 #[cfg(test)]
 mod tests {

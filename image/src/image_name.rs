@@ -1,7 +1,5 @@
 //! Validated image names.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::{ImageError, Result};
@@ -45,28 +43,4 @@ impl ImageName {
     }
 }
 
-impl fmt::Display for ImageName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(&self.0)
-    }
-}
-
-impl fmt::Debug for ImageName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
-impl TryFrom<String> for ImageName {
-    type Error = &'static str;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::validate(&s)?;
-        Ok(ImageName(s))
-    }
-}
-
-impl From<ImageName> for String {
-    fn from(n: ImageName) -> String {
-        n.0
-    }
-}
+validated_string_impls!(ImageName);

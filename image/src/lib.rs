@@ -43,6 +43,38 @@
 //! When a driver's diff is not the imported tar byte for byte, the saved config's DiffIDs (and
 //! so its digest) are the new ones.
 
+/// `Display` (padded), `Debug` (quoted), `TryFrom<String>` (through its `validate`) and
+/// `From<$t> for String` for a string newtype `$t(String)`.
+macro_rules! validated_string_impls {
+    ($t:ident) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(&self.0)
+            }
+        }
+
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+
+        impl TryFrom<String> for $t {
+            type Error = &'static str;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::validate(&s)?;
+                Ok($t(s))
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+    };
+}
+
 mod chain_id;
 mod container_record;
 mod containers;

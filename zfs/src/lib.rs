@@ -62,9 +62,8 @@ const SWEEP: &str = include_str!("programs/sweep.lua");
 /// The user property naming the driver home that owns a layer dataset.
 pub const OWNER_PROPERTY: &str = "org.graphdriver:root";
 
-fn unsupported(reason: impl Into<String>) -> DriverError {
-    DriverError::unsupported("zfs", reason)
-}
+/// The name errors give this driver.
+const DRIVER: &str = "zfs";
 
 /// zfs's options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,31 +108,35 @@ pub fn open_with(root: &Path, opts: &ZfsOptions) -> Result<ZfsDriver> {
     // the libraries and the module first: a host without ZFS gets that answer, and nothing
     // is made under `root`
     let lib = Lib::load().map_err(|e| {
-        unsupported(format!(
+        DriverError::unsupported(DRIVER, format!(
             "{e} (ZFS is not installed: Debian's zfsutils-linux, from contrib, brings the libraries)"
         ))
     })?;
     lib.core_init().map_err(|e| {
-        unsupported(format!(
-            "cannot open /dev/zfs ({e}): load the zfs module (Debian: zfs-dkms from contrib)"
-        ))
+        DriverError::unsupported(
+            DRIVER,
+            format!(
+                "cannot open /dev/zfs ({e}): load the zfs module (Debian: zfs-dkms from contrib)"
+            ),
+        )
     })?;
     std::fs::create_dir_all(root).ctx("create directory", root)?;
     // canonical, so mount points compare equal to what /proc/self/mountinfo lists
     let root = &root.canonicalize().ctx("resolve", root)?;
     let home = root.join("zfs");
     std::fs::create_dir_all(&home).ctx("create directory", &home)?;
-    let handle = LibZfs::init(lib).map_err(|e| unsupported(format!("libzfs_init failed: {e}")))?;
+    let handle = LibZfs::init(lib)
+        .map_err(|e| DriverError::unsupported(DRIVER, format!("libzfs_init failed: {e}")))?;
     let fsname = match opts.fsname.clone() {
         Some(f) => f,
         None => {
             let mounts = MountTable::read()?;
             match mounts.holding(&home) {
                 Some(m) if m.fstype == "zfs" => DatasetName::new(&m.source).map_err(|e| {
-                    unsupported(format!("the dataset {} mounted at the root: {e}", m.source))
+                    DriverError::unsupported(DRIVER, format!("the dataset {} mounted at the root: {e}", m.source))
                 })?,
                 other => {
-                    return Err(unsupported(format!(
+                    return Err(DriverError::unsupported(DRIVER, format!(
                         "{} is on {}, not a zfs dataset: put the root on one, or pass --opt zfs.fsname=POOL/DATASET",
                         home.display(),
                         other.map_or("nothing", |m| m.fstype.as_str())
@@ -143,7 +146,7 @@ pub fn open_with(root: &Path, opts: &ZfsOptions) -> Result<ZfsDriver> {
         }
     };
     if fsname.as_str().len() > dataset_name::MAX_FSNAME_LEN {
-        return Err(unsupported(format!(
+        return Err(DriverError::unsupported(DRIVER, format!(
             "the dataset name {fsname} is longer than {} bytes: a layer's snapshot name would exceed ZFS's limit",
             dataset_name::MAX_FSNAME_LEN
         )));
@@ -161,10 +164,13 @@ pub fn open_with(root: &Path, opts: &ZfsOptions) -> Result<ZfsDriver> {
         props,
     };
     backend.dataset(&backend.fsname, |_| Ok(())).map_err(|e| {
-        unsupported(format!(
-            "the dataset {} is not usable (create it with zfs create): {e}",
-            backend.fsname
-        ))
+        DriverError::unsupported(
+            DRIVER,
+            format!(
+                "the dataset {} is not usable (create it with zfs create): {e}",
+                backend.fsname
+            ),
+        )
     })?;
     LayerStore::open_with(&home, backend, opts.store.clone())
 }
@@ -184,12 +190,14 @@ struct Props {
 impl Props {
     fn look_up(lib: Lib) -> Result<Props> {
         let ds = |n: &str| {
-            lib.dataset_prop(n)
-                .ok_or_else(|| unsupported(format!("libzfs lacks property {n}")))
+            lib.dataset_prop(n).ok_or_else(|| {
+                DriverError::unsupported(DRIVER, format!("libzfs lacks property {n}"))
+            })
         };
         let pool = |n: &str| {
-            lib.pool_prop(n)
-                .ok_or_else(|| unsupported(format!("libzfs lacks pool property {n}")))
+            lib.pool_prop(n).ok_or_else(|| {
+                DriverError::unsupported(DRIVER, format!("libzfs lacks pool property {n}"))
+            })
         };
         Ok(Props {
             used: ds("used")?,
