@@ -33,33 +33,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, RawDir, SeekFrom, Stat, Timespec, Timestamps,
-    XattrFlags, CWD,
+use graphdriver_kit::fs::copy::{
+    on_dst, on_src, times, CopyStats, DataCopier, Fail, Methods, Res, Side,
 };
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RawDir, Stat, CWD};
 use rustix::io::Errno;
 use rustix::process::{Gid, Uid};
-
-/// How file data was copied, for status and benchmarks.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CopyStats {
-    /// Non-directory entries created (regular files, symlinks, devices,
-    /// fifos, sockets); additional names of a hard-linked inode are counted
-    /// in `hardlinks` instead.
-    pub files: u64,
-    /// Directories created, the destination root included.
-    pub dirs: u64,
-    /// Logical size (`st_size`) of the regular files whose data was copied.
-    pub bytes: u64,
-    /// Regular files whose data was shared with `FICLONE` (reflink).
-    pub reflinked: u64,
-    /// Regular files copied with `copy_file_range`.
-    pub copy_file_range: u64,
-    /// Regular files copied (at least partly) with plain `pread`/`pwrite`.
-    pub read_write: u64,
-    /// Entries created as hard links to an earlier copy of the same inode.
-    pub hardlinks: u64,
-}
 
 /// Copies the tree at `src` to `dst`, which must not exist yet (its parent
 /// must). `dst`'s root directory gets `src`'s root mode, owner, xattrs and
@@ -105,8 +84,7 @@ const QUEUE: usize = 64;
 /// `copy_tree` with explicit options.
 pub(crate) fn copy_tree_with(src: &Path, dst: &Path, opts: Options) -> io::Result<CopyStats> {
     let shared = Shared {
-        reflink: AtomicBool::new(opts.reflink),
-        copy_file_range: AtomicBool::new(opts.copy_file_range),
+        methods: Methods::new(opts.reflink, opts.copy_file_range),
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
     };
@@ -155,24 +133,10 @@ pub(crate) fn copy_tree_with(src: &Path, dst: &Path, opts: Options) -> io::Resul
     })
 }
 
-impl CopyStats {
-    fn add(&mut self, o: &CopyStats) {
-        self.files += o.files;
-        self.dirs += o.dirs;
-        self.bytes += o.bytes;
-        self.reflinked += o.reflinked;
-        self.copy_file_range += o.copy_file_range;
-        self.read_write += o.read_write;
-        self.hardlinks += o.hardlinks;
-    }
-}
-
 /// State shared by the walking thread and the workers.
 struct Shared {
-    /// `FICLONE` has not failed for lack of support yet.
-    reflink: AtomicBool,
-    /// `copy_file_range` has not failed for lack of support yet.
-    copy_file_range: AtomicBool,
+    /// The data-copy methods still worth trying.
+    methods: Methods,
     /// A worker failed: stop walking.
     failed: AtomicBool,
     /// The first worker error.
@@ -190,7 +154,7 @@ struct Job {
 /// A worker: copies the data and metadata of queued files until the queue
 /// is closed; returns its share of the statistics.
 fn worker(rx: &Mutex<Receiver<Job>>, shared: &Shared) -> CopyStats {
-    let mut data = DataCopier::new(shared);
+    let mut data = DataCopier::new(&shared.methods);
     loop {
         let job = match rx.lock() {
             Ok(rx) => rx.recv(),
@@ -201,7 +165,7 @@ fn worker(rx: &Mutex<Receiver<Job>>, shared: &Shared) -> CopyStats {
             // Drain the queue without working.
             continue;
         }
-        if let Err(f) = data.fill(&job) {
+        if let Err(f) = fill(&mut data, &job) {
             let fd = match f.side {
                 Side::Src => job.src.as_fd(),
                 Side::Dst => job.dst.as_fd(),
@@ -221,6 +185,13 @@ fn worker(rx: &Mutex<Receiver<Job>>, shared: &Shared) -> CopyStats {
     data.stats
 }
 
+/// Copies the data and metadata of a queued regular file.
+fn fill(data: &mut DataCopier<'_>, job: &Job) -> Res<()> {
+    let (s, d) = (job.src.as_fd(), job.dst.as_fd());
+    data.copy_data(s, d, &job.st)?;
+    data.finish_fd(s, d, &job.st, job.owner_ok)
+}
+
 /// The path an fd was opened with, for error messages.
 fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
@@ -229,53 +200,11 @@ fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
 
 /// Size of the buffer `getdents64` fills.
 const DIRENT_BUF: usize = 32 * 1024;
-/// Size of the buffer of the read/write fallback.
-const RW_BUF: usize = 256 * 1024;
-/// Largest single `copy_file_range` request.
-const CFR_CHUNK: u64 = 1 << 30;
-
 /// Kind of an entry as told by `d_type`: only a hint for which open to try.
 const K_UNKNOWN: u8 = 0;
 const K_REG: u8 = 1;
 const K_DIR: u8 = 2;
 const K_OTHER: u8 = 3;
-
-/// Which tree a failed operation was working on, for the error message.
-#[derive(Debug, Clone, Copy)]
-enum Side {
-    Src,
-    Dst,
-}
-
-/// A failed system call, before the path is attached.
-#[derive(Debug)]
-struct Fail {
-    op: &'static str,
-    side: Side,
-    errno: Errno,
-    /// Extra detail (an xattr name, for example).
-    detail: Option<String>,
-}
-
-type Res<T> = Result<T, Fail>;
-
-fn on_src(op: &'static str) -> impl FnOnce(Errno) -> Fail {
-    move |errno| Fail {
-        op,
-        side: Side::Src,
-        errno,
-        detail: None,
-    }
-}
-
-fn on_dst(op: &'static str) -> impl FnOnce(Errno) -> Fail {
-    move |errno| Fail {
-        op,
-        side: Side::Dst,
-        errno,
-        detail: None,
-    }
-}
 
 /// Wraps `e` with the operation and the path, keeping its kind.
 fn wrap(op: &str, path: &Path, detail: Option<&str>, e: io::Error) -> io::Error {
@@ -389,7 +318,7 @@ impl<'a> Copier<'a> {
             egid: rustix::process::getegid().as_raw(),
             link_target: Vec::new(),
             noatime: true,
-            data: DataCopier::new(shared),
+            data: DataCopier::new(&shared.methods),
         }
     }
 
@@ -779,7 +708,7 @@ impl<'a> Copier<'a> {
                 Err(mpsc::SendError(j)) => job = j,
             }
         }
-        self.data.fill(&job)
+        fill(&mut self.data, &job)
     }
 
     /// Metadata of an entry that cannot be opened (symlink, device, fifo,
@@ -836,357 +765,11 @@ fn nlink(st: &Stat) -> u64 {
     u64::from(st.st_nlink)
 }
 
-/// atime and mtime of `st`, nanoseconds included (the field types differ
-/// between architectures).
-#[allow(clippy::unnecessary_cast)]
-fn times(st: &Stat) -> Timestamps {
-    Timestamps {
-        last_access: timespec(st.st_atime as i64, st.st_atime_nsec as i64),
-        last_modification: timespec(st.st_mtime as i64, st.st_mtime_nsec as i64),
-    }
-}
-
-fn timespec(sec: i64, nsec: i64) -> Timespec {
-    Timespec {
-        tv_sec: sec,
-        tv_nsec: nsec as _,
-    }
-}
-
-/// Copies file data and fd-based metadata; owns the reusable buffers.
-struct DataCopier<'a> {
-    shared: &'a Shared,
-    /// Set when the current file needed the read/write fallback.
-    used_rw: bool,
-    rw_buf: Vec<u8>,
-    xattr_names: Vec<u8>,
-    xattr_value: Vec<u8>,
-    /// `/proc/self/fd/<dirfd>/<name>` of the source and destination.
-    src_path: Vec<u8>,
-    dst_path: Vec<u8>,
-    stats: CopyStats,
-}
-
-impl<'a> DataCopier<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        Self {
-            shared,
-            used_rw: false,
-            rw_buf: Vec::new(),
-            xattr_names: vec![0; 1024],
-            xattr_value: vec![0; 1024],
-            src_path: Vec::with_capacity(64),
-            dst_path: Vec::with_capacity(64),
-            stats: CopyStats::default(),
-        }
-    }
-
-    /// Copies the data and metadata of a queued regular file.
-    fn fill(&mut self, job: &Job) -> Res<()> {
-        let (s, d) = (job.src.as_fd(), job.dst.as_fd());
-        self.copy_data(s, d, &job.st)?;
-        self.finish_fd(s, d, &job.st, job.owner_ok)
-    }
-
-    /// Copies the data of the regular file `s` (described by `st`) into
-    /// the new, empty file `d`.
-    fn copy_data(&mut self, s: BorrowedFd<'_>, d: BorrowedFd<'_>, st: &Stat) -> Res<()> {
-        let size = u64::try_from(st.st_size).unwrap_or(0);
-        if size == 0 {
-            return Ok(());
-        }
-        self.stats.bytes += size;
-        if self.shared.reflink.load(Ordering::Relaxed) {
-            match rfs::ioctl_ficlone(d, s) {
-                Ok(()) => {
-                    self.stats.reflinked += 1;
-                    return Ok(());
-                }
-                Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY) => {
-                    self.shared.reflink.store(false, Ordering::Relaxed);
-                }
-                Err(e) => return Err(on_dst("clone")(e)),
-            }
-        }
-        self.used_rw = false;
-        let allocated = u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512);
-        if allocated < size {
-            self.copy_sparse(s, d, size)?;
-        } else {
-            self.copy_range(s, d, 0, size)?;
-        }
-        if self.used_rw {
-            self.stats.read_write += 1;
-        } else {
-            self.stats.copy_file_range += 1;
-        }
-        Ok(())
-    }
-
-    /// Copies only the data extents of `s`, leaving holes in `d`.
-    fn copy_sparse(&mut self, s: BorrowedFd<'_>, d: BorrowedFd<'_>, size: u64) -> Res<()> {
-        let mut pos = 0;
-        while pos < size {
-            let data = match rfs::seek(s, SeekFrom::Data(pos)) {
-                Ok(data) => data,
-                Err(Errno::NXIO) => break,
-                Err(Errno::INVAL | Errno::OPNOTSUPP) if pos == 0 => {
-                    // No SEEK_DATA support: copy everything.
-                    return self.copy_range(s, d, 0, size);
-                }
-                Err(e) => return Err(on_src("seek data")(e)),
-            };
-            if data >= size {
-                break;
-            }
-            let hole = rfs::seek(s, SeekFrom::Hole(data))
-                .map_err(on_src("seek hole"))?
-                .min(size);
-            if hole <= data {
-                // Cannot happen unless the file changes under us: copy the
-                // rest rather than loop.
-                self.copy_range(s, d, data, size - data)?;
-                break;
-            }
-            self.copy_range(s, d, data, hole - data)?;
-            pos = hole;
-        }
-        rfs::ftruncate(d, size).map_err(on_dst("truncate"))
-    }
-
-    /// Copies `len` bytes at `off` from `s` to the same offset in `d`.
-    fn copy_range(&mut self, s: BorrowedFd<'_>, d: BorrowedFd<'_>, off: u64, len: u64) -> Res<()> {
-        let end = off + len;
-        let mut pos = off;
-        if self.shared.copy_file_range.load(Ordering::Relaxed) {
-            while pos < end {
-                let mut off_in = pos;
-                let mut off_out = pos;
-                let chunk = (end - pos).min(CFR_CHUNK) as usize;
-                match rfs::copy_file_range(s, Some(&mut off_in), d, Some(&mut off_out), chunk) {
-                    // The file shrank under us.
-                    Ok(0) => return Ok(()),
-                    Ok(n) => pos += n as u64,
-                    Err(Errno::INTR) => {}
-                    Err(Errno::XDEV | Errno::OPNOTSUPP | Errno::NOSYS) => {
-                        self.shared.copy_file_range.store(false, Ordering::Relaxed);
-                        break;
-                    }
-                    // Not for this file (some special filesystems).
-                    Err(Errno::INVAL) => break,
-                    Err(e) => return Err(on_dst("copy_file_range")(e)),
-                }
-            }
-            if pos >= end {
-                return Ok(());
-            }
-        }
-        self.used_rw = true;
-        if self.rw_buf.is_empty() {
-            self.rw_buf = vec![0; RW_BUF];
-        }
-        while pos < end {
-            let want = (end - pos).min(self.rw_buf.len() as u64) as usize;
-            let n = match rustix::io::pread(s, &mut self.rw_buf[..want], pos) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(on_src("read")(e)),
-            };
-            let mut done = 0;
-            while done < n {
-                match rustix::io::pwrite(d, &self.rw_buf[done..n], pos + done as u64) {
-                    Ok(0) => return Err(on_dst("write")(Errno::IO)),
-                    Ok(w) => done += w,
-                    Err(Errno::INTR) => {}
-                    Err(e) => return Err(on_dst("write")(e)),
-                }
-            }
-            pos += n as u64;
-        }
-        Ok(())
-    }
-
-    /// Owner, xattrs, mode and times of a file or directory, through fds.
-    fn finish_fd(
-        &mut self,
-        s: BorrowedFd<'_>,
-        d: BorrowedFd<'_>,
-        st: &Stat,
-        owner_ok: bool,
-    ) -> Res<()> {
-        if !owner_ok {
-            rfs::fchown(
-                d,
-                Some(Uid::from_raw(st.st_uid)),
-                Some(Gid::from_raw(st.st_gid)),
-            )
-            .map_err(on_dst("chown"))?;
-        }
-        self.copy_xattrs_fd(s, d)?;
-        rfs::fchmod(d, Mode::from_raw_mode(st.st_mode & 0o7777)).map_err(on_dst("chmod"))?;
-        rfs::futimens(d, &times(st)).map_err(on_dst("utimes"))
-    }
-
-    /// Lists the xattr names of `fd` (or of `path`, not following it) into
-    /// `xattr_names`; returns the length used.
-    fn list_xattrs(&mut self, fd: BorrowedFd<'_>, path: Option<&CStr>) -> Result<usize, Errno> {
-        loop {
-            let r = match path {
-                Some(p) => rfs::llistxattr(p, &mut self.xattr_names[..]),
-                None => rfs::flistxattr(fd, &mut self.xattr_names[..]),
-            };
-            match r {
-                Ok(n) => return Ok(n),
-                Err(Errno::OPNOTSUPP) => return Ok(0),
-                Err(Errno::RANGE) => {
-                    let need = match path {
-                        Some(p) => rfs::llistxattr_query(p)?,
-                        None => rfs::flistxattr_query(fd)?,
-                    };
-                    let len = need.max(self.xattr_names.len() * 2);
-                    self.xattr_names.resize(len, 0);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Reads the value of xattr `name` into `xattr_value`; returns its length.
-    fn get_xattr(
-        value: &mut Vec<u8>,
-        fd: BorrowedFd<'_>,
-        path: Option<&CStr>,
-        name: &CStr,
-    ) -> Result<usize, Errno> {
-        loop {
-            let r = match path {
-                Some(p) => rfs::lgetxattr(p, name, &mut value[..]),
-                None => rfs::fgetxattr(fd, name, &mut value[..]),
-            };
-            match r {
-                Err(Errno::RANGE) => {
-                    let need = match path {
-                        Some(p) => rfs::lgetxattr_query(p, name)?,
-                        None => rfs::fgetxattr_query(fd, name)?,
-                    };
-                    let len = need.max(value.len() * 2);
-                    value.resize(len, 0);
-                }
-                r => return r,
-            }
-        }
-    }
-
-    fn copy_xattrs_fd(&mut self, s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> Res<()> {
-        let n = self.list_xattrs(s, None).map_err(on_src("listxattr"))?;
-        if n == 0 {
-            return Ok(());
-        }
-        let names = std::mem::take(&mut self.xattr_names);
-        let r = self.set_xattrs(&names[..n], s, None, d, None);
-        self.xattr_names = names;
-        r
-    }
-
-    fn copy_xattrs_at(
-        &mut self,
-        sdir: BorrowedFd<'_>,
-        ddir: BorrowedFd<'_>,
-        name: &CStr,
-    ) -> Res<()> {
-        proc_path(&mut self.src_path, sdir, name);
-        let src_path = std::mem::take(&mut self.src_path);
-        let r = self.copy_xattrs_path(&src_path, sdir, ddir, name);
-        self.src_path = src_path;
-        r
-    }
-
-    fn copy_xattrs_path(
-        &mut self,
-        src_path: &[u8],
-        sdir: BorrowedFd<'_>,
-        ddir: BorrowedFd<'_>,
-        name: &CStr,
-    ) -> Res<()> {
-        let spath =
-            CStr::from_bytes_with_nul(src_path).map_err(|_| on_src("listxattr")(Errno::INVAL))?;
-        let n = self
-            .list_xattrs(sdir, Some(spath))
-            .map_err(on_src("listxattr"))?;
-        if n == 0 {
-            return Ok(());
-        }
-        proc_path(&mut self.dst_path, ddir, name);
-        let dst_path = std::mem::take(&mut self.dst_path);
-        let names = std::mem::take(&mut self.xattr_names);
-        let r = match CStr::from_bytes_with_nul(&dst_path) {
-            Ok(dpath) => self.set_xattrs(&names[..n], sdir, Some(spath), ddir, Some(dpath)),
-            Err(_) => Err(on_dst("setxattr")(Errno::INVAL)),
-        };
-        self.xattr_names = names;
-        self.dst_path = dst_path;
-        r
-    }
-
-    /// Copies each xattr of the NUL-separated `names` list.
-    fn set_xattrs(
-        &mut self,
-        names: &[u8],
-        s: BorrowedFd<'_>,
-        spath: Option<&CStr>,
-        d: BorrowedFd<'_>,
-        dpath: Option<&CStr>,
-    ) -> Res<()> {
-        for name in names.split_inclusive(|&b| b == 0) {
-            let Ok(name) = CStr::from_bytes_with_nul(name) else {
-                continue;
-            };
-            if name.is_empty() {
-                continue;
-            }
-            let len = match Self::get_xattr(&mut self.xattr_value, s, spath, name) {
-                Ok(len) => len,
-                // Removed since it was listed.
-                Err(Errno::NODATA) => continue,
-                Err(e) => return Err(xattr_fail("getxattr", Side::Src, e, name)),
-            };
-            let value = &self.xattr_value[..len];
-            let r = match dpath {
-                Some(p) => rfs::lsetxattr(p, name, value, XattrFlags::empty()),
-                None => rfs::fsetxattr(d, name, value, XattrFlags::empty()),
-            };
-            r.map_err(|e| xattr_fail("setxattr", Side::Dst, e, name))?;
-        }
-        Ok(())
-    }
-}
-
-fn xattr_fail(op: &'static str, side: Side, errno: Errno, name: &CStr) -> Fail {
-    Fail {
-        op,
-        side,
-        errno,
-        detail: Some(name.to_string_lossy().into_owned()),
-    }
-}
-
-/// Writes `/proc/self/fd/<dir>/<name>` and a NUL into `buf`: a path that
-/// reaches `name` through the already open `dir` without following `name`
-/// itself (for the `l*xattr` calls on entries that cannot be opened).
-fn proc_path(buf: &mut Vec<u8>, dir: BorrowedFd<'_>, name: &CStr) {
-    use std::io::Write as _;
-    buf.clear();
-    buf.extend_from_slice(b"/proc/self/fd/");
-    // Writing into a Vec cannot fail.
-    let _ = write!(buf, "{}", dir.as_raw_fd());
-    buf.push(b'/');
-    buf.extend_from_slice(name.to_bytes_with_nul());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use graphdriver_kit::fs::copy::timespec;
+    use rustix::fs::{Timestamps, XattrFlags};
     use std::fs;
     use std::io::Read as _;
     use std::os::unix::fs::symlink;
@@ -1922,8 +1505,7 @@ mod tests {
         fs::write(f.s("data"), b"data").unwrap();
         fs::write(f.s("readonly"), b"").unwrap();
         let shared = Shared {
-            reflink: AtomicBool::new(true),
-            copy_file_range: AtomicBool::new(true),
+            methods: Methods::default(),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
         };

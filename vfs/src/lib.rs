@@ -26,7 +26,8 @@ use graphdriver_kit::options::{OptionParser, StoreOptions};
 use graphdriver_kit::store::{Backend, LayerStore};
 use graphdriver_kit::{fs::layer_mount, fs::tree, fs::BackingFs};
 
-pub use copy::{copy_tree, CopyStats};
+pub use copy::copy_tree;
+pub use graphdriver_kit::fs::copy::CopyStats;
 
 /// The vfs driver: the shared layer store over [`Vfs`].
 pub type VfsDriver = LayerStore<Vfs>;

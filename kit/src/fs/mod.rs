@@ -5,6 +5,7 @@
 pub mod atomic_file;
 mod backing_fs;
 pub mod chunks;
+pub mod copy;
 pub mod dir_cursor;
 pub mod layer_mount;
 pub mod mountinfo;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::fs::copy::{read_xattrs, times, DataCopier, Fail, Methods, Xattrs};
+
 use crate::dir_cursor::DirCursor;
 use crate::{DriverError, IoContext, Result};
 
@@ -171,62 +173,23 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> PathBuf {
     p
 }
 
-/// The extended attributes of an open file or directory, sorted by name.
-pub fn fd_xattrs(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    xattrs_with(
-        |buf| rfs::flistxattr(fd, buf),
-        |name, buf| rfs::fgetxattr(fd, name, buf),
-    )
+/// The extended attributes of an open file or directory, sorted by name (none where the
+/// filesystem has none or will not list them).
+pub fn fd_xattrs(fd: BorrowedFd<'_>) -> rustix::io::Result<Xattrs> {
+    none_if_refused(read_xattrs(fd, None))
 }
 
 /// The extended attributes of `path` itself (a symlink is not followed), sorted by name.
-pub fn path_xattrs(path: &Path) -> rustix::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    xattrs_with(
-        |buf| rfs::llistxattr(path, buf),
-        |name, buf| rfs::lgetxattr(path, name, buf),
-    )
+pub fn path_xattrs(path: &Path) -> rustix::io::Result<Xattrs> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::INVAL)?;
+    none_if_refused(read_xattrs(rfs::CWD, Some(&c)))
 }
 
-fn xattrs_with(
-    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
-    get: impl Fn(&CStr, &mut [u8]) -> rustix::io::Result<usize>,
-) -> rustix::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut buf = vec![0u8; 1024];
-    let n = loop {
-        match list(&mut buf) {
-            Ok(n) => break n,
-            Err(Errno::RANGE) => {
-                let need = list(&mut [])?;
-                buf.resize(need.max(buf.len() * 2), 0);
-            }
-            Err(Errno::NOTSUP) | Err(Errno::PERM) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        }
-    };
-    if n == 0 {
-        return Ok(Vec::new());
+fn none_if_refused(r: rustix::io::Result<Xattrs>) -> rustix::io::Result<Xattrs> {
+    match r {
+        Err(Errno::NOTSUP) | Err(Errno::PERM) => Ok(Vec::new()),
+        r => r,
     }
-    let mut out = Vec::new();
-    let mut value = vec![0u8; 256];
-    for name in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
-        let cname = CString::new(name).map_err(|_| Errno::INVAL)?;
-        let len = loop {
-            match get(&cname, &mut value) {
-                Ok(len) => break Some(len),
-                Err(Errno::RANGE) => {
-                    let need = get(&cname, &mut [])?;
-                    value.resize(need.max(value.len() * 2), 0);
-                }
-                Err(Errno::NODATA) => break None, // removed meanwhile
-                Err(e) => return Err(e),
-            }
-        };
-        if let Some(len) = len {
-            out.push((name.to_vec(), value[..len].to_vec()));
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Whether an xattr is private to a backend and never exported or compared.
@@ -235,7 +198,9 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
 }
 
 /// Copies the non-directory entry `name` of `src` to `dst_name` in `dst` (which must not
-/// exist) with its data, owner, mode, xattrs and mtime; symlinks and nodes are recreated.
+/// exist) with the one copier ([`crate::fs::copy`]): its data (reflink first, holes kept),
+/// owner, xattrs but a backend's private ones, mode and times, in the order that keeps
+/// setuid bits and capabilities; symlinks and nodes are recreated.
 pub fn copy_entry_at(
     src: BorrowedFd<'_>,
     name: &CStr,
@@ -243,8 +208,19 @@ pub fn copy_entry_at(
     dst_name: &CStr,
 ) -> rustix::io::Result<()> {
     let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)?;
-    let ft = FileType::from_raw_mode(st.st_mode);
-    let xattrs = match ft {
+    let methods = Methods::default();
+    let mut copier = DataCopier::new(&methods).skipping(is_private_xattr);
+    let errno = |f: Fail| f.errno;
+    let owner = |flags| {
+        rfs::chownat(
+            dst,
+            dst_name,
+            Some(rfs::Uid::from_raw(st.st_uid)),
+            Some(rfs::Gid::from_raw(st.st_gid)),
+            flags,
+        )
+    };
+    match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => {
             let from = rfs::openat(
                 src,
@@ -258,89 +234,37 @@ pub fn copy_entry_at(
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             )?;
-            let mut left = st.st_size as u64;
-            while left > 0 {
-                let n = match rfs::copy_file_range(
-                    &from,
-                    None,
-                    &to,
-                    None,
-                    left.min(1 << 30) as usize,
-                ) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(Errno::XDEV)
-                    | Err(Errno::INVAL)
-                    | Err(Errno::NOSYS)
-                    | Err(Errno::OPNOTSUPP) => {
-                        let mut f = std::fs::File::from(from.try_clone().map_err(|_| Errno::BADF)?);
-                        let mut t = std::fs::File::from(to.try_clone().map_err(|_| Errno::BADF)?);
-                        std::io::copy(&mut f, &mut t)
-                            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                };
-                left -= n as u64;
+            copier
+                .copy_data(from.as_fd(), to.as_fd(), &st)
+                .map_err(errno)?;
+            // chown, xattrs, chmod, times
+            copier
+                .finish_fd(from.as_fd(), to.as_fd(), &st, false)
+                .map_err(errno)
+        }
+        FileType::Directory => Err(Errno::ISDIR),
+        ft => {
+            if ft == FileType::Symlink {
+                let target = rfs::readlinkat(src, name, Vec::new())?;
+                rfs::symlinkat(target.as_c_str(), dst, dst_name)?;
+            } else {
+                rfs::mknodat(dst, dst_name, ft, Mode::from_raw_mode(0o600), st.st_rdev)?;
             }
-            let x = fd_xattrs(from.as_fd())?;
-            rfs::fchown(
-                &to,
-                Some(rfs::Uid::from_raw(st.st_uid)),
-                Some(rfs::Gid::from_raw(st.st_gid)),
-            )?;
-            rfs::fchmod(&to, Mode::from_raw_mode(st.st_mode & 0o7777))?;
-            x
-        }
-        FileType::Symlink => {
-            let target = rfs::readlinkat(src, name, Vec::new())?;
-            rfs::symlinkat(target.as_c_str(), dst, dst_name)?;
-            rfs::chownat(
-                dst,
-                dst_name,
-                Some(rfs::Uid::from_raw(st.st_uid)),
-                Some(rfs::Gid::from_raw(st.st_gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-            path_xattrs(&proc_path(src, name))?
-        }
-        FileType::Directory => return Err(Errno::ISDIR),
-        _ => {
-            rfs::mknodat(dst, dst_name, ft, Mode::from_raw_mode(0o600), st.st_rdev)?;
-            rfs::chownat(
-                dst,
-                dst_name,
-                Some(rfs::Uid::from_raw(st.st_uid)),
-                Some(rfs::Gid::from_raw(st.st_gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-            rfs::chmodat(
-                dst,
-                dst_name,
-                Mode::from_raw_mode(st.st_mode & 0o7777),
-                AtFlags::empty(),
-            )?;
-            path_xattrs(&proc_path(src, name))?
-        }
-    };
-    let p = proc_path(dst, dst_name);
-    for (k, v) in xattrs {
-        if !is_private_xattr(&k) {
-            let k = CString::new(k).map_err(|_| Errno::INVAL)?;
-            rfs::lsetxattr(&p, &k, &v, rfs::XattrFlags::empty())?;
+            owner(AtFlags::SYMLINK_NOFOLLOW)?;
+            copier
+                .copy_xattrs_between(src, name, dst, dst_name)
+                .map_err(errno)?;
+            if ft != FileType::Symlink {
+                rfs::chmodat(
+                    dst,
+                    dst_name,
+                    Mode::from_raw_mode(st.st_mode & 0o7777),
+                    AtFlags::empty(),
+                )?;
+            }
+            rfs::utimensat(dst, dst_name, &times(&st), AtFlags::SYMLINK_NOFOLLOW)
         }
     }
-    let ts = rfs::Timestamps {
-        last_access: rfs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rfs::UTIME_OMIT,
-        },
-        last_modification: rfs::Timespec {
-            tv_sec: st.st_mtime,
-            tv_nsec: st.st_mtime_nsec as _,
-        },
-    };
-    rfs::utimensat(dst, dst_name, &ts, AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// Removes the tree at `path` by first renaming it into `trash` (same filesystem), so that a
@@ -379,4 +303,91 @@ pub fn layer_ids_in(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<crat
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+        path_xattrs(path)
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// A single entry copied through the one copier keeps what a layer's file carries: a
+    /// setuid bit and a foreign owner (chown first would clear the bit), a file capability and
+    /// an access ACL (chown clears the first, chmod rewrites the second's mask), and holes.
+    #[test]
+    fn copy_entry_at_keeps_setuid_owner_capability_acl_and_holes() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        std::fs::create_dir(&src).unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        let f = src.join("f");
+        let file = std::fs::File::create(&f).unwrap();
+        // 4 KiB of data, then a 4 MiB hole
+        std::os::unix::fs::FileExt::write_all_at(&file, &[7u8; 4096], 0).unwrap();
+        file.set_len(4 << 20).unwrap();
+        drop(file);
+        std::os::unix::fs::chown(&f, Some(1000), Some(1000)).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        // VFS_CAP_REVISION_2, effective; CAP_NET_RAW permitted
+        let mut cap = vec![];
+        for w in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
+            cap.extend_from_slice(&w.to_le_bytes());
+        }
+        // version 2; user::rwx, user:1001:r-x, group::r-x, mask::r-x, other::r-x
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01u16, 7u16, u32::MAX),
+            (0x02, 5, 1001),
+            (0x04, 5, u32::MAX),
+            (0x10, 5, u32::MAX),
+            (0x20, 5, u32::MAX),
+        ] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&id.to_le_bytes());
+        }
+        let set = |name: &str, v: &[u8]| {
+            let name = CString::new(name).unwrap();
+            rfs::lsetxattr(&f, &name, v, rfs::XattrFlags::empty())
+        };
+        if set("system.posix_acl_access", &acl).is_err() {
+            eprintln!("no ACLs on /var/tmp here: the ACL part is not checked");
+        }
+        set("security.capability", &cap).unwrap();
+        let want = std::fs::metadata(&f).unwrap();
+
+        let (s, d) = (open_dir(&src).unwrap(), open_dir(&dst).unwrap());
+        copy_entry_at(s.as_fd(), c"f", d.as_fd(), c"g").unwrap();
+
+        let g = dst.join("g");
+        let got = std::fs::metadata(&g).unwrap();
+        assert_eq!((got.uid(), got.gid()), (1000, 1000));
+        assert_eq!(got.mode() & 0o7777, want.mode() & 0o7777, "mode");
+        assert_eq!(got.mode() & 0o4000, 0o4000, "setuid kept");
+        assert_eq!(
+            xattr(&g, "security.capability"),
+            Some(cap),
+            "capability kept"
+        );
+        assert_eq!(
+            xattr(&g, "system.posix_acl_access"),
+            xattr(&f, "system.posix_acl_access"),
+            "ACL"
+        );
+        assert_eq!(got.len(), 4 << 20);
+        assert!(
+            got.blocks() * 512 < 1 << 20,
+            "the 4 MiB hole was filled: {} blocks",
+            got.blocks()
+        );
+        assert_eq!(got.mtime(), want.mtime());
+        assert_eq!(std::fs::read(&g).unwrap(), std::fs::read(&f).unwrap());
+    }
 }
