@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use graphdriver_api::{Change, CreateOpts, DriverError, IoContext, LayerId, Result, Status};
 use graphdriver_kit::archive::ApplyTarget;
 use graphdriver_kit::fs::mountinfo::MountTable;
-use graphdriver_kit::options::{OptionParser, StoreOptions};
+use graphdriver_kit::options::{DriverOptions, OptionParser, StoreOptions};
 use graphdriver_kit::store::{Backend, LayerStore};
 use graphdriver_kit::{fs::layer_mount, fs::tree, fs::BackingFs, NaiveDiff};
 
@@ -57,22 +57,23 @@ pub struct BtrfsOptions {
     pub store: StoreOptions,
 }
 
-impl TryFrom<&BTreeMap<String, String>> for BtrfsOptions {
-    type Error = DriverError;
+impl DriverOptions for BtrfsOptions {
+    const DRIVER: &'static str = DRIVER;
 
-    fn try_from(opts: &BTreeMap<String, String>) -> Result<Self> {
-        let mut loopback = None;
-        let parser = OptionParser::new("btrfs", opts);
-        let store = parser.parse(|k, v| match k {
-            "btrfs.loopback" => {
-                loopback = Some(parser.size(k, v)?);
-                Ok(true)
-            }
-            _ => Ok(false),
-        })?;
-        Ok(BtrfsOptions { loopback, store })
+    fn set(&mut self, p: &OptionParser<'_>, key: &str, value: &str) -> Result<bool> {
+        match key {
+            "btrfs.loopback" => self.loopback = Some(p.size(key, value)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn store_mut(&mut self) -> &mut StoreOptions {
+        &mut self.store
     }
 }
+
+graphdriver_kit::driver_options!(BtrfsOptions);
 
 /// Opens (creating if needed) the btrfs driver under `root`; `<root>/btrfs` must be on
 /// btrfs, or `btrfs.loopback=SIZE` (e.g. `8G`) makes it so with a loop-backed image (see

@@ -62,7 +62,7 @@ use graphdriver_api::{CreateOpts, DriverError, IoContext, LayerId, Result, Statu
 use graphdriver_kit::archive::ApplyTarget;
 use graphdriver_kit::fs::layer_mount;
 use graphdriver_kit::fs::mountinfo::MountTable;
-use graphdriver_kit::options::{OptionParser, StoreOptions};
+use graphdriver_kit::options::{DriverOptions, OptionParser, StoreOptions};
 use graphdriver_kit::store::{Backend, LayerStore};
 
 pub use error::DevmapperError;
@@ -113,48 +113,48 @@ impl Default for DevmapperOptions {
     }
 }
 
-impl TryFrom<&BTreeMap<String, String>> for DevmapperOptions {
-    type Error = DriverError;
+impl DriverOptions for DevmapperOptions {
+    const DRIVER: &'static str = DRIVER;
 
-    fn try_from(opts: &BTreeMap<String, String>) -> Result<Self> {
-        let mut o = DevmapperOptions::default();
-        let parser = OptionParser::new("devmapper", opts);
-        o.store = parser.parse(|k, v| {
-            match k {
-                "dm.thinpooldev" => {
-                    o.thinpooldev = Some(v.trim_start_matches("/dev/mapper/").to_owned())
-                }
-                "dm.fs" => {
-                    o.fs = Some(Fs::parse(v).ok_or_else(|| {
-                        parser.unsupported(format!("dm.fs={v}: want ext4 or xfs"))
-                    })?)
-                }
-                "dm.basesize" => o.base_size = parser.size(k, v)?,
-                "dm.loopdatasize" => o.loop_data_size = parser.size(k, v)?,
-                "dm.loopmetadatasize" => o.loop_metadata_size = parser.size(k, v)?,
-                "dm.blocksize" => o.block_size = parser.size(k, v)?,
-                _ => return Ok(false),
+    fn set(&mut self, p: &OptionParser<'_>, key: &str, value: &str) -> Result<bool> {
+        match key {
+            "dm.thinpooldev" => {
+                self.thinpooldev = Some(value.trim_start_matches("/dev/mapper/").to_owned())
             }
-            Ok(true)
-        })?;
-        if o.block_size < 64 << 10
-            || !o.block_size.is_multiple_of(64 << 10)
-            || o.block_size > 1 << 30
+            "dm.fs" => {
+                self.fs = Some(
+                    Fs::parse(value)
+                        .ok_or_else(|| p.unsupported(format!("dm.fs={value}: want ext4 or xfs")))?,
+                )
+            }
+            "dm.basesize" => self.base_size = p.size(key, value)?,
+            "dm.loopdatasize" => self.loop_data_size = p.size(key, value)?,
+            "dm.loopmetadatasize" => self.loop_metadata_size = p.size(key, value)?,
+            "dm.blocksize" => self.block_size = p.size(key, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn store_mut(&mut self) -> &mut StoreOptions {
+        &mut self.store
+    }
+
+    fn check(&self, p: &OptionParser<'_>) -> Result<()> {
+        if self.block_size < 64 << 10
+            || !self.block_size.is_multiple_of(64 << 10)
+            || self.block_size > 1 << 30
         {
-            return Err(DriverError::unsupported(
-                DRIVER,
-                "dm.blocksize must be a multiple of 64K between 64K and 1G",
-            ));
+            return Err(p.unsupported("dm.blocksize must be a multiple of 64K between 64K and 1G"));
         }
-        if o.base_size < 64 << 20 || !o.base_size.is_multiple_of(512) {
-            return Err(DriverError::unsupported(
-                DRIVER,
-                "dm.basesize must be at least 64M and a multiple of 512",
-            ));
+        if self.base_size < 64 << 20 || !self.base_size.is_multiple_of(512) {
+            return Err(p.unsupported("dm.basesize must be at least 64M and a multiple of 512"));
         }
-        Ok(o)
+        Ok(())
     }
 }
+
+graphdriver_kit::driver_options!(DevmapperOptions);
 
 /// Opens (creating if needed) the devmapper driver under `root`: its pool, base device and
 /// metadata, after repairing what a crash left.

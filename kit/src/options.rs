@@ -85,6 +85,51 @@ impl<'a> OptionParser<'a> {
     }
 }
 
+/// A backend's typed options: how one `key=value` sets them. [`parse`] makes them from a map,
+/// and [`driver_options!`](crate::driver_options) gives them `TryFrom<&BTreeMap<..>>`.
+pub trait DriverOptions: Default {
+    /// The driver's name, for errors.
+    const DRIVER: &'static str;
+
+    /// Sets the option `key` to `value` if it is this backend's; `Ok(false)` when it is not
+    /// (then it is an unknown option, unless it is the store's).
+    fn set(&mut self, parser: &OptionParser<'_>, key: &str, value: &str) -> Result<bool>;
+
+    /// The layer store's options, which every backend's hold.
+    fn store_mut(&mut self) -> &mut StoreOptions;
+
+    /// Checks the options together, once every key is set.
+    fn check(&self, _parser: &OptionParser<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `T` from the `key=value` map `opts`: each key set once, the store's taken, unknown keys
+/// and bad values refused by name.
+pub fn parse<T: DriverOptions>(opts: &BTreeMap<String, String>) -> Result<T> {
+    let mut o = T::default();
+    let parser = OptionParser::new(T::DRIVER, opts);
+    *o.store_mut() = parser.parse(|k, v| o.set(&parser, k, v))?;
+    o.check(&parser)?;
+    Ok(o)
+}
+
+/// `impl TryFrom<&BTreeMap<String, String>>` for a [`DriverOptions`] type, through [`parse`].
+#[macro_export]
+macro_rules! driver_options {
+    ($t:ty) => {
+        impl TryFrom<&std::collections::BTreeMap<String, String>> for $t {
+            type Error = graphdriver_api::DriverError;
+
+            fn try_from(
+                opts: &std::collections::BTreeMap<String, String>,
+            ) -> graphdriver_api::Result<Self> {
+                $crate::options::parse(opts)
+            }
+        }
+    };
+}
+
 /// A size in bytes: a number with an optional `K`, `M`, `G` or `T` suffix (powers of 1024,
 /// either case); `None` when it is not one or overflows.
 pub fn parse_size(s: &str) -> Option<u64> {

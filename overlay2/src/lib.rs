@@ -48,7 +48,7 @@ use graphdriver_api::{
 use graphdriver_kit::archive::{ApplyTarget, OverlayXattrs};
 use graphdriver_kit::fs::mountinfo::MountTable;
 use graphdriver_kit::fs::quota::ProjectQuota;
-use graphdriver_kit::options::{OptionParser, StoreOptions};
+use graphdriver_kit::options::{DriverOptions, OptionParser, StoreOptions};
 use graphdriver_kit::store::{Backend, LayerStore};
 use graphdriver_kit::{fs::layer_mount, fs::tree, fs::BackingFs, NaiveDiff};
 use rustix::mount::{self as rmount, MountPropagationFlags, UnmountFlags};
@@ -113,31 +113,30 @@ pub struct Overlay2Options {
     pub store: StoreOptions,
 }
 
-impl TryFrom<&BTreeMap<String, String>> for Overlay2Options {
-    type Error = DriverError;
+impl DriverOptions for Overlay2Options {
+    const DRIVER: &'static str = "overlay2";
 
-    fn try_from(opts: &BTreeMap<String, String>) -> Result<Self> {
-        let mut mount_api = MountApiChoice::Auto;
-        let parser = OptionParser::new("overlay2", opts);
-        let store = parser.parse(|k, v| match k {
-            "overlay2.mount_api" => {
-                mount_api = match v {
-                    "auto" => MountApiChoice::Auto,
-                    "new" => MountApiChoice::New,
-                    "legacy" => MountApiChoice::Legacy,
-                    other => {
-                        return Err(parser.unsupported(format!(
-                            "overlay2.mount_api={other}: want auto, new or legacy"
-                        )))
-                    }
-                };
-                Ok(true)
+    fn set(&mut self, p: &OptionParser<'_>, key: &str, value: &str) -> Result<bool> {
+        match (key, value) {
+            ("overlay2.mount_api", "auto") => self.mount_api = MountApiChoice::Auto,
+            ("overlay2.mount_api", "new") => self.mount_api = MountApiChoice::New,
+            ("overlay2.mount_api", "legacy") => self.mount_api = MountApiChoice::Legacy,
+            ("overlay2.mount_api", other) => {
+                return Err(p.unsupported(format!(
+                    "overlay2.mount_api={other}: want auto, new or legacy"
+                )))
             }
-            _ => Ok(false),
-        })?;
-        Ok(Overlay2Options { mount_api, store })
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn store_mut(&mut self) -> &mut StoreOptions {
+        &mut self.store
     }
 }
+
+graphdriver_kit::driver_options!(Overlay2Options);
 
 /// Opens (creating if needed) the overlay2 driver under `root`, with options as `key=value`
 /// (see [`Overlay2Options`]).

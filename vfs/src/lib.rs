@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use graphdriver_api::{CreateOpts, DriverError, IoContext, LayerId, Result, Status};
+use graphdriver_api::{CreateOpts, IoContext, LayerId, Result, Status};
 use graphdriver_kit::archive::ApplyTarget;
 use graphdriver_kit::fs::quota::ProjectQuota;
-use graphdriver_kit::options::{OptionParser, StoreOptions};
+use graphdriver_kit::options::{DriverOptions, OptionParser, StoreOptions};
 use graphdriver_kit::store::{Backend, LayerStore};
 use graphdriver_kit::{fs::layer_mount, fs::tree, fs::BackingFs};
 
@@ -41,14 +41,19 @@ pub struct VfsOptions {
     pub store: StoreOptions,
 }
 
-impl TryFrom<&BTreeMap<String, String>> for VfsOptions {
-    type Error = DriverError;
+impl DriverOptions for VfsOptions {
+    const DRIVER: &'static str = "vfs";
 
-    fn try_from(opts: &BTreeMap<String, String>) -> Result<Self> {
-        let store = OptionParser::new("vfs", opts).parse(|_, _| Ok(false))?;
-        Ok(VfsOptions { store })
+    fn set(&mut self, _: &OptionParser<'_>, _: &str, _: &str) -> Result<bool> {
+        Ok(false) // no option of its own
+    }
+
+    fn store_mut(&mut self) -> &mut StoreOptions {
+        &mut self.store
     }
 }
+
+graphdriver_kit::driver_options!(VfsOptions);
 
 /// Opens (creating if needed) the vfs driver under `root` (its data goes in `<root>/vfs`),
 /// with options as `key=value` (see [`VfsOptions`]); an unknown option is an error.

@@ -42,7 +42,7 @@ use graphdriver_api::{CreateOpts, DriverError, IoContext, LayerId, Result, Statu
 use graphdriver_kit::archive::ApplyTarget;
 use graphdriver_kit::fs::layer_mount;
 use graphdriver_kit::fs::mountinfo::MountTable;
-use graphdriver_kit::options::{OptionParser, StoreOptions};
+use graphdriver_kit::options::{DriverOptions, OptionParser, StoreOptions};
 use graphdriver_kit::store::{Backend, LayerStore};
 use rustix::mount::{self as rmount, MountFlags, MountPropagationFlags, UnmountFlags};
 
@@ -76,25 +76,27 @@ pub struct ZfsOptions {
     pub store: StoreOptions,
 }
 
-impl TryFrom<&BTreeMap<String, String>> for ZfsOptions {
-    type Error = DriverError;
+impl DriverOptions for ZfsOptions {
+    const DRIVER: &'static str = DRIVER;
 
-    fn try_from(opts: &BTreeMap<String, String>) -> Result<Self> {
-        let mut fsname = None;
-        let parser = OptionParser::new("zfs", opts);
-        let store = parser.parse(|k, v| match k {
+    fn set(&mut self, p: &OptionParser<'_>, key: &str, value: &str) -> Result<bool> {
+        match key {
             "zfs.fsname" => {
-                fsname = Some(
-                    DatasetName::new(v)
-                        .map_err(|e| parser.unsupported(format!("zfs.fsname={v}: {e}")))?,
-                );
-                Ok(true)
+                let name = DatasetName::new(value)
+                    .map_err(|e| p.unsupported(format!("zfs.fsname={value}: {e}")))?;
+                self.fsname = Some(name);
             }
-            _ => Ok(false),
-        })?;
-        Ok(ZfsOptions { fsname, store })
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn store_mut(&mut self) -> &mut StoreOptions {
+        &mut self.store
     }
 }
+
+graphdriver_kit::driver_options!(ZfsOptions);
 
 /// Opens (creating if needed) the zfs driver under `root`, with options as `key=value` (see
 /// [`ZfsOptions`]). The layers go below the dataset `zfs.fsname=POOL/DATASET`, or below the
