@@ -140,15 +140,21 @@ impl DriverOptions for DevmapperOptions {
         &mut self.store
     }
 
-    fn check(&self, p: &OptionParser<'_>) -> Result<()> {
+    fn check(&self) -> Result<()> {
         if self.block_size < 64 << 10
             || !self.block_size.is_multiple_of(64 << 10)
             || self.block_size > 1 << 30
         {
-            return Err(p.unsupported("dm.blocksize must be a multiple of 64K between 64K and 1G"));
+            return Err(DriverError::unsupported(
+                DRIVER,
+                "dm.blocksize must be a multiple of 64K between 64K and 1G",
+            ));
         }
         if self.base_size < 64 << 20 || !self.base_size.is_multiple_of(512) {
-            return Err(p.unsupported("dm.basesize must be at least 64M and a multiple of 512"));
+            return Err(DriverError::unsupported(
+                DRIVER,
+                "dm.basesize must be at least 64M and a multiple of 512",
+            ));
         }
         Ok(())
     }
@@ -164,6 +170,7 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<DevmapperDri
 
 /// [`open`] with typed options.
 pub fn open_with(root: &Path, o: &DevmapperOptions) -> Result<DevmapperDriver> {
+    o.check()?; // the fields are public: a struct made by hand is checked too
     std::fs::create_dir_all(root).ctx("create directory", root)?;
     let root = &root.canonicalize().ctx("resolve", root)?;
     let home = root.join("devicemapper");
@@ -791,6 +798,30 @@ impl Backend for Devmapper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fields are public, so `open_with` checks options a caller made by hand, before
+    /// anything is made on disk (a block size of 0 divided the pool's size).
+    #[test]
+    fn open_with_checks_options_made_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        for o in [
+            DevmapperOptions {
+                block_size: 0,
+                ..Default::default()
+            },
+            DevmapperOptions {
+                base_size: (64 << 20) + 1,
+                ..Default::default()
+            },
+        ] {
+            let e = open_with(dir.path(), &o).unwrap_err();
+            assert!(matches!(e, DriverError::Unsupported { .. }), "{e}");
+        }
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing is made"
+        );
+    }
 
     #[test]
     fn options_parse_and_check_ranges() {

@@ -127,7 +127,7 @@ pub struct MountSpec {
 /// copy-on-write view of its parent.
 ///
 /// See the crate documentation for the model and the invariants every implementation keeps.
-/// Every method documents the conformance case (in `graphdriver-harness`) that checks it.
+/// Every method documents the conformance case (in `graphdriver-conformance`) that checks it.
 pub trait GraphDriver: Send + Sync + fmt::Debug {
     /// The driver's name (`vfs`, `overlay2`, ...).
     fn name(&self) -> &'static str;

@@ -131,8 +131,14 @@ fn init_logging() {
 
 fn run(mut cli: Cli) -> Result<ExitCode> {
     // the environment variables graphctl documents as options (libraries read none)
-    if cli.driver == "overlay2" && !cli.opts.iter().any(|(k, _)| k == "overlay2.mount_api") {
-        if let Ok(api) = std::env::var("GRAPHDRIVER_OVERLAY_MOUNT_API") {
+    if let Ok(api) = std::env::var("GRAPHDRIVER_OVERLAY_MOUNT_API") {
+        if cli.driver != "overlay2" {
+            eprintln!(
+                "graphctl: GRAPHDRIVER_OVERLAY_MOUNT_API applies to --driver overlay2 only (pass \
+                 --opt overlay2.mount_api={api} there); ignored for --driver {}",
+                cli.driver
+            );
+        } else if !cli.opts.iter().any(|(k, _)| k == "overlay2.mount_api") {
             cli.opts.push(("overlay2.mount_api".into(), api));
         }
     }

@@ -420,6 +420,7 @@ fn kind(e: &DriverError) -> &'static str {
         DriverError::InvalidArchive { .. } => "InvalidArchive",
         DriverError::Io { .. } => "Io",
         DriverError::RollbackFailed { .. } => "RollbackFailed",
+        DriverError::RetryFailed { .. } => "RetryFailed",
         _ => "other",
     }
 }

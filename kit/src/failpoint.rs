@@ -4,7 +4,7 @@
 //! lookup. Without the feature (any build no test asked for it in) a point is nothing.
 
 /// The layer store's crash points, in the order an operation reaches them. The conformance
-/// case `lifecycle::kill_at_every_store_failpoint_leaves_layers_whole` kills `graphctl` at
+/// case `lifecycle::kill_at_every_store_failpoint_leaves_layers_whole` kills its helper process at
 /// each on every backend; a test here checks this list against the calls in the source.
 pub const STORE_POINTS: &[&str] = &[
     "create.after-journal",
@@ -78,7 +78,7 @@ mod tests {
         let listed: BTreeSet<String> = super::STORE_POINTS.iter().map(|s| s.to_string()).collect();
         assert_eq!(
             found, listed,
-            "STORE_POINTS and the failpoint::hit calls in driver-api differ"
+            "STORE_POINTS and the failpoint::hit calls in graphdriver-kit differ"
         );
     }
 }

@@ -98,8 +98,9 @@ pub trait DriverOptions: Default {
     /// The layer store's options, which every backend's hold.
     fn store_mut(&mut self) -> &mut StoreOptions;
 
-    /// Checks the options together, once every key is set.
-    fn check(&self, _parser: &OptionParser<'_>) -> Result<()> {
+    /// Checks the options together, once every key is set (also what `open_with` runs first,
+    /// since the fields are public).
+    fn check(&self) -> Result<()> {
         Ok(())
     }
 }
@@ -110,7 +111,7 @@ pub fn parse<T: DriverOptions>(opts: &BTreeMap<String, String>) -> Result<T> {
     let mut o = T::default();
     let parser = OptionParser::new(T::DRIVER, opts);
     *o.store_mut() = parser.parse(|k, v| o.set(&parser, k, v))?;
-    o.check(&parser)?;
+    o.check()?;
     Ok(o)
 }
 

@@ -83,6 +83,7 @@ pub struct Header {
     pub link: Vec<u8>,
     /// Device major and minor numbers.
     pub dev: (u32, u32),
-    /// Extended attributes, sorted by name.
+    /// Extended attributes: in archive order as read; the writer writes them in this order
+    /// (export sorts them by name).
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }

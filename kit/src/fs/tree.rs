@@ -176,20 +176,13 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> PathBuf {
 /// The extended attributes of an open file or directory, sorted by name (none where the
 /// filesystem has none or will not list them).
 pub fn fd_xattrs(fd: BorrowedFd<'_>) -> rustix::io::Result<Xattrs> {
-    none_if_refused(read_xattrs(fd, None))
+    read_xattrs(fd, None)
 }
 
 /// The extended attributes of `path` itself (a symlink is not followed), sorted by name.
 pub fn path_xattrs(path: &Path) -> rustix::io::Result<Xattrs> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::INVAL)?;
-    none_if_refused(read_xattrs(rfs::CWD, Some(&c)))
-}
-
-fn none_if_refused(r: rustix::io::Result<Xattrs>) -> rustix::io::Result<Xattrs> {
-    match r {
-        Err(Errno::NOTSUP) | Err(Errno::PERM) => Ok(Vec::new()),
-        r => r,
-    }
+    read_xattrs(rfs::CWD, Some(&c))
 }
 
 /// Whether an xattr is private to a backend and never exported or compared.
@@ -199,7 +192,8 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
 
 /// Copies the non-directory entry `name` of `src` to `dst_name` in `dst` (which must not
 /// exist) with the one copier ([`crate::fs::copy`]): its data (reflink first, holes kept),
-/// owner, xattrs but a backend's private ones, mode and times, in the order that keeps
+/// owner, xattrs but a backend's private ones, mode, atime and mtime (as `cp -a`; the old
+/// copy left atime as the copy's), in the order that keeps
 /// setuid bits and capabilities; symlinks and nodes are recreated.
 pub fn copy_entry_at(
     src: BorrowedFd<'_>,
