@@ -298,6 +298,15 @@ pub fn incompressible_tar(files: usize, each: u64) -> std::io::Result<impl std::
     Ok(r)
 }
 
+/// A fresh scratch filesystem of the kind `driver` needs for the suite (16 GiB, sparse) under
+/// `/var/tmp/graphdriver-check`, after sweeping what dead runs left there; for `graphctl
+/// check` and a backend's own conformance test.
+pub fn suite_scratch(driver: &str) -> Result<ScratchFs> {
+    let dir = Path::new("/var/tmp/graphdriver-check");
+    sweep(dir);
+    ScratchFs::new(dir, scratch_fs(driver), 16 << 30, "")
+}
+
 /// The filesystem a driver's scratch roots are made on, for the suite and the benchmarks.
 pub fn scratch_fs(driver: &str) -> &'static str {
     match driver {

@@ -69,36 +69,40 @@ pub fn main(opener: Opener) -> ExitCode {
             }
         }
     };
-    let env = scratch.as_ref().and_then(|s| {
-        Some(Env {
-            driver: opener,
-            opts: Default::default(),
-            scratch: s.path().to_owned(),
-            helper: Helper {
-                program: std::env::current_exe().ok()?,
-                args: vec![helper::ARG.to_owned()],
-            },
-            filter: None,
-            required,
-        })
-    });
-    let env = env.map(Arc::new);
-    let base = match &env {
-        Some(env) => match crate::scratch_base(env) {
-            Ok(b) => Some(Arc::new(b)),
-            Err(e) => return fail_setup(&format!("cannot make the cases' directory: {e:#}")),
-        },
+    let program = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return fail_setup(&format!("cannot find this test binary, the helper: {e}")),
+    };
+    // the environment and the directory the cases make their roots in, where there is a
+    // scratch filesystem
+    let setup = match &scratch {
+        Some(s) => {
+            let env = Env {
+                driver: opener,
+                opts: Default::default(),
+                scratch: s.path().to_owned(),
+                helper: Helper {
+                    program,
+                    args: vec![helper::ARG.to_owned()],
+                },
+                filter: None,
+                required,
+            };
+            match crate::scratch_base(&env) {
+                Ok(base) => Some(Arc::new((env, base))),
+                Err(e) => return fail_setup(&format!("cannot make the cases' directory: {e:#}")),
+            }
+        }
         None => None,
     };
     let trials = cases()
         .into_iter()
         .map(|case| {
-            let env = env.clone();
-            let base = base.clone();
+            let setup = setup.clone();
             let setup_error = setup_error.clone();
-            Trial::ignorable_test(case.name, move || match (env, base) {
-                (Some(env), Some(base)) => {
-                    let r = crate::run_one(&env, &base, case);
+            Trial::ignorable_test(case.name, move || match setup.as_deref() {
+                Some((env, base)) => {
+                    let r = crate::run_one(env, base, case);
                     let msg = r.message.unwrap_or_default();
                     match r.outcome {
                         "passed" => Ok(Completion::Completed),
@@ -107,7 +111,7 @@ pub fn main(opener: Opener) -> ExitCode {
                         _ => Err(Failed::from(msg)),
                     }
                 }
-                _ => {
+                None => {
                     let why = setup_error.unwrap_or_else(|| "no scratch filesystem".into());
                     if required {
                         Err(Failed::from(why))
@@ -119,8 +123,8 @@ pub fn main(opener: Opener) -> ExitCode {
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
-    if let Some(b) = &base {
-        let _ = graphdriver_kit::fs::tree::remove_tree(b);
+    if let Some((_, base)) = setup.as_deref() {
+        let _ = graphdriver_kit::fs::tree::remove_tree(base);
     }
     drop(scratch);
     conclusion.exit_code()
@@ -147,14 +151,7 @@ fn scratch(driver: &str) -> anyhow::Result<Scratch> {
         std::fs::create_dir_all(&dir)?;
         return Ok(Scratch::Dir(dir));
     }
-    let dir = Path::new("/var/tmp/graphdriver-check");
-    fixture::sweep(dir);
-    Ok(Scratch::Fs(ScratchFs::new(
-        dir,
-        fixture::scratch_fs(driver),
-        16 << 30,
-        "",
-    )?))
+    Ok(Scratch::Fs(fixture::suite_scratch(driver)?))
 }
 
 /// The first line of `msg`, at most 200 characters.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -42,10 +42,6 @@ pub fn run(driver: &str, opts: &BTreeMap<String, String>, args: Args) -> Result<
         program: std::env::current_exe().context("find graphctl itself")?,
         args: vec![graphdriver_conformance::helper::ARG.to_owned()],
     };
-    let dir = Path::new("/var/tmp/graphdriver-check");
-    if scratch.is_none() {
-        fixture::sweep(dir);
-    }
     let mut total = conformance::Report::default();
     let mut reports = Vec::new();
     let stdout = io::stdout();
@@ -54,22 +50,19 @@ pub fn run(driver: &str, opts: &BTreeMap<String, String>, args: Args) -> Result<
         let (_fs, scratch) = match &scratch {
             Some(p) => (None, p.clone()),
             None => {
-                let fs =
-                    match fixture::ScratchFs::new(dir, fixture::scratch_fs(&name), 16 << 30, "") {
-                        Ok(fs) => fs,
-                        // a backend this machine cannot run (no zfs module) is skipped unless
-                        // GRAPHDRIVER_REQUIRE names it
-                        Err(e) if !Env::required_by_environment(&name) => {
-                            println!("skip {name}: no scratch filesystem for it here: {e:#}");
-                            total.skipped += 1;
-                            continue;
-                        }
-                        Err(e) => {
-                            return Err(
-                                e.context("make the scratch filesystem (or pass --scratch DIR)")
-                            )
-                        }
-                    };
+                let fs = match fixture::suite_scratch(&name) {
+                    Ok(fs) => fs,
+                    // a backend this machine cannot run (no zfs module) is skipped unless
+                    // GRAPHDRIVER_REQUIRE names it
+                    Err(e) if !Env::required_by_environment(&name) => {
+                        println!("skip {name}: no scratch filesystem for it here: {e:#}");
+                        total.skipped += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(e.context("make the scratch filesystem (or pass --scratch DIR)"))
+                    }
+                };
                 let p = fs.path().to_owned();
                 (Some(fs), p)
             }

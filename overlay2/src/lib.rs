@@ -93,16 +93,6 @@ pub enum MountApiChoice {
     Legacy,
 }
 
-impl MountApiChoice {
-    fn as_str(self) -> &'static str {
-        match self {
-            MountApiChoice::Auto => "auto",
-            MountApiChoice::New => "new",
-            MountApiChoice::Legacy => "legacy",
-        }
-    }
-}
-
 /// overlay2's options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -147,7 +137,6 @@ pub fn open(root: &Path, opts: &BTreeMap<String, String>) -> Result<Overlay2Driv
 /// [`open`] with typed options.
 pub fn open_with(root: &Path, opts: &Overlay2Options) -> Result<Overlay2Driver> {
     let unsupported = |reason: String| DriverError::unsupported("overlay2", reason);
-    let requested = opts.mount_api.as_str();
     // canonical, so mount points compare equal to what /proc/self/mountinfo lists
     std::fs::create_dir_all(root).ctx("create directory", root)?;
     let root = &root.canonicalize().ctx("resolve", root)?;
@@ -173,19 +162,26 @@ pub fn open_with(root: &Path, opts: &Overlay2Options) -> Result<Overlay2Driver> 
     let probed_file = home.join("probed");
     let probed = std::fs::read_to_string(&probed_file).ok().and_then(|s| {
         let (b, api) = s.split_once(' ')?;
-        (b == boot).then(|| api.trim().to_owned())
+        match (b == boot, api.trim()) {
+            (true, "new") => Some(MountApi::New),
+            (true, "legacy") => Some(MountApi::Legacy),
+            _ => None,
+        }
     });
-    let api = match (requested, probed.as_deref()) {
-        ("legacy", Some("legacy") | Some("new")) => MountApi::Legacy,
-        ("new" | "auto", Some("new")) => MountApi::New,
-        ("auto", Some("legacy")) => MountApi::Legacy,
-        ("legacy" | "new" | "auto", _) => {
+    let api = match (opts.mount_api, probed) {
+        // legacy mounts work wherever the new API did
+        (MountApiChoice::Legacy, Some(_)) => MountApi::Legacy,
+        (MountApiChoice::New | MountApiChoice::Auto, Some(MountApi::New)) => MountApi::New,
+        (MountApiChoice::Auto, Some(MountApi::Legacy)) => MountApi::Legacy,
+        (requested, _) => {
             probe_d_type(&home).map_err(unsupported)?;
             let api = match requested {
-                "legacy" => MountApi::Legacy,
-                "new" => MountApi::New,
-                _ if probe_mount(&home, MountApi::New, xattrs).is_ok() => MountApi::New,
-                _ => MountApi::Legacy,
+                MountApiChoice::Legacy => MountApi::Legacy,
+                MountApiChoice::New => MountApi::New,
+                MountApiChoice::Auto if probe_mount(&home, MountApi::New, xattrs).is_ok() => {
+                    MountApi::New
+                }
+                MountApiChoice::Auto => MountApi::Legacy,
             };
             probe_mount(&home, api, xattrs).map_err(|e| {
                 unsupported(format!(
@@ -202,11 +198,6 @@ pub fn open_with(root: &Path, opts: &Overlay2Options) -> Result<Overlay2Driver> 
                 format!("{boot} {name}").as_bytes(),
             )?;
             api
-        }
-        (other, _) => {
-            return Err(unsupported(format!(
-                "overlay2.mount_api={other}: want auto, new or legacy"
-            )))
         }
     };
     let shared_parent = MountTable::read()?.propagates_below(&home);
